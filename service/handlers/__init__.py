@@ -1,0 +1,1 @@
+"""HTTP handlers, one module per area. Handlers call data functions; they never hold SQL."""

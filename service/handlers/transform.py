@@ -1,0 +1,49 @@
+"""The recommender transform: a Pinpoint event in, the same endpoints with Recommendations out."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from service import pinpoint
+from service.access import requires
+from service.app_keys import PRINCIPAL, RECOMMENDERS, REQUEST_ID, RESOLVER, SETTINGS
+from service.enrich import Enricher
+from service.recommenders import check_recommender_name
+from service.request_body import read_json
+from service.responses import json_response
+
+log = logging.getLogger(__name__)
+
+MALFORMED_HEADER = "X-Malformed-Endpoints"
+UNRESOLVED_HEADER = "X-Unresolved-Endpoints"
+MAX_LOGGED_PROBLEMS = 10
+
+
+@requires("transform")
+async def transform(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    name = check_recommender_name(request.match_info["recommender"])
+    recommender = await request.app[RECOMMENDERS].get(request[PRINCIPAL].tenant_id, name)
+    event = await read_json(request, settings.max_body_bytes)
+    parsed = pinpoint.parse_event(
+        event, pinpoint.EventLimits(settings.max_endpoints, settings.max_items_per_endpoint)
+    )
+    resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids)
+    answer, unresolved = pinpoint.enrich_event(parsed, Enricher(recommender.spec), resolved)
+    headers = {}
+    if parsed.malformed:
+        headers[MALFORMED_HEADER] = str(len(parsed.malformed))
+        log.warning(
+            "endpoints left out as malformed",
+            extra={
+                "request_id": request[REQUEST_ID],
+                "recommender": name,
+                "malformed": len(parsed.malformed),
+                "problems": [e.as_json() for e in parsed.malformed[:MAX_LOGGED_PROBLEMS]],
+            },
+        )
+    if unresolved:
+        headers[UNRESOLVED_HEADER] = str(unresolved)
+    return json_response(answer, headers=headers)

@@ -1,0 +1,64 @@
+"""JSON in one place: orjson for speed, with an exact fallback for integers orjson cannot hold.
+
+orjson reads integers beyond 64 bits as floats, which would change a value the transformer must
+return untouched; a body with a run of 20 or more digits is therefore read and written with the
+standard library instead (slower, exact).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+_LONG_DIGIT_RUN = re.compile(rb"\d{20,}")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, frozenset | set | tuple):
+        return list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def needs_exact(body: bytes) -> bool:
+    return _LONG_DIGIT_RUN.search(body) is not None
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse JSON; raises ValueError with orjson's position message on bad input."""
+    if isinstance(body, bytes) and needs_exact(body):
+        return _exact_loads(body)
+    return orjson.loads(body)
+
+
+def _exact_loads(body: bytes) -> Any:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not valid JSON")
+
+    try:
+        return json.loads(body, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the body is not UTF-8: {exc.reason}") from exc
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise; falls back to the standard library where orjson cannot be exact."""
+    try:
+        return orjson.dumps(value, default=_default)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                          default=_default).encode()

@@ -1,0 +1,194 @@
+"""AWS Lambda shim: forwards an Amazon Pinpoint recommender event to catalog-enricher.
+
+Deploy this one file (`catalog-enricher shim-zip shim.zip`), handler `lambda_shim.handler`. It uses
+the Python standard library only and imports nothing from the service, so it can be zipped alone.
+
+Environment:
+    ENRICHER_URL         the transform URL, e.g. https://enricher.example.com/v1/recommenders/movies/transform
+    ENRICHER_API_KEY     a key with the `transform` scope
+    ENRICHER_MARGIN_MS   time kept back from the Lambda's remaining time (default 300)
+
+Behaviour: one keep-alive connection per warm container, reused across invocations (reopened once,
+without counting as a retry, when the server closed it while idle). Each call's timeout is the
+Lambda's remaining time minus the margin; that budget is sent as `X-Deadline-Ms` so the service
+answers within it. A failed attempt (network error, timeout, 5xx, 429) is retried once if time is
+left; otherwise the shim raises EnricherError naming the URL and the cause, so that Pinpoint retries
+the batch (it tries up to 3 times). The API key never appears in an error or a log line.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import socket
+import ssl
+import time
+import urllib.parse
+
+DEFAULT_MARGIN_MS = 300
+MIN_ATTEMPT_MS = 50  # below this, an attempt cannot succeed: do not start one
+RETRYABLE_STATUSES = frozenset((408, 425, 429, 500, 502, 503, 504))
+USER_AGENT = "catalog-enricher-lambda-shim/1"
+STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+    ConnectionResetError,
+    BrokenPipeError,
+    ConnectionAbortedError,
+)
+
+
+class EnricherError(Exception):
+    """The event could not be enriched; Pinpoint will retry the batch."""
+
+
+# Module scope on purpose: Lambda keeps it between invocations of a warm container.
+_connection: http.client.HTTPConnection | None = None
+_connection_target: tuple[str, str] | None = None
+
+
+def handler(event, context):
+    """Lambda entry point: returns the enriched endpoint map, or raises EnricherError."""
+    url = os.environ.get("ENRICHER_URL", "").strip()
+    api_key = os.environ.get("ENRICHER_API_KEY", "").strip()
+    if not url:
+        raise EnricherError("ENRICHER_URL is not set")
+    if not api_key:
+        raise EnricherError(f"ENRICHER_API_KEY is not set (needed to call {url})")
+    target = urllib.parse.urlsplit(url)
+    if target.scheme not in ("http", "https") or not target.hostname:
+        raise EnricherError(f"ENRICHER_URL must be an http(s) URL, got {url!r}")
+
+    margin_ms = _int_env("ENRICHER_MARGIN_MS", DEFAULT_MARGIN_MS)
+    deadline = time.monotonic() + (context.get_remaining_time_in_millis() - margin_ms) / 1000
+    body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    request_id = getattr(context, "aws_request_id", None)
+
+    failures = []
+    for attempt in (1, 2):
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms < MIN_ATTEMPT_MS:
+            failures.append(f"attempt {attempt}: no time left ({max(remaining_ms, 0)} ms)")
+            break
+        try:
+            status, data = _post(target, api_key, body, deadline, request_id)
+        except (OSError, http.client.HTTPException) as exc:
+            _close()
+            failures.append(f"attempt {attempt}: {_describe(exc, deadline)}")
+            continue
+        if status == 200:
+            try:
+                return json.loads(data)
+            except ValueError as exc:
+                raise EnricherError(f"catalog-enricher at {url} answered invalid JSON: {exc}") from exc
+        cause = f"HTTP {status}: {_problem_detail(data)}"
+        if status not in RETRYABLE_STATUSES:
+            raise EnricherError(f"catalog-enricher at {url} refused the event: {cause}")
+        failures.append(f"attempt {attempt}: {cause}")
+    raise EnricherError(f"catalog-enricher at {url} failed: " + "; ".join(failures))
+
+
+def _post(target, api_key, body, deadline, request_id):
+    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {api_key}",
+        "User-Agent": USER_AGENT,
+    }
+    if request_id:
+        headers["X-Request-Id"] = str(request_id)
+    connection, reused = _open(target, deadline)
+    try:
+        return _exchange(connection, path, headers, body, deadline)
+    except STALE_CONNECTION_ERRORS:
+        if not reused:
+            raise
+    # The server closed the idle keep-alive connection as we sent: open a new one, once.
+    _close()
+    connection, _ = _open(target, deadline)
+    return _exchange(connection, path, headers, body, deadline)
+
+
+def _exchange(connection, path, headers, body, deadline):
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("no time left before the deadline")
+    connection.sock.settimeout(remaining)
+    headers = {**headers, "X-Deadline-Ms": str(max(1, int(remaining * 1000)))}
+    connection.request("POST", path, body=body, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    if response.will_close:
+        _close()
+    return response.status, data
+
+
+def _open(target, deadline):
+    """The warm connection if it is still usable, else a new one. Returns (connection, reused)."""
+    global _connection, _connection_target
+    key = (target.scheme, target.netloc)
+    if _connection is not None and _connection_target == key and _connection.sock is not None:
+        if not _closed_by_peer(_connection.sock):
+            return _connection, True
+        _close()
+    _close()
+    timeout = max(deadline - time.monotonic(), 0.001)
+    if target.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            target.hostname, target.port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=timeout)
+    connection.connect()
+    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _connection, _connection_target = connection, key
+    return connection, False
+
+
+def _closed_by_peer(sock):
+    """An idle keep-alive socket that is readable has been closed (or broken) by the server."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _close():
+    global _connection, _connection_target
+    if _connection is not None:
+        try:
+            _connection.close()
+        except OSError:
+            pass
+    _connection, _connection_target = None, None
+
+
+def _describe(exc, deadline):
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out before the deadline"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the service running?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host ({exc})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _problem_detail(data):
+    try:
+        problem = json.loads(data)
+        detail = problem.get("detail") or problem.get("title")
+        return str(detail)[:500] if detail else data[:200].decode("utf-8", "replace")
+    except (ValueError, AttributeError):
+        return data[:200].decode("utf-8", "replace")
+
+
+def _int_env(name, default):
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default

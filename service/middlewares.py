@@ -1,0 +1,104 @@
+"""The one middleware every request passes: request ID, one log line, and errors as problems.
+
+Domain errors become their problem+json; aiohttp's own HTTP errors (unknown route, wrong method,
+body too large) are rewritten the same way; Postgres being unreachable is a 503; anything else is
+logged with its traceback and answered with a 500 that names only the request ID.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import asyncpg
+from aiohttp import web
+
+from service.app_keys import PRINCIPAL, REQUEST_ID, SETTINGS
+from service.errors import (
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    Unavailable,
+    UnsupportedMedia,
+)
+from service.responses import problem_response
+
+log = logging.getLogger("service.requests")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+def _http_problem(exc: web.HTTPException) -> ProblemError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such route; see /openapi.json", field="path")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return MethodNotAllowed(f"{exc.method} is not allowed here (allowed: {allowed})",
+                                field="method", headers={"Allow": allowed})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("the request body is too large", field="body")
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return UnsupportedMedia(exc.text or "unsupported media type", field="Content-Type")
+    problem = BadRequest(exc.reason or "bad request")
+    problem.status = exc.status
+    return problem
+
+
+@web.middleware
+async def request_context(request: web.Request, handler) -> web.StreamResponse:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ProblemError as exc:
+        response = problem_response(exc, request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = problem_response(_http_problem(exc), request.path)
+    except _DATABASE_DOWN as exc:
+        log.error("database unavailable", extra={"request_id": request_id,
+                                                 "error": type(exc).__name__})
+        response = problem_response(
+            Unavailable("the catalog database is unavailable; retry shortly"), request.path
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        response = problem_response(
+            InternalError(f"an unexpected error occurred; quote request ID {request_id}"),
+            request.path,
+        )
+    response.headers[REQUEST_ID_HEADER] = request_id
+    if request.app[SETTINGS].access_log:
+        principal = request.get(PRINCIPAL)
+        route = request.match_info.route.name
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "route": route,
+                "path": request.path,
+                "status": response.status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "tenant": principal.tenant_name if principal else None,
+                "key": principal.key_prefix if principal else None,
+            },
+        )
+    return response

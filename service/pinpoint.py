@@ -1,0 +1,120 @@
+"""The Amazon Pinpoint recommender-transformer contract, as an adapter over the generic core.
+
+In: an event whose `Endpoints` maps endpoint IDs to Pinpoint endpoint definitions, each with an
+ordered `RecommendationItems` array of item IDs. Out: a flat map of endpoint ID to the same endpoint,
+untouched but for an added `Recommendations` object. Endpoints that cannot be served are left out,
+which Pinpoint reads as "do not send to this one":
+
+- malformed: `RecommendationItems` missing, empty, not an array of strings, or holding an ID that
+  cannot exist (over 256 characters, NUL); counted and reported, the others are served;
+- unresolved: none of its items exists (or the recommender's policy drops it).
+
+Limits that make the whole event unusable (too many endpoints, too many items for one endpoint) are
+a 422; so is an event none of whose endpoints is well formed although some are malformed, because
+then nothing at all can be served and the caller should hear why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.enrich import Enricher
+from service.errors import FieldError, ValidationFailed
+from service.items import item_id_problem, json_type
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    max_endpoints: int
+    max_items_per_endpoint: int
+
+
+@dataclass
+class ParsedEvent:
+    """The endpoints to serve, in event order, and what was left out as malformed."""
+
+    endpoints: list[tuple[str, dict[str, Any], list[str]]] = field(default_factory=list)
+    malformed: list[FieldError] = field(default_factory=list)
+    item_ids: list[str] = field(default_factory=list)
+
+
+def endpoint_locale(endpoint: Mapping[str, Any]) -> str | None:
+    demographic = endpoint.get("Demographic")
+    if isinstance(demographic, dict):
+        locale = demographic.get("Locale")
+        if isinstance(locale, str) and locale:
+            return locale
+    return None
+
+
+def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
+    """Check the event's shape and collect every item ID once, in first-seen order."""
+    if not isinstance(event, dict):
+        raise ValidationFailed.of("body", f"the event must be a JSON object, got {json_type(event)}")
+    endpoints = event.get("Endpoints")
+    if endpoints is None:
+        raise ValidationFailed.of("Endpoints", "is required: a map of endpoint ID to endpoint")
+    if not isinstance(endpoints, dict):
+        raise ValidationFailed.of("Endpoints", f"must be an object, got {json_type(endpoints)}")
+    if len(endpoints) > limits.max_endpoints:
+        raise ValidationFailed.of(
+            "Endpoints", f"at most {limits.max_endpoints} endpoints per event, got {len(endpoints)}"
+        )
+
+    parsed = ParsedEvent()
+    unique: dict[str, None] = {}
+    for endpoint_id, endpoint in endpoints.items():
+        where = f"Endpoints.{endpoint_id}"
+        if not isinstance(endpoint, dict):
+            parsed.malformed.append(FieldError(where, f"must be an object, got {json_type(endpoint)}"))
+            continue
+        items = endpoint.get("RecommendationItems")
+        problem = _items_problem(items, limits, where)
+        if problem:
+            parsed.malformed.append(problem)
+            continue
+        parsed.endpoints.append((endpoint_id, endpoint, items))
+        for item_id in items:
+            unique[item_id] = None
+    if not parsed.endpoints and parsed.malformed:
+        raise ValidationFailed.of_many(parsed.malformed)
+    parsed.item_ids = list(unique)
+    return parsed
+
+
+def _items_problem(items: object, limits: EventLimits, where: str) -> FieldError | None:
+    where = f"{where}.RecommendationItems"
+    if items is None:
+        return FieldError(where, "is missing")
+    if not isinstance(items, list):
+        return FieldError(where, f"must be an array of item IDs, got {json_type(items)}")
+    if not items:
+        return FieldError(where, "is empty")
+    if len(items) > limits.max_items_per_endpoint:
+        # Not a malformed endpoint but a limit: the whole event is refused, loudly.
+        raise ValidationFailed.of(
+            where, f"at most {limits.max_items_per_endpoint} item IDs per endpoint, got {len(items)}"
+        )
+    for index, item_id in enumerate(items):
+        problem = item_id_problem(item_id)
+        if problem:
+            return FieldError(f"{where}[{index}]", problem)
+    return None
+
+
+def enrich_event(
+    parsed: ParsedEvent, enricher: Enricher, resolved: Mapping[str, Any]
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """The transformer's answer, and how many well-formed endpoints were left out unresolved."""
+    answer: dict[str, dict[str, Any]] = {}
+    unresolved = 0
+    for endpoint_id, endpoint, items in parsed.endpoints:
+        recommendations = enricher.recommendations(items, resolved, endpoint_locale(endpoint))
+        if recommendations is None:
+            unresolved += 1
+            continue
+        # A shallow copy: every other key and value is the caller's own object, unchanged.
+        answer[endpoint_id] = {**endpoint, "Recommendations": recommendations}
+    return answer, unresolved

@@ -1,0 +1,50 @@
+"""Reading a JSON request body: content type, size limit, and parse errors, each a clear problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from service import json_codec
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+
+
+def is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(
+            f"the body is {length} bytes; the limit is {max_bytes} bytes", field="body"
+        )
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(
+            f"the body is larger than the limit of {max_bytes} bytes", field="body"
+        ) from exc
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """The parsed body of a request that must be `application/json`."""
+    content_type = request.content_type
+    if not is_json_type(content_type):
+        raise UnsupportedMedia(
+            f"send the body as application/json (got {content_type!r})", field="Content-Type"
+        )
+    charset = request.charset
+    if charset and charset.lower().replace("-", "") != "utf8":
+        raise UnsupportedMedia(f"JSON must be UTF-8 (got charset {charset!r})",
+                               field="Content-Type")
+    body = await read_body(request, max_bytes)
+    if not body.strip():
+        raise BadRequest("the request body is empty; send a JSON document", field="body")
+    try:
+        return json_codec.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from exc

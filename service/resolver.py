@@ -1,0 +1,31 @@
+"""Resolution of many (catalog, item ID) pairs into items: the one path every lookup takes.
+
+All IDs of a batch are deduplicated and fetched with a single `= ANY($1::text[])` query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from service.items import item_id_problem
+from service.storage import items as item_store
+
+
+class ItemResolver:
+    def __init__(self, pool: asyncpg.Pool, *, query_timeout: float) -> None:
+        self.pool = pool
+        self.query_timeout = query_timeout
+
+    async def resolve(self, catalog_id: int, ids: Iterable[str]) -> dict[str, Any]:
+        """Map each ID that exists in the catalog to its item record; unknown IDs are absent."""
+        # IDs that cannot be stored (too long, NUL) cannot exist, and NUL would fail the query.
+        wanted = [i for i in dict.fromkeys(ids) if item_id_problem(i) is None]
+        if not wanted:
+            return {}
+        rows = await item_store.fetch_items(
+            self.pool, catalog_id, wanted, timeout=self.query_timeout
+        )
+        return {row["id"]: row for row in rows}

@@ -1,0 +1,26 @@
+"""The route table: every route the service answers, each with a name."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.handlers import catalogs, ops, recommenders, transform
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes([
+        web.get("/healthz", ops.healthz, name="healthz"),
+        web.get("/readyz", ops.readyz, name="readyz"),
+        web.post("/v1/recommenders/{recommender}/transform", transform.transform,
+                 name="transform"),
+        web.put("/v1/recommenders/{recommender}", recommenders.put_recommender,
+                name="put_recommender"),
+        web.get("/v1/recommenders/{recommender}", recommenders.get_recommender,
+                name="get_recommender", allow_head=False),
+        web.put("/v1/catalogs/{catalog}", catalogs.put_catalog, name="put_catalog"),
+        web.get("/v1/catalogs/{catalog}", catalogs.get_catalog, name="get_catalog",
+                allow_head=False),
+        web.put("/v1/catalogs/{catalog}/items/{item_id}", catalogs.put_item, name="put_item"),
+        web.get("/v1/catalogs/{catalog}/items/{item_id}", catalogs.get_item, name="get_item",
+                allow_head=False),
+    ])

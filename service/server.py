@@ -1,0 +1,136 @@
+"""Running the service: one process, or several sharing one port (SO_REUSEPORT).
+
+`run_server` owns the whole life of `serve`: the embedded Postgres when DATABASE_URL is unset,
+migrations (and the demo) before any worker listens, the workers, and a graceful stop on SIGTERM or
+SIGINT: listeners close first, requests in flight finish (up to ENRICHER_SHUTDOWN_TIMEOUT), then the
+pool and the embedded Postgres shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from service.app import create_app
+from service.db import connect
+from service.demo import curl_line, load_demo
+from service.embedded_postgres import embedded_postgres
+from service.logs import setup_logging
+from service.migrations import apply_migrations
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def install_uvloop() -> bool:
+    """Use uvloop where it is installed: same semantics, a faster event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+async def prepare_database(settings: Settings, demo: bool) -> str | None:
+    """Apply pending migrations (and load the demo); returns the demo key when asked for one."""
+    conn = await connect(settings)
+    try:
+        await apply_migrations(conn)
+        return await load_demo(conn) if demo else None
+    finally:
+        await conn.close()
+
+
+async def serve_app(
+    settings: Settings, *, reuse_port: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
+                           backlog=1024)
+        await site.start()
+        host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+        base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        log.info("listening", extra={"url": base_url})
+        if on_ready:
+            on_ready(base_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down: finishing requests in flight")
+    finally:
+        await runner.cleanup()
+
+
+def _worker_main(settings: Settings) -> None:
+    setup_logging(settings.log_level)
+    install_uvloop()
+    asyncio.run(serve_app(settings, reuse_port=True))
+
+
+def run_server(settings: Settings, *, workers: int = 1, demo: bool = False) -> int:
+    with contextlib.ExitStack() as stack:
+        if not settings.database_url:
+            url = stack.enter_context(embedded_postgres(settings.data_dir))
+            settings = dataclasses.replace(settings, database_url=url)
+        demo_key = asyncio.run(prepare_database(settings, demo))
+
+        def announce(base_url: str) -> None:
+            if demo_key:
+                print(f"catalog-enricher is serving the demo at {base_url}\n"
+                      f"demo API key (shown once): {demo_key}\n"
+                      f"try it:\n{curl_line(base_url, demo_key)}", flush=True)
+
+        if workers <= 1:
+            install_uvloop()
+            asyncio.run(serve_app(settings, on_ready=announce))
+            return 0
+        if settings.port == 0:
+            print("--workers needs a fixed --port (they share it)", file=sys.stderr)
+            return 2
+        return _run_workers(settings, workers, announce)
+    return 0
+
+
+def _run_workers(settings: Settings, workers: int, announce: Callable[[str], None]) -> int:
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_main, args=(settings,), daemon=False)
+                 for _ in range(workers)]
+    for process in processes:
+        process.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate() if signum == signal.SIGTERM else _interrupt(process.pid)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    announce(f"http://{settings.host}:{settings.port}")
+    for process in processes:
+        process.join()
+    return max((p.exitcode or 0) for p in processes)
+
+
+def _interrupt(pid: int) -> None:
+    import os
+
+    os.kill(pid, signal.SIGINT)

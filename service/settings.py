@@ -1,0 +1,194 @@
+"""Service configuration, read once from the environment and validated before anything starts.
+
+Every knob is an environment variable (see the README's configuration table). A bad value stops
+the process with a message that names the variable and what it accepts; the database URL is never
+printed with its password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from service.errors import SettingsError
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def mask_url(url: str | None) -> str | None:
+    """Return `url` with any password replaced by `***`, for logs and error messages."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:***"
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "catalog-enricher"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment. Build it with `from_env`."""
+
+    database_url: str | None = None
+    data_dir: Path = Path(".catalog-enricher")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    access_log: bool = True
+    max_body_bytes: int = 7 * MIB
+    max_endpoints: int = 1000
+    max_items_per_endpoint: int = 50
+    max_batch_ids: int = 1000
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_connect_timeout: float = 5.0
+    db_command_timeout: float = 10.0
+    db_acquire_timeout: float = 5.0
+    auth_cache_seconds: float = 10.0
+    default_deadline_ms: int = 10_000
+    shutdown_timeout: float = 30.0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}={mask_url(v) if f.name == 'database_url' else v!r}"
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        )
+        return f"Settings({fields})"
+
+    __str__ = __repr__
+
+    @property
+    def masked_database_url(self) -> str | None:
+        return mask_url(self.database_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read and validate settings; raise SettingsError naming every bad variable."""
+        env = os.environ if env is None else env
+        reader = _EnvReader(env)
+        values: dict[str, Any] = {
+            "database_url": reader.database_url("DATABASE_URL"),
+            "data_dir": Path(env.get("ENRICHER_DATA_DIR") or default_data_dir(env)),
+            "host": reader.text("ENRICHER_HOST", "127.0.0.1"),
+            "port": reader.integer("ENRICHER_PORT", 8080, 1, 65535),
+            "log_level": reader.choice("ENRICHER_LOG_LEVEL", "INFO", LOG_LEVELS),
+            "access_log": reader.boolean("ENRICHER_ACCESS_LOG", True),
+            "max_body_bytes": reader.integer("ENRICHER_MAX_BODY_BYTES", 7 * MIB, 1024, 64 * MIB),
+            "max_endpoints": reader.integer("ENRICHER_MAX_ENDPOINTS", 1000, 1, 100_000),
+            "max_items_per_endpoint": reader.integer(
+                "ENRICHER_MAX_ITEMS_PER_ENDPOINT", 50, 1, 1000
+            ),
+            "max_batch_ids": reader.integer("ENRICHER_MAX_BATCH_IDS", 1000, 1, 100_000),
+            "db_pool_min": reader.integer("ENRICHER_DB_POOL_MIN", 2, 0, 1000),
+            "db_pool_max": reader.integer("ENRICHER_DB_POOL_MAX", 10, 1, 1000),
+            "db_connect_timeout": reader.seconds("ENRICHER_DB_CONNECT_TIMEOUT", 5.0),
+            "db_command_timeout": reader.seconds("ENRICHER_DB_COMMAND_TIMEOUT", 10.0),
+            "db_acquire_timeout": reader.seconds("ENRICHER_DB_ACQUIRE_TIMEOUT", 5.0),
+            "auth_cache_seconds": reader.seconds("ENRICHER_AUTH_CACHE_SECONDS", 10.0, minimum=0),
+            "default_deadline_ms": reader.integer(
+                "ENRICHER_DEFAULT_DEADLINE_MS", 10_000, 10, 600_000
+            ),
+            "shutdown_timeout": reader.seconds("ENRICHER_SHUTDOWN_TIMEOUT", 30.0),
+        }
+        values.update(overrides)
+        if values["db_pool_min"] > values["db_pool_max"]:
+            reader.errors.append(
+                "ENRICHER_DB_POOL_MIN must not exceed ENRICHER_DB_POOL_MAX "
+                f"({values['db_pool_min']} > {values['db_pool_max']})"
+            )
+        if reader.errors:
+            raise SettingsError("invalid configuration: " + "; ".join(reader.errors))
+        return cls(**values)
+
+
+class _EnvReader:
+    """Strict casts that collect every problem, so one start reports them all."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.errors: list[str] = []
+
+    def _read(self, name: str, default: T, cast: Callable[[str], T], accepts: str) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return cast(raw.strip())
+        except (ValueError, TypeError):
+            self.errors.append(f"{name} must be {accepts}, got {raw!r}")
+            return default
+
+    def text(self, name: str, default: str) -> str:
+        return self._read(name, default, str, "text")
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        def cast(raw: str) -> int:
+            value = int(raw)
+            if not low <= value <= high:
+                raise ValueError
+            return value
+
+        return self._read(name, default, cast, f"an integer from {low} to {high}")
+
+    def seconds(self, name: str, default: float, minimum: float = 0.001) -> float:
+        def cast(raw: str) -> float:
+            value = float(raw)
+            if not (minimum <= value <= 86_400):
+                raise ValueError
+            return value
+
+        return self._read(name, default, cast, f"a number of seconds from {minimum} to 86400")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        table = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}
+
+        def cast(raw: str) -> bool:
+            if raw.lower() not in table:
+                raise ValueError
+            return table[raw.lower()]
+
+        return self._read(name, default, cast, "true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def cast(raw: str) -> str:
+            if raw.upper() not in choices:
+                raise ValueError
+            return raw.upper()
+
+        return self._read(name, default, cast, "one of " + ", ".join(choices))
+
+    def database_url(self, name: str) -> str | None:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return None
+        raw = raw.strip()
+        if not re.match(r"^postgres(ql)?://", raw):
+            # Mask before echoing: a malformed URL may still carry a password.
+            self.errors.append(
+                f"{name} must be a postgresql:// URL, got {mask_url(raw)!r}"
+            )
+            return None
+        return raw

@@ -1,0 +1,1 @@
+"""Data modules: the only place SQL lives. Each function owns its statement (and transaction)."""
