@@ -1,0 +1,126 @@
+"""Fixtures: a real Postgres (the machine's, else an embedded one), a migrated template database,
+a fresh database per test cloned from it, the app through aiohttp's test client, and keys."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service import auth
+from service.app import create_app
+from service.db import connect
+from service.migrations import apply_migrations
+from service.settings import Settings
+from service.storage import tenants as tenant_store
+from tests.support.api import Api
+from tests.support.databases import (
+    can_connect,
+    configured_url,
+    create_database,
+    drop_database,
+    run,
+    with_database,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A Postgres server URL (maintenance database) the tests may create databases on."""
+    url = configured_url()
+    if run(can_connect(url)):
+        yield url
+        return
+    # No Postgres here: run the suite on an embedded one, as a new user's machine would.
+    from service.embedded_postgres import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="ce-test-pg-") as folder, \
+            embedded_postgres(Path(folder)) as embedded_url:
+        yield embedded_url
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_server_url: str) -> Iterator[str]:
+    """A database migrated once per run; every test's database is a copy of it."""
+    name = run(create_database(pg_server_url))
+
+    async def migrate() -> None:
+        conn = await connect(Settings(database_url=with_database(pg_server_url, name)))
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    run(migrate())
+    yield name
+    run(drop_database(pg_server_url, name))
+
+
+@pytest.fixture
+def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = run(create_database(pg_server_url, template=template_database))
+    yield with_database(pg_server_url, name)
+    run(drop_database(pg_server_url, name))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, db_pool_min=1, db_pool_max=5)
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings):
+    return await aiohttp_client(create_app(settings))
+
+
+class KeyMaker:
+    """Creates tenants and keys with the service's own data functions."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    async def __call__(self, tenant: str = "acme", *scopes: str) -> str:
+        scopes = scopes or ("admin",)
+        conn = await connect(Settings(database_url=self.database_url))
+        try:
+            found = await tenant_store.find_tenant(conn, tenant)
+            if found is None:
+                found = await tenant_store.create_tenant(conn, tenant)
+            key = auth.generate_key()
+            await tenant_store.insert_key(conn, found.id, key.prefix, key.key_hash,
+                                          list(scopes), None)
+        finally:
+            await conn.close()
+        return key.key
+
+
+@pytest.fixture
+def make_key(database_url: str) -> KeyMaker:
+    return KeyMaker(database_url)
+
+
+@pytest.fixture
+async def admin(client, make_key) -> Api:
+    """The `acme` tenant's admin key, through the test client."""
+    return Api(client, await make_key("acme", "admin"))
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"the shared fixtures folder {SHARED} is absent on this machine")
+    return SHARED
+
+
+@pytest.fixture
+def subprocess_env(database_url: str) -> dict[str, str]:
+    """Environment for running the CLI as a separate process against this test's database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICHER_")}
+    env["DATABASE_URL"] = database_url
+    return env
