@@ -38,7 +38,7 @@ CREATE TABLE items (
     id              text NOT NULL CHECK (char_length(id) BETWEEN 1 AND 256),
     title           text NOT NULL,
     genre           text,
-    price_amount    numeric(24, 6) CHECK (price_amount >= 0),
+    price_amount    numeric CHECK (price_amount >= 0),  -- unconstrained scale: "19.99" stays "19.99"
     price_currency  text CHECK (price_currency ~ '^[A-Z]{3}$'),
     image_url       text,
     url             text,

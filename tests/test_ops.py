@@ -1,0 +1,63 @@
+"""Health, readiness, request IDs and the per-request log line."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+from tests.support.databases import create_database, drop_database, with_database
+
+
+class TestHealth:
+    """Orchestrators can tell a live process from a ready one."""
+
+    async def test_healthz(self, client):
+        async with client.get("/healthz") as response:
+            assert response.status == 200
+            assert await response.json() == {"status": "ok"}
+
+    async def test_readyz_when_current(self, client):
+        async with client.get("/readyz") as response:
+            assert response.status == 200
+            assert (await response.json())["migrations"] == "current"
+
+    async def test_readyz_refuses_when_migrations_pending(self, aiohttp_client, pg_server_url):
+        name = await create_database(pg_server_url)
+        try:
+            app = create_app(Settings(database_url=with_database(pg_server_url, name),
+                                      db_pool_min=1))
+            client = await aiohttp_client(app)
+            async with client.get("/readyz") as response:
+                assert response.status == 503
+                problem = orjson.loads(await response.read())
+            assert problem["field"] == "migrations" and "0001" in problem["detail"]
+            await client.close()
+        finally:
+            await drop_database(pg_server_url, name)
+
+
+class TestRequestIds:
+    """Every answer carries a request ID; a caller's own is kept."""
+
+    async def test_incoming_id_is_echoed(self, client):
+        async with client.get("/healthz", headers={"X-Request-Id": "pinpoint-abc-123"}) as r:
+            assert r.headers["X-Request-Id"] == "pinpoint-abc-123"
+
+    async def test_generated_when_absent_or_unsafe(self, client):
+        async with client.get("/healthz", headers={"X-Request-Id": "bad id\twith tab"}) as r:
+            assert r.headers["X-Request-Id"] != "bad id\twith tab"
+            assert len(r.headers["X-Request-Id"]) == 32
+
+    async def test_one_log_line_per_request(self, admin, caplog: pytest.LogCaptureFixture):
+        with caplog.at_level(logging.INFO, logger="service.requests"):
+            await admin.get("/v1/catalogs/none", headers={"X-Request-Id": "trace-1"})
+        lines = [r for r in caplog.records if r.name == "service.requests"]
+        assert len(lines) == 1
+        line = lines[0]
+        assert (line.request_id, line.status, line.route, line.tenant) == (
+            "trace-1", 404, "get_catalog", "acme")
+        assert admin.key not in caplog.text

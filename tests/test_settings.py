@@ -1,0 +1,56 @@
+"""Settings: strict casts with messages naming the variable; secrets never printed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from service.errors import SettingsError
+from service.settings import Settings, mask_url
+
+
+class TestFromEnv:
+    """Values are read, cast and checked once, at start."""
+
+    def test_defaults(self):
+        settings = Settings.from_env({})
+        assert settings.database_url is None
+        assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+        assert settings.max_body_bytes == 7 * 1024 * 1024
+        assert (settings.max_endpoints, settings.max_items_per_endpoint) == (1000, 50)
+
+    @pytest.mark.parametrize(("name", "value"), [
+        ("ENRICHER_PORT", "eighty"), ("ENRICHER_PORT", "70000"),
+        ("ENRICHER_MAX_ENDPOINTS", "0"), ("ENRICHER_LOG_LEVEL", "LOUD"),
+        ("ENRICHER_ACCESS_LOG", "maybe"), ("ENRICHER_DB_COMMAND_TIMEOUT", "-1"),
+        ("DATABASE_URL", "mysql://u:secret@h/db"),
+    ])
+    def test_bad_value_names_the_variable(self, name, value):
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_env({name: value})
+        assert name in str(caught.value)
+        assert "secret" not in str(caught.value)
+
+    def test_every_problem_reported_at_once(self):
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_env({"ENRICHER_PORT": "x", "ENRICHER_MAX_ENDPOINTS": "y"})
+        assert "ENRICHER_PORT" in str(caught.value)
+        assert "ENRICHER_MAX_ENDPOINTS" in str(caught.value)
+
+    def test_password_masked_in_repr(self):
+        settings = Settings.from_env({"DATABASE_URL": "postgresql://app:hunter2@db:5432/cat"})
+        assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
+        assert settings.database_url == "postgresql://app:hunter2@db:5432/cat"
+        assert mask_url(settings.database_url) == "postgresql://app:***@db:5432/cat"
+
+
+def test_cli_refuses_bad_settings_with_a_clear_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"], capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "ENRICHER_PORT": "http",
+             "DATABASE_URL": "postgresql://u:pw-secret@127.0.0.1:1/x"}, check=False,
+    )
+    assert result.returncode == 2
+    assert "ENRICHER_PORT" in result.stderr and "pw-secret" not in result.stderr
