@@ -6,11 +6,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.app_keys import AUTHENTICATOR, POOL, RECOMMENDERS, RESOLVER, SETTINGS
+from service.app_keys import (
+    AUTHENTICATOR,
+    POOL,
+    RECOMMENDERS,
+    REQUESTS_IN_FLIGHT,
+    RESOLVER,
+    SETTINGS,
+)
 from service.auth import Authenticator
 from service.db import pg_pool_context
 from service.middlewares import request_context
 from service.recommender_lookup import RecommenderLookup
+from service.request_tracker import RequestTracker
 from service.resolver import ItemResolver
 from service.routes import setup_routes
 from service.settings import Settings
@@ -22,7 +30,8 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
     pool = app[POOL]
     app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds)
     app[RECOMMENDERS] = RecommenderLookup(pool, settings.auth_cache_seconds)
-    app[RESOLVER] = ItemResolver(pool, query_timeout=settings.db_command_timeout)
+    app[RESOLVER] = ItemResolver(pool, query_timeout=settings.db_command_timeout,
+                                 acquire_timeout=settings.db_acquire_timeout)
     yield
 
 
@@ -35,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[REQUESTS_IN_FLIGHT] = RequestTracker()
     app.cleanup_ctx.append(pg_pool_context)
     app.cleanup_ctx.append(lookups_context)
     setup_routes(app)

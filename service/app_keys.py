@@ -7,6 +7,7 @@ from aiohttp import web
 
 from service.auth import Authenticator, Principal
 from service.recommender_lookup import RecommenderLookup
+from service.request_tracker import RequestTracker
 from service.resolver import ItemResolver
 from service.settings import Settings
 
@@ -15,6 +16,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RESOLVER = web.AppKey("resolver", ItemResolver)
 RECOMMENDERS = web.AppKey("recommenders", RecommenderLookup)
+REQUESTS_IN_FLIGHT = web.AppKey("requests_in_flight", RequestTracker)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

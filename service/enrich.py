@@ -60,7 +60,7 @@ def truncate_words(text: str, limit: int) -> str:
     space = cut.rfind(" ")
     if space >= (limit - 1) // 2:  # a boundary in the second half: cut there
         cut = cut[:space]
-    return cut.rstrip(" ,;:.-–—") + ELLIPSIS
+    return cut.rstrip(" ,;:.-\u2013\u2014") + ELLIPSIS  # also en and em dashes
 
 
 _PLACEHOLDER = re.compile(r"\{(value|id)\}")

@@ -5,6 +5,7 @@
     ├── MigrationError                a migration failed, or an applied file changed
     └── ProblemError                  anything answered as application/problem+json
         ├── BadRequest          400   body is not JSON, bad query parameter
+        │   └── ClientGone      400   the client went away while sending its body
         ├── Unauthorized        401   missing or unknown API key
         ├── Forbidden           403   the key lacks the scope
         ├── NotFound            404   unknown catalog, item, recommender, route (or another tenant's)
@@ -90,6 +91,10 @@ class ProblemError(ServiceError):
 
 class BadRequest(ProblemError):
     status, slug, title = 400, "bad-request", "Bad request"
+
+
+class ClientGone(BadRequest):
+    """The connection closed mid-body; the answer is for the log, nobody will read it."""
 
 
 class Unauthorized(ProblemError):

@@ -18,6 +18,7 @@ the batch (it tries up to 3 times). The API key never appears in an error or a l
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -76,7 +77,7 @@ def handler(event, context):
             status, data = _post(target, api_key, body, deadline, request_id)
         except (OSError, http.client.HTTPException) as exc:
             _close()
-            failures.append(f"attempt {attempt}: {_describe(exc, deadline)}")
+            failures.append(f"attempt {attempt}: {_describe(exc)}")
             continue
         if status == 200:
             try:
@@ -159,14 +160,12 @@ def _closed_by_peer(sock):
 def _close():
     global _connection, _connection_target
     if _connection is not None:
-        try:
+        with contextlib.suppress(OSError):
             _connection.close()
-        except OSError:
-            pass
     _connection, _connection_target = None, None
 
 
-def _describe(exc, deadline):
+def _describe(exc):
     if isinstance(exc, TimeoutError | socket.timeout):
         return "timed out before the deadline"
     if isinstance(exc, ConnectionRefusedError):

@@ -15,7 +15,7 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from service.app_keys import PRINCIPAL, REQUEST_ID, SETTINGS
+from service.app_keys import PRINCIPAL, REQUEST_ID, REQUESTS_IN_FLIGHT, SETTINGS
 from service.errors import (
     BadRequest,
     InternalError,
@@ -32,6 +32,8 @@ log = logging.getLogger("service.requests")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+# Raised by asyncpg when Postgres is down or unreachable. Client disconnects (also OSError) are
+# turned into ClientGone where the body is read, so they never land here as "database down".
 _DATABASE_DOWN = (
     OSError,
     TimeoutError,
@@ -64,6 +66,8 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
     request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
+    tracker = request.app[REQUESTS_IN_FLIGHT]
+    tracker.started()
     try:
         response = await handler(request)
     except ProblemError as exc:
@@ -84,6 +88,8 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
             InternalError(f"an unexpected error occurred; quote request ID {request_id}"),
             request.path,
         )
+    finally:
+        tracker.finished()
     response.headers[REQUEST_ID_HEADER] = request_id
     if request.app[SETTINGS].access_log:
         principal = request.get(PRINCIPAL)

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service import json_codec
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+from service.errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMedia
 
 
 def is_json_type(content_type: str) -> bool:
@@ -28,6 +28,9 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         raise PayloadTooLarge(
             f"the body is larger than the limit of {max_bytes} bytes", field="body"
         ) from exc
+    except OSError as exc:  # aiohttp's ClientConnectionResetError and friends
+        raise ClientGone("the connection closed before the whole body arrived",
+                         field="body") from exc
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:

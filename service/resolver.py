@@ -15,9 +15,10 @@ from service.storage import items as item_store
 
 
 class ItemResolver:
-    def __init__(self, pool: asyncpg.Pool, *, query_timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, query_timeout: float, acquire_timeout: float) -> None:
         self.pool = pool
         self.query_timeout = query_timeout
+        self.acquire_timeout = acquire_timeout
 
     async def resolve(self, catalog_id: int, ids: Iterable[str]) -> dict[str, Any]:
         """Map each ID that exists in the catalog to its item record; unknown IDs are absent."""
@@ -25,7 +26,6 @@ class ItemResolver:
         wanted = [i for i in dict.fromkeys(ids) if item_id_problem(i) is None]
         if not wanted:
             return {}
-        rows = await item_store.fetch_items(
-            self.pool, catalog_id, wanted, timeout=self.query_timeout
-        )
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            rows = await item_store.fetch_items(conn, catalog_id, wanted, timeout=self.query_timeout)
         return {row["id"]: row for row in rows}

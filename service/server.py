@@ -20,11 +20,13 @@ from collections.abc import Callable
 from aiohttp import web
 
 from service.app import create_app
+from service.app_keys import REQUESTS_IN_FLIGHT
 from service.db import connect
 from service.demo import curl_line, load_demo
 from service.embedded_postgres import embedded_postgres
 from service.logs import setup_logging
 from service.migrations import apply_migrations
+from service.request_tracker import RequestTracker
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,9 +76,20 @@ async def serve_app(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
-        log.info("shutting down: finishing requests in flight")
+        await drain(runner, app[REQUESTS_IN_FLIGHT], settings.shutdown_timeout)
     finally:
         await runner.cleanup()
+
+
+async def drain(runner: web.AppRunner, tracker: RequestTracker, timeout: float) -> None:
+    """Stop listening, then let requests in flight finish (their bodies still being read)."""
+    for site in list(runner.sites):
+        await site.stop()
+    log.info("shutting down: finishing requests in flight",
+             extra={"in_flight": tracker.in_flight})
+    if not await tracker.wait_idle(timeout):
+        log.warning("shutdown timeout: requests still in flight are cut",
+                    extra={"in_flight": tracker.in_flight})
 
 
 def _worker_main(settings: Settings) -> None:

@@ -59,7 +59,7 @@ class TestApply:
         broken = [*discover(), Migration(9999, "broken", "CREATE TABLE half (x int); SELECT 1/0;")]
         conn = await asyncpg.connect(empty_database)
         try:
-            with pytest.raises(MigrationError, match="9999_broken.sql failed"):
+            with pytest.raises(MigrationError, match=r"9999_broken\.sql failed"):
                 await apply_migrations(conn, broken)
             assert await conn.fetchval("SELECT to_regclass('half')") is None
             assert 9999 not in [v for v, _ in await ledger(empty_database)]
@@ -68,7 +68,7 @@ class TestApply:
 
     def test_badly_named_file_is_refused(self, tmp_path: Path):
         (tmp_path / "1_init.sql").write_text("SELECT 1")
-        with pytest.raises(MigrationError, match="NNNN_name.sql"):
+        with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
             discover(tmp_path)
 
 

@@ -1,0 +1,150 @@
+"""`catalog-enricher serve` as a new user runs it: embedded Postgres, the demo's curl line,
+graceful shutdown, and several workers on one port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`python -m service serve ...` in its own process, with its stdout read line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        # Logs go to a file: a pipe nobody reads could fill and block the server.
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in wait()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", *args], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=self.log,
+        )
+
+    def logs(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-3000:]
+
+    def read_until(self, prefix: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"server exited: {self.logs()}")
+            if line.startswith(prefix):
+                return line.strip()
+        raise AssertionError(f"no line starting with {prefix!r}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def wait(self) -> int:
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.process.stdout.close()
+            self.log.close()
+
+
+def run_curl(line: str) -> dict:
+    result = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30,
+                            check=True)
+    return json.loads(result.stdout)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ENRICHER_") and k != "DATABASE_URL"}
+    return {**env, **extra}
+
+
+def test_demo_on_embedded_postgres(tmp_path: Path):
+    """No DATABASE_URL: the demo runs on an embedded Postgres, and its data outlives a restart."""
+    env = clean_env(ENRICHER_DATA_DIR=str(tmp_path / "data"))
+    server = Server("--demo", "--port", "0", env=env)
+    try:
+        first_curl = server.read_until("curl ")
+        answer = run_curl(first_curl)
+    finally:
+        assert server.stop() == 0
+    assert answer["endpoint-1"]["Recommendations"]["Title"] == ["Fleabag", "Late Night",
+                                                                 "Catastrophe"]
+    assert answer["endpoint-2"]["Recommendations"]["Title"] == ["Wer ist Hanna?", "Hunters"]
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()  # stopped cleanly
+
+    server = Server("--demo", "--port", "0", env=env)
+    try:
+        second_curl = server.read_until("curl ")
+        port = second_curl.split("http://127.0.0.1:")[1].split("/")[0]
+        # The first run's key still works against the restarted server: the data was kept.
+        replayed = first_curl.replace(first_curl.split("http://127.0.0.1:")[1].split("/")[0], port)
+        assert run_curl(replayed) == answer
+    finally:
+        assert server.stop() == 0
+
+
+def test_in_flight_request_finishes_on_sigterm(database_url: str):
+    server = Server("--demo", "--port", "0", env=clean_env(DATABASE_URL=database_url))
+    try:
+        curl = server.read_until("curl ")
+        port = int(curl.split("http://127.0.0.1:")[1].split("/")[0])
+        key = curl.split("Bearer ")[1].split("'")[0]
+        body = json.dumps({"Endpoints": {"e": {"RecommendationItems": ["1815"]}}}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(
+                b"POST /v1/recommenders/demo-movies/transform HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + key.encode() + b"\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
+            )
+            time.sleep(0.5)  # let the server start reading this request before SIGTERM
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)  # the signal lands while the request is in flight
+            sock.sendall(body[10:])
+            response = b""
+            while b"Fleabag" not in response:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        assert b"Fleabag" in response
+    finally:
+        assert server.wait() == 0
+
+
+def test_two_workers_share_one_port(database_url: str):
+    port = free_port()
+    server = Server("--demo", "--port", str(port), "--workers", "2",
+                    env=clean_env(DATABASE_URL=database_url))
+    try:
+        curl = server.read_until("curl ")
+        deadline = time.monotonic() + 30
+        while True:  # the workers start after the announcement; wait until one answers
+            try:
+                answer = run_curl(curl)
+                break
+            except subprocess.CalledProcessError:
+                assert time.monotonic() < deadline, "workers did not start"
+                time.sleep(0.2)
+        assert "endpoint-1" in answer
+    finally:
+        assert server.stop() == 0
