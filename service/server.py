@@ -13,8 +13,11 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -133,17 +136,25 @@ def _run_workers(settings: Settings, workers: int, announce: Callable[[str], Non
         for process in processes:
             if process.is_alive() and process.pid:
                 with contextlib.suppress(ProcessLookupError):
-                    process.terminate() if signum == signal.SIGTERM else _interrupt(process.pid)
+                    os.kill(process.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    announce(f"http://{settings.host}:{settings.port}")
+    if _wait_until_listening(settings, processes):
+        announce(f"http://{settings.host}:{settings.port}")
     for process in processes:
         process.join()
     return max((p.exitcode or 0) for p in processes)
 
 
-def _interrupt(pid: int) -> None:
-    import os
-
-    os.kill(pid, signal.SIGINT)
+def _wait_until_listening(settings: Settings, processes: list, timeout: float = 60.0) -> bool:
+    """Poll the shared port until a worker answers (or every worker died)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(p.is_alive() for p in processes):
+        try:
+            with socket.create_connection((host, settings.port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
