@@ -76,21 +76,23 @@ def truncate_words(text: str, limit: int) -> str:
     if limit == 1:
         return ELLIPSIS
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space >= (limit - 1) // 2:  # a boundary in the second half: cut there
-        cut = cut[:space]
+    if not text[limit - 1].isspace():  # the cut falls inside a word
+        space = cut.rfind(" ")
+        if space >= (limit - 1) // 2:  # a boundary in the second half: cut there instead
+            cut = cut[:space]
     return cut.rstrip(" ,;:.-\u2013\u2014") + ELLIPSIS  # no dangling punctuation or dash
 
 
 _PLACEHOLDER = re.compile(r"\{(value|id)\}")
-_URL_START = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|^/")
+# A URL has no whitespace and starts with a scheme (`https:`, `myapp:`) or a `/`.
+_URL_TEMPLATE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|/)\S*$")
 
 
 def fill_template(template: str, value: str, item_id: str) -> str:
-    """Put values into a template. In a URL template (one starting with a scheme or `/`) they are
-    percent-encoded for where they stand: a path keeps its `/`, a query or fragment value keeps
-    nothing. Any other template (`{value}?w=600`, `Watch {value}`) takes them as they are."""
-    if not _URL_START.match(template):
+    """Put values into a template. In a URL template (a scheme or `/` first, no whitespace) they
+    are percent-encoded for where they stand: a path keeps its `/`, a query or fragment value
+    keeps nothing. Any other template (`{value}?w=600`, `Watch: {value}`) takes them as they are."""
+    if not _URL_TEMPLATE.match(template):
         return _PLACEHOLDER.sub(
             lambda m: value if m.group(1) == "value" else item_id, template
         )
