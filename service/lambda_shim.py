@@ -115,12 +115,15 @@ def _api_key(url):
         # Imported only here: the Lambda runtime ships boto3, and nothing else in the shim needs it.
         import boto3
 
-        if source == "ENRICHER_API_KEY_SECRET_ARN":
-            value = boto3.client("secretsmanager").get_secret_value(SecretId=where)["SecretString"]
-            value = _key_in_secret(value)
-        else:
-            value = boto3.client("ssm").get_parameter(
-                Name=where, WithDecryption=True)["Parameter"]["Value"]
+        in_secret = source == "ENRICHER_API_KEY_SECRET_ARN"
+        client = boto3.client("secretsmanager" if in_secret else "ssm")
+        try:  # read once per cold start: no client is kept around
+            if in_secret:
+                value = _key_in_secret(client.get_secret_value(SecretId=where)["SecretString"])
+            else:
+                value = client.get_parameter(Name=where, WithDecryption=True)["Parameter"]["Value"]
+        finally:
+            client.close()
     except Exception as exc:  # ImportError, botocore's ClientError, network errors, missing keys
         raise EnricherError(f"cannot read the API key from {source}={where}: "
                             f"{type(exc).__name__}: {exc}") from exc
