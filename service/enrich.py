@@ -149,11 +149,15 @@ class Enricher:
         if slots is None:
             return None
         rows = [self._row(item, locale) if item is not None else None for item in slots]
+        # `first` shows the first resolved item, even where placeholders stand before it.
+        first_row = next(row for row in rows if row is not None)
         result: Recommendations = {}
         for index, attribute in enumerate(self.spec.attributes):
-            values = [_or_placeholder(row[index], attribute) if row is not None
-                      else attribute.placeholder for row in rows]
-            result[attribute.name] = values[0] if attribute.first else values
+            if attribute.first:
+                result[attribute.name] = _or_placeholder(first_row[index], attribute)
+                continue
+            result[attribute.name] = [_or_placeholder(row[index], attribute) if row is not None
+                                      else attribute.placeholder for row in rows]
         if notes is not None:
             self._note_empty_fields(notes, resolved, locale)
         return result

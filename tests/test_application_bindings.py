@@ -1,10 +1,9 @@
-"""Many Pinpoint projects, one shim: `POST /v1/transform` picks the recommender from ApplicationId."""
+"""Many Pinpoint projects, one shim: `POST /v1/transform` picks the recommender by ApplicationId."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -15,6 +14,7 @@ from service.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.databases import create_database, drop_database, with_database
+from tests.support.lambda_context import LambdaContext
 
 PROJECT_A = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 PROJECT_B = "0f9e8d7c6b5a49382716f5e4d3c2b1a0"
@@ -41,17 +41,6 @@ async def projects(admin: Api) -> Api:
                        {"name": "Price", "field": "price", "format": "currency"}]})
     assert status == 201, body
     return admin
-
-
-@dataclass
-class LambdaContext:
-    """What the shim reads of the Lambda context."""
-
-    remaining_ms: int = 10_000
-    aws_request_id: str = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 @pytest.fixture
@@ -111,7 +100,8 @@ class TestBindings:
             "attributes": [{"name": "Changed", "field": "title"}]})
         assert status == 409
         assert problem["field"] == "application_ids[1]"
-        assert PROJECT_A in problem["detail"] and "'movies'" in problem["detail"]
+        assert PROJECT_A in problem["detail"]
+        assert "'movies'" in problem["detail"]
         _, after, _ = await projects.get("/v1/recommenders/shop")
         assert after == before  # neither the attributes nor the bindings were written
 
@@ -121,8 +111,10 @@ class TestBindings:
         status, problem, _ = await other.put("/v1/recommenders/r", {
             "catalog": "c", "application_ids": [PROJECT_A],
             "attributes": [{"name": "T", "field": "title"}]})
-        assert status == 409 and PROJECT_A in problem["detail"]
-        assert "movies" not in problem["detail"] and "acme" not in problem["detail"]
+        assert status == 409
+        assert PROJECT_A in problem["detail"]
+        assert "movies" not in problem["detail"]
+        assert "acme" not in problem["detail"]
         assert (await other.get("/v1/recommenders/r"))[0] == 404
 
     async def test_concurrent_claims_one_wins(self, projects: Api):

@@ -38,7 +38,8 @@ class TestTemplate:
                                                        "Runtime: python2.7"))
         result = subprocess.run([CFN_LINT, str(broken)],
                                 capture_output=True, text=True, timeout=110, check=False)
-        assert result.returncode != 0 and "python2.7" in result.stdout
+        assert result.returncode != 0
+        assert "python2.7" in result.stdout
 
     def test_function(self, template):
         function = template["Resources"]["ShimFunction"]

@@ -150,7 +150,8 @@ class TestPinpointConfigFlags:
         config = json.loads(out)
         assert config["RecommendationProviderIdType"] == "PINPOINT_USER_ID"
         assert config["Name"] == "Weekly"
-        assert "--campaign-arn" in err and "--role-arn" in err
+        assert "--campaign-arn" in err
+        assert "--role-arn" in err
         assert "RecommendationProviderUri" in botocore_errors(config)
 
     @pytest.mark.parametrize(("args", "flag"), [
@@ -164,7 +165,7 @@ class TestPinpointConfigFlags:
     ])
     async def test_bad_flag_named(self, recommender, database_url, capsys, args, flag):
         code, out, err = await self.run(database_url, capsys, *args)
-        assert code == 2 and out == ""
+        assert (code, out) == (2, "")
         assert flag in err
 
     async def test_unknown_recommender(self, recommender, database_url, capsys):

@@ -215,3 +215,57 @@ class TestFormatsThroughTransform:
         assert answer["de"]["Recommendations"]["Price"] == ["19,99\xa0€", "2.000\xa0¥"]
         assert answer["de"]["Recommendations"]["Hero"] == "Stiefel"
         assert answer["jp"]["Recommendations"]["Price"] == ["￥2,000"]
+
+
+class TestPolicies:
+    """missing_items and recommendations_per_message, through a transform."""
+
+    @pytest.fixture
+    async def shop(self, admin: Api) -> Api:
+        await load_catalog(admin, "shop", [
+            {"id": "1", "title": "One", "genre": "Drama"},
+            {"id": "2", "title": "Two"},
+            {"id": "3", "title": "Three", "genre": "Comedy"},
+            {"id": "gone", "title": "Gone", "available": False},
+        ])
+        return admin
+
+    async def transform(self, api: Api, policy: str, per_message: int = 5, **endpoints):
+        status, body, _ = await api.put(f"/v1/recommenders/{policy}", {
+            "catalog": "shop", "missing_items": policy,
+            "recommendations_per_message": per_message,
+            "attributes": [{"name": "Title", "field": "title", "placeholder": "?"},
+                           {"name": "Genre", "field": "genre", "placeholder": "-"},
+                           {"name": "Top", "field": "title", "first": True}]})
+        assert status in (200, 201), body
+        status, answer, _ = await api.post(
+            f"/v1/recommenders/{policy}/transform",
+            {"Endpoints": {k: {"RecommendationItems": v} for k, v in endpoints.items()}})
+        assert status == 200, answer
+        return {k: v["Recommendations"] for k, v in answer.items()}
+
+    async def test_skip(self, shop: Api):
+        answer = await self.transform(shop, "skip", a=["x", "2", "gone", "1"], b=["x"])
+        assert answer == {"a": {"Title": ["Two", "One"], "Genre": ["-", "Drama"], "Top": "Two"}}
+
+    async def test_placeholder_keeps_positions(self, shop: Api):
+        answer = await self.transform(shop, "placeholder", a=["x", "2", "gone", "1"], b=["x"])
+        # `first` is the first resolved item, not the placeholder before it.
+        assert answer == {"a": {"Title": ["?", "Two", "?", "One"],
+                                "Genre": ["-", "-", "-", "Drama"], "Top": "Two"}}
+
+    async def test_drop_endpoint(self, shop: Api):
+        answer = await self.transform(shop, "drop_endpoint", a=["1", "gone"], b=["1", "x"],
+                                      c=["3", "1"])
+        assert answer == {"c": {"Title": ["Three", "One"], "Genre": ["Comedy", "Drama"],
+                                "Top": "Three"}}
+
+    @pytest.mark.parametrize(("policy", "titles"), [
+        ("skip", ["One", "Two"]),  # a skipped ID does not use up a place
+        ("placeholder", ["?", "One"]),  # a placeholder does
+        ("drop_endpoint", ["One", "Two"]),  # IDs past the cap are not looked at
+    ])
+    async def test_cap(self, shop: Api, policy, titles):
+        items = ["x", "1", "2", "3", "y"] if policy != "drop_endpoint" else ["1", "2", "x"]
+        answer = await self.transform(shop, policy, per_message=2, a=items)
+        assert answer["a"]["Title"] == titles

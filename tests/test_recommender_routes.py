@@ -1,4 +1,4 @@
-"""Recommender routes: full CRUD and the list, the `:preview` dry run, and Personalize decoration."""
+"""Recommender routes: CRUD and the list, the `:preview` dry run, and Personalize decoration."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class TestCrud:
 
     async def test_put_get_delete(self, movies: Api):
         status, stored, _ = await movies.get("/v1/recommenders/movies")
-        assert status == 200 and stored["name"] == "movies"
+        assert (status, stored["name"]) == (200, "movies")
         status, _, _ = await movies.call("DELETE", "/v1/recommenders/movies")
         assert status == 204
         status, problem, _ = await movies.get("/v1/recommenders/movies")
@@ -125,7 +125,8 @@ class TestPreview:
         assert "empty_fields" not in a["items"][3]
         assert "not in catalog 'movies'" in a["items"][0]["note"]
         b = preview["endpoints"]["b"]
-        assert b["served"] is False and "none of its items" in b["reason"]
+        assert b["served"] is False
+        assert "none of its items" in b["reason"]
         assert preview["malformed"] == [{"field": "Endpoints.c.RecommendationItems",
                                          "reason": "is empty"}]
         assert preview["unresolved"] == 1

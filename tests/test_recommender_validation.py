@@ -1,4 +1,4 @@
-"""Every invalid recommender is refused with a problem+json naming the field, and nothing is saved."""
+"""Every invalid recommender is refused with a problem+json naming the field; nothing is saved."""
 
 from __future__ import annotations
 

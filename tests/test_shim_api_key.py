@@ -20,6 +20,7 @@ from aiohttp import web
 from service import lambda_shim
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.lambda_context import LambdaContext
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:enricher-key-AbCdEf"
 PARAMETER = "/catalog-enricher/api-key"
@@ -51,15 +52,6 @@ class FakeAws:
     def answer(data: dict, status: int = 200) -> web.Response:
         return web.Response(body=orjson.dumps(data), status=status,
                             content_type="application/x-amz-json-1.1")
-
-
-@dataclass
-class LambdaContext:
-    remaining_ms: int = 10_000
-    aws_request_id: str = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 @pytest.fixture
@@ -134,7 +126,7 @@ class TestKeyFromSecretsManager:
                                                              service_key, monkeypatch):
         monkeypatch.setenv("ENRICHER_API_KEY_SECRET_ARN", SECRET_ARN)
         with pytest.raises(lambda_shim.EnricherError,
-                           match="ENRICHER_API_KEY_SECRET_ARN=.*ResourceNotFoundException"):
+                           match=r"ENRICHER_API_KEY_SECRET_ARN=.*ResourceNotFoundException"):
             await invoke()
         fake_aws.secret = service_key  # fixed meanwhile: the next invocation reads it
         assert (await invoke())["e1"]["Recommendations"] == {"Title": ["One"]}
