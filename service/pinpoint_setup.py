@@ -13,14 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from service.recommenders import RecommenderSpec
+from service.recommenders import DISPLAY_NAME_PATTERN, RecommenderSpec
 
 PROVIDER_ID_TYPES = ("PINPOINT_ENDPOINT_ID", "PINPOINT_USER_ID")
 # Pinpoint: a configuration name starts with a letter or digit; up to 128 letters, digits, spaces,
 # '_' and '-'. Descriptions are up to 128 characters; the display name of the standard
-# RecommendationItems attribute up to 25, like every display name.
+# RecommendationItems attribute follows the rule of every display name.
 CONFIG_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,127}$")
-DISPLAY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9 _-]{1,25}$")
 MAX_DESCRIPTION = 128
 _PARTITION = r"arn:aws(?:-[a-z]+)*"
 FUNCTION_PATTERN = re.compile(
