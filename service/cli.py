@@ -1,4 +1,4 @@
-"""The `catalog-enricher` command: serve, migrate, tenants, keys, shim-zip.
+"""The `catalog-enricher` command: serve, migrate, tenants, keys, shim-zip, pinpoint-config.
 
 Keys and other results meant for the user go to stdout; logs go to stderr as JSON lines. Commands
 that touch the database use DATABASE_URL, or the embedded Postgres in ENRICHER_DATA_DIR when it is
@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sys
 import zipfile
 from collections.abc import Awaitable, Callable
@@ -64,7 +65,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     shim = commands.add_parser("shim-zip", help="write the Lambda shim as a deployable zip")
     shim.add_argument("out", type=Path, help="the .zip file to write")
+
+    add_pinpoint_config_parser(commands)
     return parser
+
+
+def add_pinpoint_config_parser(commands: argparse._SubParsersAction) -> None:
+    config = commands.add_parser(
+        "pinpoint-config",
+        help="print a recommender's CreateRecommenderConfiguration JSON for Amazon Pinpoint",
+        description="Prints the object `aws pinpoint create-recommender-configuration "
+        "--create-recommender-configuration file://config.json` takes, with the recommender's "
+        "attributes as Recommendations.<Name>, so names never drift between the two sides.",
+    )
+    config.add_argument("--tenant", required=True)
+    config.add_argument("--recommender", required=True)
+    config.add_argument("--function-arn", required=True,
+                        help="the shim's Lambda function ARN (RecommendationTransformerUri)")
+    config.add_argument("--campaign-arn",
+                        help="the Amazon Personalize campaign (RecommendationProviderUri)")
+    config.add_argument("--role-arn",
+                        help="the IAM role Pinpoint assumes to read the campaign "
+                        "(RecommendationProviderRoleArn)")
+    config.add_argument("--name", help="the configuration's name (default: the recommender's)")
+    config.add_argument("--description")
+    config.add_argument("--id-type", default="PINPOINT_ENDPOINT_ID",
+                        choices=("PINPOINT_ENDPOINT_ID", "PINPOINT_USER_ID"),
+                        help="which Pinpoint ID the Personalize users are "
+                        "(RecommendationProviderIdType; default PINPOINT_ENDPOINT_ID)")
+    config.add_argument("--display-name",
+                        help="display name of the standard RecommendationItems attribute")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return with_database(settings, lambda conn: create_tenant(conn, args.name))
     if args.command == "keys":
         return with_database(settings, lambda conn: create_key(conn, args))
+    if args.command == "pinpoint-config":
+        return with_database(settings, lambda conn: print_pinpoint_config(conn, args))
     return 2
 
 
@@ -152,6 +184,41 @@ async def create_key(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(key.key)
+    return 0
+
+
+async def print_pinpoint_config(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    from service.pinpoint_setup import (
+        PinpointSetup,
+        SetupError,
+        missing_for_pinpoint,
+        recommender_configuration,
+    )
+    from service.recommender_lookup import recommender_from_row
+    from service.storage import recommenders as recommender_store
+
+    tenant = await tenant_store.get_tenant(conn, args.tenant)
+    row = await recommender_store.fetch_recommender(conn, tenant.id, args.recommender)
+    if row is None:
+        print(f"catalog-enricher: tenant {tenant.name} has no recommender named "
+              f"{args.recommender!r}", file=sys.stderr)
+        return 1
+    recommender = recommender_from_row(tenant.id, row)
+    setup = PinpointSetup(
+        function_arn=args.function_arn, campaign_arn=args.campaign_arn, role_arn=args.role_arn,
+        name=args.name, description=args.description, id_type=args.id_type,
+        display_name=args.display_name,
+    )
+    try:
+        config = recommender_configuration(recommender.name, recommender.spec, setup)
+    except SetupError as exc:
+        print(f"catalog-enricher: {exc}", file=sys.stderr)
+        return 2
+    missing = missing_for_pinpoint(config)
+    if missing:
+        print("catalog-enricher: Pinpoint also requires " + " and ".join(missing)
+              + "; add them before creating the configuration", file=sys.stderr)
+    print(json.dumps(config, indent=2, ensure_ascii=False))
     return 0
 
 

@@ -1,25 +1,27 @@
 """The generic core: item IDs plus resolved items become a recommender's attribute values.
 
-Nothing here knows about Pinpoint. `Enricher.recommendations(ids, resolved, locale)` applies the
+Nothing here knows about Pinpoint or Personalize (their adapters are service/pinpoint.py and
+service/personalize.py). `Enricher.recommendations(ids, resolved, locale)` applies the
 recommender's missing-item policy and per-message cap, then renders each attribute for each kept
-item: field value (localized), then format (currency), then truncate, then template. Rendered rows
-are memoized per (item, locale) for the life of one Enricher (one request), so an item recommended
-to many endpoints is rendered once.
+item: field value (localized through the locale chain), then format (currency), then truncate,
+then template. Rendered rows are memoized per (item, locale) for the life of one Enricher (one
+request), so an item recommended to many endpoints is rendered once. A caller that passes a
+`notes` list gets one `ItemNote` per item ID saying what became of it (the preview route does).
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
 import orjson
-from babel import Locale, UnknownLocaleError
-from babel.numbers import format_currency
+from babel.numbers import format_currency, get_currency_precision
 
+from service.locales import babel_locale, fallback_chain, normalized_overrides
 from service.recommenders import AttributeSpec, RecommenderSpec
 
 ELLIPSIS = "…"
@@ -28,26 +30,43 @@ LOCALIZABLE = frozenset(("title", "genre", "image_url", "url"))
 Recommendations = dict[str, str | list[str]]
 
 
-def locale_chain(tag: str | None) -> tuple[str, ...]:
-    """`es-MX` → (`es_MX`, `es`): the override keys to try, most specific first."""
-    if not tag or not isinstance(tag, str):
-        return ()
-    parts = [part for part in tag.replace("-", "_").split("_") if part]
-    return tuple("_".join(parts[:n]) for n in range(len(parts), 0, -1))
+@dataclass(frozen=True)
+class ItemNote:
+    """What became of one recommended item ID, for people writing message templates."""
+
+    id: str
+    status: str  # used | unknown | unavailable | over_limit
+    note: str
+    empty_fields: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "status": self.status, "note": self.note}
+        if self.empty_fields:
+            data["empty_fields"] = list(self.empty_fields)
+        return data
 
 
-@functools.lru_cache(maxsize=512)
-def babel_locale(tag: str) -> Locale | None:
-    try:
-        return Locale.parse(tag.replace("-", "_"))
-    except (UnknownLocaleError, ValueError, TypeError):
-        return None
+def format_price(amount: str, currency: str, chain: Sequence[str]) -> str:
+    """`19.99 USD` as the first locale of the chain that CLDR knows writes money: `$19.99`,
+    `19,99 €`, `￥2,000`."""
+    locale = next((found for tag in chain if (found := babel_locale(tag))), None)
+    return format_currency(Decimal(amount), currency, locale=locale or babel_locale("en_US"))
 
 
-def format_price(amount: str, currency: str, locale_tag: str, fallback_tag: str) -> str:
-    """`19.99 USD` as the locale writes money: `$19.99`, `19,99 $`, `￥2,000`."""
-    locale = babel_locale(locale_tag) or babel_locale(fallback_tag) or babel_locale("en_US")
-    return format_currency(Decimal(amount), currency, locale=locale)
+def plain_price(amount: str, currency: str | None) -> str:
+    """`19.990000` (as stored) → `19.99 USD`: the currency's own decimals, more only if needed."""
+    value = Decimal(amount)
+    if not currency:
+        return _plain_decimal(value)
+    digits = get_currency_precision(currency)
+    exact = value.normalize()
+    places = max(digits, -exact.as_tuple().exponent)  # type: ignore[operator]
+    return f"{value.quantize(Decimal(1).scaleb(-places)):f} {currency}"
+
+
+def _plain_decimal(value: Decimal) -> str:
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def truncate_words(text: str, limit: int) -> str:
@@ -57,40 +76,46 @@ def truncate_words(text: str, limit: int) -> str:
     if limit == 1:
         return ELLIPSIS
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space >= (limit - 1) // 2:  # a boundary in the second half: cut there
-        cut = cut[:space]
-    return cut.rstrip(" ,;:.-\u2013\u2014") + ELLIPSIS  # also en and em dashes
+    if not text[limit - 1].isspace():  # the cut falls inside a word
+        space = cut.rfind(" ")
+        if space >= (limit - 1) // 2:  # a boundary in the second half: cut there instead
+            cut = cut[:space]
+    return cut.rstrip(" ,;:.-\u2013\u2014") + ELLIPSIS  # no dangling punctuation or dash
 
 
 _PLACEHOLDER = re.compile(r"\{(value|id)\}")
+# A URL has no whitespace and starts with a scheme (`https:`, `myapp:`) or a `/`.
+_URL_TEMPLATE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|/)\S*$")
 
 
 def fill_template(template: str, value: str, item_id: str) -> str:
-    """Put values into a template; inside a URL they are percent-encoded for where they stand."""
-    is_url = bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|^/", template))
+    """Put values into a template. In a URL template (a scheme or `/` first, no whitespace) they
+    are percent-encoded for where they stand: a path keeps its `/`, a query or fragment value
+    keeps nothing. Any other template (`{value}?w=600`, `Watch: {value}`) takes them as they are."""
+    if not _URL_TEMPLATE.match(template):
+        return _PLACEHOLDER.sub(
+            lambda m: value if m.group(1) == "value" else item_id, template
+        )
 
     def replace(match: re.Match[str]) -> str:
         raw = value if match.group(1) == "value" else item_id
-        if not is_url:
-            return raw
-        in_query = "?" in template[: match.start()] or "#" in template[: match.start()]
-        return quote(raw, safe="" if in_query else "/")
+        before = template[: match.start()]
+        return quote(raw, safe="" if "?" in before or "#" in before else "/")
 
     return _PLACEHOLDER.sub(replace, template)
 
 
-def field_text(item: Mapping[str, Any], field: str, chain: Sequence[str]) -> str | None:
-    """The raw text of one item field (None when the item has no value there)."""
-    if field in LOCALIZABLE and chain:
-        overrides = item["locales"]
-        if overrides:
-            for tag in chain:
-                localized = overrides.get(tag)
-                if localized and field in localized:
-                    return localized[field]
+def field_text(item: Mapping[str, Any], field: str,
+               overrides: Sequence[Mapping[str, Any]]) -> str | None:
+    """The raw text of one item field (None when the item has no value there); `overrides` are
+    the item's per-locale texts along the locale chain, most specific first."""
+    if field in LOCALIZABLE:
+        for localized in overrides:
+            if field in localized:
+                return localized[field]
     if field == "price":
-        return item["price_amount"]
+        amount = item["price_amount"]
+        return None if amount is None else plain_price(amount, item["price_currency"])
     if field == "available":
         return "true" if item["available"] else "false"
     if field.startswith("attributes."):
@@ -103,65 +128,134 @@ def field_text(item: Mapping[str, Any], field: str, chain: Sequence[str]) -> str
     return item[field]
 
 
+def is_usable(item: Mapping[str, Any] | None) -> bool:
+    """Present in the catalog and available: an item a message may show."""
+    return item is not None and bool(item["available"])
+
+
 class Enricher:
     """Renders one recommender's attributes; make one per request."""
 
     def __init__(self, spec: RecommenderSpec) -> None:
         self.spec = spec
-        self._rows: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        self._rows: dict[tuple[str, str | None], tuple[str | None, ...]] = {}
 
     def recommendations(
-        self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None
+        self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,
+        notes: list[ItemNote] | None = None,
     ) -> Recommendations | None:
         """The Recommendations object for one recipient, or None to leave the recipient out."""
+        slots = self._select(ids, resolved, notes)
+        if slots is None:
+            return None
+        rows = [self._row(item, locale) if item is not None else None for item in slots]
+        # `first` shows the first resolved item, even where placeholders stand before it.
+        first_row = next(row for row in rows if row is not None)
+        result: Recommendations = {}
+        for index, attribute in enumerate(self.spec.attributes):
+            if attribute.first:
+                result[attribute.name] = _or_placeholder(first_row[index], attribute)
+                continue
+            result[attribute.name] = [_or_placeholder(row[index], attribute) if row is not None
+                                      else attribute.placeholder for row in rows]
+        if notes is not None:
+            self._note_empty_fields(notes, resolved, locale)
+        return result
+
+    def attributes_of(self, item: Mapping[str, Any], locale: str | None) -> dict[str, str]:
+        """One item's attribute values, each a single string (as Personalize metadata is)."""
+        row = self._row(item, locale)
+        return {a.name: _or_placeholder(row[i], a) for i, a in enumerate(self.spec.attributes)}
+
+    def placeholders(self) -> dict[str, str]:
+        return {a.name: a.placeholder for a in self.spec.attributes}
+
+    def _select(
+        self, ids: Sequence[str], resolved: Mapping[str, Any], notes: list[ItemNote] | None
+    ) -> list[Any] | None:
+        """The items a message shows (None marks a placeholder), or None to leave it out."""
         spec = self.spec
         cap = spec.recommendations_per_message
         slots: list[Any] = []
         found = 0
+        dropped = False
         for item_id in ids:
+            if len(slots) == cap:
+                if notes is None:
+                    break
+                notes.append(ItemNote(item_id, "over_limit", "not used: the message already "
+                                      f"holds recommendations_per_message ({cap}) items"))
+                continue
             item = resolved.get(item_id)
-            usable = item is not None and item["available"]
-            if usable:
+            if is_usable(item):
                 found += 1
                 slots.append(item)
-            elif spec.missing_items == "drop_endpoint":
-                return None
+                if notes is not None:
+                    notes.append(ItemNote(item_id, "used", f"shown at position {len(slots)}"))
+                continue
+            if spec.missing_items == "drop_endpoint":
+                dropped = True
+                if notes is None:
+                    return None
+                outcome = "the endpoint is left out (missing_items: drop_endpoint)"
             elif spec.missing_items == "placeholder":
                 slots.append(None)
-            if len(slots) == cap:
-                break
-        if found == 0:
+                outcome = (f"placeholders shown at position {len(slots)} "
+                           "(missing_items: placeholder)")
+            else:
+                outcome = "skipped (missing_items: skip)"
+            if notes is not None:
+                status, why = (("unknown", f"not in catalog {spec.catalog!r}") if item is None
+                               else ("unavailable", "marked unavailable"))
+                notes.append(ItemNote(item_id, status, f"{why}; {outcome}"))
+        if dropped or found == 0:
             return None
-        rows = [self._row(item, locale) if item is not None else None for item in slots]
-        result: Recommendations = {}
-        for index, attribute in enumerate(spec.attributes):
-            values = [row[index] if row is not None else attribute.placeholder for row in rows]
-            result[attribute.name] = values[0] if attribute.first else values
-        return result
+        return slots
 
-    def _row(self, item: Mapping[str, Any], locale: str | None) -> tuple[str, ...]:
+    def _note_empty_fields(
+        self, notes: list[ItemNote], resolved: Mapping[str, Any], locale: str | None
+    ) -> None:
+        """Say which attributes of each used item fell back to their placeholder."""
+        for index, note in enumerate(notes):
+            if note.status != "used":
+                continue
+            row = self._row(resolved[note.id], locale)
+            empty = tuple(a.name for a, value in zip(self.spec.attributes, row, strict=True)
+                          if value is None)
+            if empty:
+                notes[index] = ItemNote(note.id, note.status, note.note, empty)
+
+    def _row(self, item: Mapping[str, Any], locale: str | None) -> tuple[str | None, ...]:
         key = (item["id"], locale)
         row = self._rows.get(key)
         if row is None:
-            chain = locale_chain(locale) or locale_chain(self.spec.locale)
-            row = tuple(self._render(a, item, chain, locale) for a in self.spec.attributes)
+            chain = fallback_chain(locale, self.spec.locale)
+            by_tag = normalized_overrides(item["locales"])
+            overrides = [by_tag[tag] for tag in chain if tag in by_tag]
+            row = tuple(self._render(a, item, chain, overrides) for a in self.spec.attributes)
             self._rows[key] = row
         return row
 
     def _render(
         self, attribute: AttributeSpec, item: Mapping[str, Any], chain: Sequence[str],
-        locale: str | None,
-    ) -> str:
-        text = field_text(item, attribute.field, chain)
-        if text is None:
-            return attribute.placeholder
+        overrides: Sequence[Mapping[str, Any]],
+    ) -> str | None:
+        """The attribute's value for one item, or None when the item has nothing there."""
         if attribute.format == "currency":
-            text = format_price(text, item["price_currency"], locale or self.spec.locale,
-                                self.spec.locale)
-        elif attribute.field == "price" and item["price_currency"]:
-            text = f"{text} {item['price_currency']}"
+            amount = item["price_amount"]
+            if amount is None:
+                return None
+            text = format_price(amount, item["price_currency"], chain)
+        else:
+            text = field_text(item, attribute.field, overrides)
+            if text is None:
+                return None
         if attribute.truncate:
             text = truncate_words(text, attribute.truncate)
         if attribute.template:
             text = fill_template(attribute.template, text, item["id"])
         return text
+
+
+def _or_placeholder(value: str | None, attribute: AttributeSpec) -> str:
+    return attribute.placeholder if value is None else value

@@ -5,7 +5,13 @@ the Python standard library only and imports nothing from the service, so it can
 
 Environment:
     ENRICHER_URL         the transform URL, e.g. https://enricher.example.com/v1/recommenders/movies/transform
-    ENRICHER_API_KEY     a key with the `transform` scope
+    ENRICHER_API_KEY     a key with the `transform` scope, or instead one of:
+    ENRICHER_API_KEY_SECRET_ARN   a Secrets Manager secret holding the key (the string itself,
+                                  or JSON {"api_key": "..."})
+    ENRICHER_API_KEY_PARAMETER    an SSM parameter (SecureString) holding the key
+                         these two are read once per cold start with the boto3 that the Lambda
+                         Python runtime ships (imported only then, so the shim stays stdlib-only
+                         wherever they are unset)
     ENRICHER_MARGIN_MS   time kept back from the Lambda's remaining time (default 300)
 
 Behaviour: one keep-alive connection per warm container, reused across invocations (reopened once,
@@ -48,16 +54,16 @@ class EnricherError(Exception):
 # Module scope on purpose: Lambda keeps it between invocations of a warm container.
 _connection: http.client.HTTPConnection | None = None
 _connection_target: tuple[str, str] | None = None
+_stored_key: tuple[str, str] | None = None  # (where it was read from, the key), per cold start
+KEY_SOURCES = ("ENRICHER_API_KEY", "ENRICHER_API_KEY_SECRET_ARN", "ENRICHER_API_KEY_PARAMETER")
 
 
 def handler(event, context):
     """Lambda entry point: returns the enriched endpoint map, or raises EnricherError."""
     url = os.environ.get("ENRICHER_URL", "").strip()
-    api_key = os.environ.get("ENRICHER_API_KEY", "").strip()
     if not url:
         raise EnricherError("ENRICHER_URL is not set")
-    if not api_key:
-        raise EnricherError(f"ENRICHER_API_KEY is not set (needed to call {url})")
+    api_key = _api_key(url)
     target = urllib.parse.urlsplit(url)
     if target.scheme not in ("http", "https") or not target.hostname:
         raise EnricherError(f"ENRICHER_URL must be an http(s) URL, got {url!r}")
@@ -89,6 +95,55 @@ def handler(event, context):
             raise EnricherError(f"catalog-enricher at {url} refused the event: {cause}")
         failures.append(f"attempt {attempt}: {cause}")
     raise EnricherError(f"catalog-enricher at {url} failed: " + "; ".join(failures))
+
+
+def _api_key(url):
+    """The key from ENRICHER_API_KEY, or from Secrets Manager / SSM (read once per cold start)."""
+    global _stored_key
+    sources = [name for name in KEY_SOURCES if os.environ.get(name, "").strip()]
+    if not sources:
+        raise EnricherError(f"ENRICHER_API_KEY is not set (needed to call {url}); set it, "
+                            "ENRICHER_API_KEY_SECRET_ARN or ENRICHER_API_KEY_PARAMETER")
+    if len(sources) > 1:
+        raise EnricherError("set only one of " + ", ".join(sources) + " (they name one key)")
+    source = sources[0]
+    where = os.environ[source].strip()
+    if source == "ENRICHER_API_KEY":
+        return where
+    if _stored_key is not None and _stored_key[0] == where:
+        return _stored_key[1]
+    try:
+        # Imported only here: the Lambda runtime ships boto3, and nothing else in the shim needs it.
+        import boto3
+
+        in_secret = source == "ENRICHER_API_KEY_SECRET_ARN"
+        client = boto3.client("secretsmanager" if in_secret else "ssm")
+        try:  # read once per cold start: no client is kept around
+            if in_secret:
+                value = _key_in_secret(client.get_secret_value(SecretId=where)["SecretString"])
+            else:
+                value = client.get_parameter(Name=where, WithDecryption=True)["Parameter"]["Value"]
+        finally:
+            client.close()
+    except Exception as exc:  # ImportError, botocore's ClientError, network errors, missing keys
+        raise EnricherError(f"cannot read the API key from {source}={where}: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    value = (value or "").strip()
+    if not value:
+        raise EnricherError(f"{source}={where} holds no API key")
+    _stored_key = (where, value)
+    return value
+
+
+def _key_in_secret(secret):
+    """A secret is the key itself, or a JSON object with an `api_key` field (as the console
+    writes key/value secrets)."""
+    if secret.lstrip().startswith("{"):
+        try:
+            return json.loads(secret).get("api_key", "")
+        except (ValueError, AttributeError):
+            return ""
+    return secret
 
 
 def _post(target, api_key, body, deadline, request_id):

@@ -20,9 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.enrich import Enricher
+from service.enrich import Enricher, ItemNote
 from service.errors import FieldError, ValidationFailed
 from service.items import item_id_problem, json_type
+from service.locales import fallback_chain
+from service.recommenders import APPLICATION_ID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,25 @@ def endpoint_locale(endpoint: Mapping[str, Any]) -> str | None:
         if isinstance(locale, str) and locale:
             return locale
     return None
+
+
+def event_application_id(event: object) -> str:
+    """The event's `ApplicationId` (the Pinpoint project), which picks a bound recommender."""
+    if not isinstance(event, dict):
+        raise ValidationFailed.of("body",
+                                  f"the event must be a JSON object, got {json_type(event)}")
+    application_id = event.get("ApplicationId")
+    if application_id is None:
+        raise ValidationFailed.of(
+            "ApplicationId", "is required here: it picks the recommender bound to the project "
+            "(or call /v1/recommenders/{recommender}/transform)",
+        )
+    if not isinstance(application_id, str) or not APPLICATION_ID_PATTERN.match(application_id):
+        raise ValidationFailed.of(
+            "ApplicationId", "must be a Pinpoint application (project) ID: 1-64 letters, digits, "
+            "'_' or '-'",
+        )
+    return application_id
 
 
 def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
@@ -105,16 +126,44 @@ def _items_problem(items: object, limits: EventLimits, where: str) -> FieldError
 
 
 def enrich_event(
-    parsed: ParsedEvent, enricher: Enricher, resolved: Mapping[str, Any]
+    parsed: ParsedEvent, enricher: Enricher, resolved: Mapping[str, Any],
+    explain: dict[str, Any] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int]:
-    """The transformer's answer, and how many well-formed endpoints were left out unresolved."""
+    """The transformer's answer, and how many well-formed endpoints were left out unresolved.
+
+    With `explain` (a dry run), each endpoint's resolution notes are added to it by endpoint ID.
+    """
     answer: dict[str, dict[str, Any]] = {}
     unresolved = 0
     for endpoint_id, endpoint, items in parsed.endpoints:
-        recommendations = enricher.recommendations(items, resolved, endpoint_locale(endpoint))
+        locale = endpoint_locale(endpoint)
+        notes: list[ItemNote] | None = [] if explain is not None else None
+        recommendations = enricher.recommendations(items, resolved, locale, notes)
+        if explain is not None and notes is not None:
+            explain[endpoint_id] = _explanation(enricher, locale, notes, recommendations)
         if recommendations is None:
             unresolved += 1
             continue
         # A shallow copy: every other key and value is the caller's own object, unchanged.
         answer[endpoint_id] = {**endpoint, "Recommendations": recommendations}
     return answer, unresolved
+
+
+def _explanation(
+    enricher: Enricher, locale: str | None, notes: list[ItemNote], served: object
+) -> dict[str, Any]:
+    spec = enricher.spec
+    explanation: dict[str, Any] = {
+        "served": served is not None,
+        "locale": locale,
+        "locale_chain": list(fallback_chain(locale, spec.locale)),
+        "items": [note.as_json() for note in notes],
+    }
+    if served is None:
+        if spec.missing_items == "drop_endpoint" and any(
+            n.status in ("unknown", "unavailable") for n in notes
+        ):
+            explanation["reason"] = "an item is missing and missing_items is drop_endpoint"
+        else:
+            explanation["reason"] = "none of its items is in the catalog and available"
+    return explanation

@@ -14,12 +14,12 @@ from typing import Any
 
 from service.errors import FieldError, ValidationFailed
 from service.items import json_type
+from service.locales import TAG_PATTERN, babel_locale, normalize_tag
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ATTRIBUTE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
 DISPLAY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9 _-]{1,25}$")
 ATTRIBUTE_KEY_PATTERN = re.compile(r"^attributes\.(.{1,200})$", re.DOTALL)
-ITEM_ID_TYPES = ("PINPOINT_ENDPOINT_ID", "PINPOINT_USER_ID")
 BASE_FIELDS = ("id", "title", "genre", "price", "image_url", "url", "available")
 FORMATS = ("currency",)
 MISSING_ITEM_POLICIES = ("skip", "placeholder", "drop_endpoint")
@@ -27,7 +27,11 @@ MAX_ATTRIBUTES = 10
 MAX_PER_MESSAGE = 5
 MAX_TRUNCATE = 10_000
 MAX_PLACEHOLDER = 1000
-LOCALE_PATTERN = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*$")
+MAX_DISPLAY_NAME = 25
+MAX_TEMPLATE = 2000
+# Pinpoint project IDs are 32 hex characters; other callers' IDs are allowed within this shape.
+APPLICATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_APPLICATION_IDS = 100
 RECOMMENDER_FIELDS = (
     "catalog", "attributes", "missing_items", "recommendations_per_message", "locale",
     "application_ids",
@@ -51,6 +55,11 @@ class AttributeSpec:
     first: bool = False
     placeholder: str = ""
 
+    @property
+    def shown_name(self) -> str:
+        """What Pinpoint shows for the attribute: its display name, else its name."""
+        return self.display_name or self.name
+
 
 @dataclass(frozen=True)
 class RecommenderSpec:
@@ -62,25 +71,31 @@ class RecommenderSpec:
     application_ids: tuple[str, ...] = field(default_factory=tuple)
 
     def as_json(self) -> dict[str, Any]:
+        return {**self.stored_json(), "application_ids": list(self.application_ids)}
+
+    def stored_json(self) -> dict[str, Any]:
+        """What the `spec` column holds: bindings live in their own table, where the database
+        can hold one recommender per application ID across the deployment."""
         return {
             "catalog": self.catalog,
             "attributes": [_attribute_json(a) for a in self.attributes],
             "missing_items": self.missing_items,
             "recommendations_per_message": self.recommendations_per_message,
             "locale": self.locale,
-            "application_ids": list(self.application_ids),
         }
 
     @classmethod
-    def from_stored(cls, stored: dict[str, Any], catalog: str) -> RecommenderSpec:
-        """Rebuild from the `spec` column (written by `as_json`, so already valid)."""
+    def from_stored(
+        cls, stored: dict[str, Any], catalog: str, application_ids: tuple[str, ...] = ()
+    ) -> RecommenderSpec:
+        """Rebuild from the `spec` column (written by `stored_json`, so already valid)."""
         return cls(
             catalog=catalog,
             attributes=tuple(AttributeSpec(**a) for a in stored["attributes"]),
             missing_items=stored["missing_items"],
             recommendations_per_message=stored["recommendations_per_message"],
             locale=stored["locale"],
-            application_ids=tuple(stored.get("application_ids", ())),
+            application_ids=tuple(application_ids),
         )
 
 
@@ -103,7 +118,8 @@ def check_recommender_name(name: str) -> str:
 def parse_recommender(body: object, name: str) -> RecommenderSpec:
     """Validate a recommender body; raise ValidationFailed naming every bad field."""
     if not isinstance(body, dict):
-        raise ValidationFailed.of("body", f"a recommender must be a JSON object, got {json_type(body)}")
+        raise ValidationFailed.of("body",
+                                  f"a recommender must be a JSON object, got {json_type(body)}")
     errors: list[FieldError] = []
 
     def fail(where: str, reason: str) -> None:
@@ -133,16 +149,14 @@ def parse_recommender(body: object, name: str) -> RecommenderSpec:
         fail("recommendations_per_message", f"must be an integer from 1 to {MAX_PER_MESSAGE}")
 
     locale = body.get("locale", "en_US")
-    if not isinstance(locale, str) or not LOCALE_PATTERN.match(locale):
+    if not isinstance(locale, str) or not TAG_PATTERN.match(locale):
         fail("locale", "must be a locale tag like en_US or de")
+    elif babel_locale(locale) is None:
+        fail("locale", f"{locale!r} is not a locale known to CLDR (e.g. en_US, de_DE, ja_JP)")
+    else:
+        locale = normalize_tag(locale)
 
-    application_ids = body.get("application_ids", [])
-    if not isinstance(application_ids, list) or not all(
-        isinstance(a, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", a) for a in application_ids
-    ):
-        fail("application_ids", "must be an array of Pinpoint application (project) IDs")
-    elif len(set(application_ids)) != len(application_ids):
-        fail("application_ids", "must not repeat an application ID")
+    application_ids = _parse_application_ids(body.get("application_ids", []), fail)
 
     if errors:
         raise ValidationFailed.of_many(errors)
@@ -151,6 +165,24 @@ def parse_recommender(body: object, name: str) -> RecommenderSpec:
         recommendations_per_message=per_message, locale=locale,
         application_ids=tuple(application_ids),
     )
+
+
+def _parse_application_ids(raw: object, fail: Any) -> list[str]:
+    if not isinstance(raw, list):
+        fail("application_ids", "must be an array of Pinpoint application (project) IDs")
+        return []
+    if len(raw) > MAX_APPLICATION_IDS:
+        fail("application_ids", f"at most {MAX_APPLICATION_IDS} application IDs, got {len(raw)}")
+    seen: set[str] = set()
+    for index, application_id in enumerate(raw):
+        if not isinstance(application_id, str) or not APPLICATION_ID_PATTERN.match(application_id):
+            fail(f"application_ids[{index}]",
+                 "must be a Pinpoint application (project) ID: 1-64 letters, digits, '_' or '-'")
+        elif application_id in seen:
+            fail(f"application_ids[{index}]", f"repeats the application ID {application_id!r}")
+        else:
+            seen.add(application_id)
+    return raw
 
 
 def _parse_attributes(raw: object, fail: Any) -> list[AttributeSpec]:
@@ -201,16 +233,25 @@ def _parse_attribute(entry: dict, where: str, fail: Any) -> AttributeSpec | None
         not isinstance(display_name, str) or not DISPLAY_NAME_PATTERN.match(display_name)
     ):
         bad("display_name", "must be 1-25 letters, digits, spaces, '_' or '-' (Pinpoint's rule)")
+    elif display_name is None and isinstance(name, str) and len(name) > MAX_DISPLAY_NAME:
+        # Pinpoint shows each attribute under a display name of at most 25 characters; the name
+        # stands in for it when it fits, so a longer name needs one of its own.
+        bad("display_name", f"is required when the name is longer than {MAX_DISPLAY_NAME} "
+            "characters (Pinpoint's display names are at most 25)")
     value_format = entry.get("format")
     if value_format is not None and value_format not in FORMATS:
-        bad("format", "must be one of: " + ", ".join(FORMATS))
+        bad("format", "must be one of: " + ", ".join(FORMATS)
+            + " (template, truncate and first are attribute keys of their own)")
     elif value_format == "currency" and item_field != "price":
         bad("format", "currency applies to the price field only")
     template = entry.get("template")
     if template is not None and (
-        not isinstance(template, str) or ("{value}" not in template and "{id}" not in template)
+        not isinstance(template, str)
+        or ("{value}" not in template and "{id}" not in template)
+        or len(template) > MAX_TEMPLATE
     ):
-        bad("template", "must be a string holding {value} or {id}")
+        bad("template", f"must be a string of at most {MAX_TEMPLATE} characters holding {{value}} "
+            "or {id}")
     elif isinstance(template, str):
         problem = template_problem(template)
         if problem:

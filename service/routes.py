@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import catalogs, ops, recommenders, transform
+from service.handlers import catalogs, decorate, ops, preview, recommenders, transform
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,6 +17,17 @@ def setup_routes(app: web.Application) -> None:
                 name="put_recommender"),
         web.get("/v1/recommenders/{recommender}", recommenders.get_recommender,
                 name="get_recommender", allow_head=False),
+        web.delete("/v1/recommenders/{recommender}", recommenders.delete_recommender,
+                   name="delete_recommender"),
+        web.get("/v1/recommenders", recommenders.list_recommenders, name="list_recommenders",
+                allow_head=False),
+        # Names cannot hold ':', so the regex keeps `a:b:preview` from matching as name `a:b`.
+        web.post("/v1/recommenders/{recommender:[^/:]+}:preview", preview.preview,
+                 name="preview_recommender"),
+        web.post("/v1/recommenders/{recommender}/decorate", decorate.decorate,
+                 name="decorate"),
+        web.post("/v1/transform", transform.transform_by_application,
+                 name="transform_by_application"),
         web.put("/v1/catalogs/{catalog}", catalogs.put_catalog, name="put_catalog"),
         web.get("/v1/catalogs/{catalog}", catalogs.get_catalog, name="get_catalog",
                 allow_head=False),

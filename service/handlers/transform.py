@@ -10,6 +10,7 @@ from service import pinpoint
 from service.access import requires
 from service.app_keys import PRINCIPAL, RECOMMENDERS, REQUEST_ID, RESOLVER, SETTINGS
 from service.enrich import Enricher
+from service.recommender_lookup import Recommender
 from service.recommenders import check_recommender_name
 from service.request_body import read_json
 from service.responses import json_response
@@ -23,10 +24,28 @@ MAX_LOGGED_PROBLEMS = 10
 
 @requires("transform")
 async def transform(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
     name = check_recommender_name(request.match_info["recommender"])
     recommender = await request.app[RECOMMENDERS].get(request[PRINCIPAL].tenant_id, name)
-    event = await read_json(request, settings.max_body_bytes)
+    event = await read_json(request, request.app[SETTINGS].max_body_bytes)
+    return await transform_event(request, recommender, event)
+
+
+@requires("transform")
+async def transform_by_application(request: web.Request) -> web.Response:
+    """One shim for many Pinpoint projects: the event's ApplicationId picks the recommender."""
+    event = await read_json(request, request.app[SETTINGS].max_body_bytes)
+    application_id = pinpoint.event_application_id(event)
+    recommender = await request.app[RECOMMENDERS].for_application(
+        request[PRINCIPAL].tenant_id, application_id
+    )
+    return await transform_event(request, recommender, event)
+
+
+async def transform_event(
+    request: web.Request, recommender: Recommender, event: object
+) -> web.Response:
+    settings = request.app[SETTINGS]
+    name = recommender.name
     parsed = pinpoint.parse_event(
         event, pinpoint.EventLimits(settings.max_endpoints, settings.max_items_per_endpoint)
     )

@@ -1,0 +1,37 @@
+"""Decorating an Amazon Personalize `GetRecommendations` response with a recommender's attributes.
+
+`POST /v1/recommenders/{recommender}/decorate?locale=de_DE` (locale optional: the recommender's
+default otherwise). The shape and the missing-item rules are in service/personalize.py.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service import personalize
+from service.access import requires
+from service.app_keys import PRINCIPAL, RECOMMENDERS, RESOLVER, SETTINGS
+from service.enrich import Enricher
+from service.errors import ValidationFailed
+from service.locales import TAG_PATTERN
+from service.recommenders import check_recommender_name
+from service.request_body import read_json
+from service.responses import json_response
+
+UNRESOLVED_ITEMS_HEADER = "X-Unresolved-Items"
+
+
+@requires("transform")
+async def decorate(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    name = check_recommender_name(request.match_info["recommender"])
+    locale = request.query.get("locale")
+    if locale is not None and not TAG_PATTERN.match(locale):
+        raise ValidationFailed.of("locale", "must be a locale tag like en_US or de")
+    recommender = await request.app[RECOMMENDERS].get(request[PRINCIPAL].tenant_id, name)
+    body = await read_json(request, settings.max_body_bytes)
+    parsed = personalize.parse_response(body, settings.max_batch_ids)
+    resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids)
+    answer, missing = personalize.decorate(parsed, Enricher(recommender.spec), resolved, locale)
+    headers = {UNRESOLVED_ITEMS_HEADER: str(missing)} if missing else None
+    return json_response(answer, headers=headers)
