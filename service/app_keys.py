@@ -6,15 +6,23 @@ import asyncpg
 from aiohttp import web
 
 from service.auth import Authenticator, Principal
+from service.deadline import Deadline
+from service.invalidation import InvalidationListener
+from service.metrics import Metrics
 from service.recommender_lookup import RecommenderLookup
 from service.resolver import ItemResolver
 from service.settings import Settings
+from service.shared_cache import SharedCache
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RESOLVER = web.AppKey("resolver", ItemResolver)
 RECOMMENDERS = web.AppKey("recommenders", RecommenderLookup)
+METRICS = web.AppKey("metrics", Metrics)
+SHARED_CACHE = web.AppKey("shared_cache", SharedCache)
+LISTENER = web.AppKey("invalidation_listener", InvalidationListener)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
+DEADLINE = web.RequestKey("deadline", Deadline)

@@ -208,7 +208,7 @@ def _parse_attribute(entry: dict, where: str, fail: Any) -> AttributeSpec | None
         bad("format", "currency applies to the price field only")
     template = entry.get("template")
     if template is not None and (
-        not isinstance(template, str) or "{value}" not in template and "{id}" not in template
+        not isinstance(template, str) or ("{value}" not in template and "{id}" not in template)
     ):
         bad("template", "must be a string holding {value} or {id}")
     elif isinstance(template, str):

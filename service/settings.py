@@ -68,10 +68,18 @@ class Settings:
     auth_cache_seconds: float = 10.0
     default_deadline_ms: int = 10_000
     shutdown_timeout: float = 30.0
+    # Item cache (see the README's "Caching, invalidation and deadlines").
+    redis_url: str | None = None
+    cache_max_entries: int = 100_000
+    cache_ttl: float = 300.0
+    cache_negative_ttl: float = 30.0
+    cache_stale_seconds: float = 3600.0
+    redis_timeout: float = 0.05
+    batch_window_ms: float = 0.0
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{f.name}={mask_url(v) if f.name == 'database_url' else v!r}"
+            f"{f.name}={mask_url(v) if f.name in ('database_url', 'redis_url') else v!r}"
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -111,6 +119,15 @@ class Settings:
                 "ENRICHER_DEFAULT_DEADLINE_MS", 10_000, 10, 600_000
             ),
             "shutdown_timeout": reader.seconds("ENRICHER_SHUTDOWN_TIMEOUT", 30.0),
+            "redis_url": reader.redis_url("REDIS_URL"),
+            "cache_max_entries": reader.integer("ENRICHER_CACHE_MAX_ENTRIES", 100_000, 0,
+                                                100_000_000),
+            "cache_ttl": reader.seconds("ENRICHER_CACHE_TTL_SECONDS", 300.0),
+            "cache_negative_ttl": reader.seconds("ENRICHER_CACHE_NEGATIVE_TTL_SECONDS", 30.0),
+            "cache_stale_seconds": reader.seconds("ENRICHER_CACHE_STALE_SECONDS", 3600.0,
+                                                  minimum=0),
+            "redis_timeout": reader.integer("ENRICHER_REDIS_TIMEOUT_MS", 50, 1, 10_000) / 1000,
+            "batch_window_ms": reader.decimal("ENRICHER_BATCH_WINDOW_MS", 0.0, 0.0, 100.0),
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:
@@ -179,6 +196,25 @@ class _EnvReader:
             return raw.upper()
 
         return self._read(name, default, cast, "one of " + ", ".join(choices))
+
+    def decimal(self, name: str, default: float, low: float, high: float) -> float:
+        def cast(raw: str) -> float:
+            value = float(raw)
+            if not low <= value <= high:
+                raise ValueError
+            return value
+
+        return self._read(name, default, cast, f"a number from {low:g} to {high:g}")
+
+    def redis_url(self, name: str) -> str | None:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return None
+        raw = raw.strip()
+        if not re.match(r"^rediss?://[^/?#]", raw):
+            self.errors.append(f"{name} must be a redis:// or rediss:// URL, got {mask_url(raw)!r}")
+            return None
+        return raw
 
     def database_url(self, name: str) -> str | None:
         raw = self.env.get(name)

@@ -8,7 +8,15 @@ from aiohttp import web
 
 from service import pinpoint
 from service.access import requires
-from service.app_keys import PRINCIPAL, RECOMMENDERS, REQUEST_ID, RESOLVER, SETTINGS
+from service.app_keys import (
+    DEADLINE,
+    METRICS,
+    PRINCIPAL,
+    RECOMMENDERS,
+    REQUEST_ID,
+    RESOLVER,
+    SETTINGS,
+)
 from service.enrich import Enricher
 from service.recommenders import check_recommender_name
 from service.request_body import read_json
@@ -18,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MALFORMED_HEADER = "X-Malformed-Endpoints"
 UNRESOLVED_HEADER = "X-Unresolved-Endpoints"
+DEGRADED_HEADER = "X-Degraded"
 MAX_LOGGED_PROBLEMS = 10
 
 
@@ -25,12 +34,15 @@ MAX_LOGGED_PROBLEMS = 10
 async def transform(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     name = check_recommender_name(request.match_info["recommender"])
-    recommender = await request.app[RECOMMENDERS].get(request[PRINCIPAL].tenant_id, name)
+    deadline = request[DEADLINE]
+    recommender = await request.app[RECOMMENDERS].get(request[PRINCIPAL].tenant_id, name, deadline)
     event = await read_json(request, settings.max_body_bytes)
     parsed = pinpoint.parse_event(
         event, pinpoint.EventLimits(settings.max_endpoints, settings.max_items_per_endpoint)
     )
-    resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids)
+    resolved = await request.app[RESOLVER].resolve(
+        recommender.catalog_id, parsed.item_ids, deadline=deadline
+    )
     answer, unresolved = pinpoint.enrich_event(parsed, Enricher(recommender.spec), resolved)
     headers = {}
     if parsed.malformed:
@@ -46,4 +58,8 @@ async def transform(request: web.Request) -> web.Response:
         )
     if unresolved:
         headers[UNRESOLVED_HEADER] = str(unresolved)
+    if resolved.degraded:
+        # Answered from the caches (stale included) and the missing-item policy, in time.
+        headers[DEGRADED_HEADER] = resolved.degraded
+        request.app[METRICS].degraded.labels("transform", resolved.degraded).inc()
     return json_response(answer, headers=headers)
