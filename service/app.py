@@ -41,7 +41,7 @@ async def shared_cache_context(app: web.Application) -> AsyncIterator[None]:
         return
     shared = SharedCache(
         settings.redis_url, ttl=settings.cache_ttl, negative_ttl=settings.cache_negative_ttl,
-        timeout=settings.redis_timeout, metrics=app[METRICS],
+        timeout=settings.redis_timeout, metrics=app[METRICS], prefix=settings.redis_prefix,
     )
     if await shared.ping():
         log.info("redis (L2) ready", extra={"redis": mask_url(settings.redis_url)})

@@ -141,6 +141,10 @@ class ItemResolver:
         if self.shared is not None:
             await self.shared.flush_catalog(None)
 
+    async def settled(self) -> None:
+        """Until the L2 writes started so far have finished (tests, benches, shutdown)."""
+        await asyncio.gather(*self._background, return_exceptions=True)
+
     async def close(self) -> None:
         await self.batcher.close()
         for task in list(self._background):

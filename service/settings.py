@@ -70,6 +70,7 @@ class Settings:
     shutdown_timeout: float = 30.0
     # Item cache (see the README's "Caching, invalidation and deadlines").
     redis_url: str | None = None
+    redis_prefix: str = "ce"
     cache_max_entries: int = 100_000
     cache_ttl: float = 300.0
     cache_negative_ttl: float = 30.0
@@ -120,6 +121,7 @@ class Settings:
             ),
             "shutdown_timeout": reader.seconds("ENRICHER_SHUTDOWN_TIMEOUT", 30.0),
             "redis_url": reader.redis_url("REDIS_URL"),
+            "redis_prefix": reader.pattern("ENRICHER_REDIS_PREFIX", "ce", r"[A-Za-z0-9_.-]{1,64}"),
             "cache_max_entries": reader.integer("ENRICHER_CACHE_MAX_ENTRIES", 100_000, 0,
                                                 100_000_000),
             "cache_ttl": reader.seconds("ENRICHER_CACHE_TTL_SECONDS", 300.0),
@@ -205,6 +207,14 @@ class _EnvReader:
             return value
 
         return self._read(name, default, cast, f"a number from {low:g} to {high:g}")
+
+    def pattern(self, name: str, default: str, pattern: str) -> str:
+        def cast(raw: str) -> str:
+            if not re.fullmatch(pattern, raw):
+                raise ValueError
+            return raw
+
+        return self._read(name, default, cast, f"text matching {pattern}")
 
     def redis_url(self, name: str) -> str | None:
         raw = self.env.get(name)

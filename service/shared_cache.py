@@ -7,8 +7,9 @@ failure L2 is skipped for `RETRY_AFTER` seconds, so a Redis that is down or froz
 timeout per process per second rather than one per request; the first call after that tries
 again, which is how L2 comes back into use by itself when Redis returns.
 
-Keys: `ce:i:<catalog id>:<item id>` holds `[epoch, item or null]` as orjson (null is a negative
-entry); the epoch is the pair of counters `ce:e:all` and `ce:e:<catalog id>`. Every read fetches
+Keys (`ce` is `ENRICHER_REDIS_PREFIX`, so deployments can share one Redis):
+`ce:i:<catalog id>:<item id>` holds `[epoch, item or null]` as orjson (null is a negative entry);
+the epoch is the pair of counters `ce:e:all` and `ce:e:<catalog id>`. Every read fetches
 both counters together with the items in one MGET, and an entry written under another epoch counts
 as a miss. A bulk change to a catalog (or to all of them) therefore invalidates its entries with one
 INCR, without scanning keys (aiocache's own `clear` would use `KEYS`).
@@ -32,7 +33,6 @@ from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "ce"
 RETRY_AFTER = 1.0
 # Redis errors and timeouts, as redis-py and aiocache raise them (all derive from these).
 try:
@@ -92,13 +92,14 @@ def _decode_item(value: dict[str, Any]) -> dict[str, Any]:
 class SharedCache:
     def __init__(
         self, url: str, *, ttl: float, negative_ttl: float, timeout: float, metrics: Metrics,
+        prefix: str = "ce",
     ) -> None:
         options = redis_options(url)
         pool_kwargs = options.pop("connection_pool_kwargs", {})
         # Socket timeouts as well as aiocache's own: a frozen Redis must not hold a connection.
         pool_kwargs.update(socket_timeout=timeout * 4, health_check_interval=0)
         self._cache = RedisCache(
-            serializer=OrjsonSerializer(), namespace=NAMESPACE, timeout=timeout,
+            serializer=OrjsonSerializer(), namespace=prefix, timeout=timeout,
             create_connection_timeout=timeout * 4, connection_pool_kwargs=pool_kwargs, **options,
         )
         self.ttl = max(1, round(ttl))
@@ -202,4 +203,5 @@ class SharedCache:
             self._failed("delete", exc)
 
     async def close(self) -> None:
-        await self._cache.close()
+        # aiocache's own close() calls redis-py's deprecated close(); aclose() is its successor.
+        await self._cache.client.aclose()
