@@ -14,6 +14,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +28,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A folder the `postgres` user can reach too (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pg_available() -> bool:
@@ -83,7 +96,10 @@ class OwnedPostgres:
 
     def _pids(self) -> list[int]:
         """The postmaster and every process it started."""
-        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():  # stopped
+            return []
+        postmaster = int(pid_file.read_text().split()[0])
         children = []
         for status in Path("/proc").glob("[0-9]*/status"):
             with contextlib.suppress(OSError):
