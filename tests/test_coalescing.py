@@ -100,5 +100,6 @@ class TestCoalescing:
         event = {"Endpoints": {f"e{n}": {"RecommendationItems": [str(n), str(n + 100), "x"]}
                                for n in range(100)}}
         status, answer, _ = await counted.post(TRANSFORM, event)
-        assert status == 200 and len(answer) == 100
+        assert status == 200
+        assert len(answer) == 100
         assert proxy.statements - before == 1

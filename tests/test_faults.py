@@ -132,16 +132,19 @@ class TestPostgresDown:
         await seed(api)
         owned_pg.stop()
         status, answer, headers, took = await timed(api, TRANSFORM, event("1", "9", "2"), 1500)
-        assert status == 200 and took < 1.5
+        assert status == 200
+        assert took < 1.5
         assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1", "Movie 2"]
         assert headers["X-Degraded"] == "postgres-unavailable"
         status, answer, headers, took = await timed(api, PADDED, event("1", "9", "2"), 1500)
-        assert status == 200 and took < 1.5
+        assert status == 200
+        assert took < 1.5
         assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1", "", "Movie 2"]
         assert headers["X-Degraded"] == "postgres-unavailable"
         # Only uncached IDs: the endpoint cannot be served (skip policy), but the answer comes.
         status, answer, headers, _ = await timed(api, TRANSFORM, event("8"), 1500)
-        assert (status, answer) == (200, {}) and "X-Degraded" in headers
+        assert (status, answer) == (200, {})
+        assert "X-Degraded" in headers
         assert sample(api.client.app, "enricher_degraded_responses_total",
                       route="transform", reason="postgres-unavailable") == 3
 
@@ -151,12 +154,15 @@ class TestPostgresDown:
         owned_pg.freeze()
         try:
             status, answer, headers, took = await timed(api, TRANSFORM, event("1", "8"), 400)
-            assert status == 200 and took < 0.4
+            assert status == 200
+            assert took < 0.4
             assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1"]
             assert headers["X-Degraded"] == "postgres-timeout"
             # Fully cached: no need to wait for Postgres, so not degraded.
             status, _, headers, took = await timed(api, TRANSFORM, event("2"), 400)
-            assert status == 200 and took < 0.4 and "X-Degraded" not in headers
+            assert status == 200
+            assert took < 0.4
+            assert "X-Degraded" not in headers
         finally:
             owned_pg.thaw()
 
@@ -187,7 +193,9 @@ class TestRedisDown:
         for api in (a, b):
             for ids in (("1", "2"), ("3",), ("4", "nope")):
                 status, answer, headers, took = await timed(api, TRANSFORM, event(*ids), 1000)
-                assert status == 200 and "X-Degraded" not in headers and took < 1.0
+                assert status == 200
+                assert "X-Degraded" not in headers
+                assert took < 1.0
                 assert len(answer["e1"]["Recommendations"]["Title"]) == len(ids) - ("nope" in ids)
         assert sample(a.client.app, "enricher_l2_errors_total", operation="get") >= 1
 
@@ -213,7 +221,9 @@ class TestRedisDown:
         try:
             for ids in (("5",), ("6", "1")):
                 status, answer, headers, took = await timed(api, TRANSFORM, event(*ids), 500)
-                assert status == 200 and took < 0.5 and "X-Degraded" not in headers
+                assert status == 200
+                assert took < 0.5
+                assert "X-Degraded" not in headers
                 assert len(answer["e1"]["Recommendations"]["Title"]) == len(ids)
         finally:
             owned_redis.process.send_signal(signal.SIGCONT)

@@ -75,7 +75,7 @@ class TestAcrossInstances:
         print(f"B served the update after {await seen_within(SEEN_WITHIN, b_serves_new):.3f} s")
 
     async def test_delete_is_seen(self, pair, database_url):
-        a, b = pair
+        _a, b = pair
         assert await title_of(b, "2") == "Movie 2"
         conn = await asyncpg.connect(database_url)
         try:
@@ -89,7 +89,7 @@ class TestAcrossInstances:
         await seen_within(SEEN_WITHIN, b_forgot)
 
     async def test_bulk_statement_sends_one_notification(self, pair, database_url):
-        a, b = pair
+        _a, b = pair
         await title_of(b, "3")
         before = sample(b.client.app, "enricher_invalidation_notifications_total", kind="items")
         conn = await asyncpg.connect(database_url)

@@ -1,4 +1,4 @@
-"""L1 on its own, with a clock the test moves: TTLs, negative entries, the stale window, the bound."""
+"""L1 alone, with a clock the test moves: TTLs, negative entries, the stale window, the bound."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def make_cache(clock: Clock, **overrides: float) -> LocalCache:
 
 
 class TestExpiry:
-    """Entries are fresh for their TTL, then stale (fallback only) for the stale window, then gone."""
+    """Entries are fresh for their TTL, then stale (a fallback only) for a window, then gone."""
 
     def test_fresh_then_stale_then_gone(self):
         clock = Clock()
@@ -38,10 +38,12 @@ class TestExpiry:
         cache = make_cache(clock)
         cache.store(1, {"gone": ABSENT, "here": {"id": "here"}}, cache.generation())
         fresh, _, missing = cache.lookup(1, ["gone", "here"])
-        assert fresh == {"gone": ABSENT, "here": {"id": "here"}} and missing == []
+        assert fresh == {"gone": ABSENT, "here": {"id": "here"}}
+        assert missing == []
         clock.now += 6
         fresh, _, missing = cache.lookup(1, ["gone", "here"])
-        assert fresh == {"here": {"id": "here"}} and missing == ["gone"]
+        assert fresh == {"here": {"id": "here"}}
+        assert missing == ["gone"]
 
     def test_catalogs_do_not_share_entries(self):
         cache = make_cache(Clock())
@@ -61,12 +63,14 @@ class TestBound:
             cache.lookup(1, ["keep"])  # recently used: survives
             assert len(cache) <= 100
         fresh, _, missing = cache.lookup(1, ["keep", "0", "999"])
-        assert set(fresh) == {"keep", "999"} and missing == ["0"]
+        assert set(fresh) == {"keep", "999"}
+        assert missing == ["0"]
 
     def test_zero_entries_turns_l1_off(self):
         cache = make_cache(Clock(), max_entries=0)
         cache.store(1, {"a": {"id": "a"}}, cache.generation())
-        assert len(cache) == 0 and cache.lookup(1, ["a"]) == ({}, {}, ["a"])
+        assert len(cache) == 0
+        assert cache.lookup(1, ["a"]) == ({}, {}, ["a"])
 
 
 class TestInvalidation:
@@ -91,7 +95,8 @@ class TestInvalidation:
         cache.store(1, {"a": {"id": "a"}}, cache.generation())
         cache.store(2, {"b": {"id": "b"}}, cache.generation())
         cache.flush_all()
-        assert cache.lookup(1, ["a"])[0] == {} and cache.lookup(2, ["b"])[0] == {}
+        assert cache.lookup(1, ["a"])[0] == {}
+        assert cache.lookup(2, ["b"])[0] == {}
         cache.store(1, {"a": {"id": "new"}}, cache.generation())
         assert cache.lookup(1, ["a"])[0] == {"a": {"id": "new"}}
 

@@ -148,7 +148,8 @@ class OwnedRedis:
 
     async def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
+        # Popen returns at once (the server is waited for below, without blocking the loop).
+        self.process = subprocess.Popen(  # noqa: ASYNC220
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.folder)],
