@@ -24,6 +24,7 @@ import sys
 import time
 import tracemalloc
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -105,6 +106,25 @@ def make_events(items: int, count: int, rng: random.Random) -> list[bytes]:
         for n in range(ENDPOINTS)}}) for _ in range(count)]
 
 
+async def keep_busy(step: Callable[[int], Awaitable[None]], seconds: float,
+                    concurrency: int) -> tuple[int, float]:
+    """Run `step(0)`, `step(1)`, ... from `concurrency` workers for `seconds`: (count, elapsed)."""
+    stop = time.perf_counter() + seconds
+    done = 0
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        index = offset
+        while time.perf_counter() < stop:
+            await step(index)
+            done += 1
+            index += concurrency
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done, time.perf_counter() - began
+
+
 @dataclasses.dataclass
 class RunResult:
     name: str
@@ -139,25 +159,16 @@ async def drive(settings: Settings, key: str, events: list[bytes], seconds: floa
                     async with session.post(url, data=body, headers=headers) as response:
                         await response.read()
             queries_before = _queries(app)
-            stop = time.perf_counter() + seconds
-            done = 0
 
-            async def worker(offset: int) -> None:
-                nonlocal done
-                index = offset
-                while time.perf_counter() < stop:
-                    started = time.perf_counter()
-                    async with session.post(url, data=events[index % len(events)],
-                                            headers=headers) as response:
-                        await response.read()
-                        assert response.status == 200, response.status
-                    latencies.append(time.perf_counter() - started)
-                    done += 1
-                    index += concurrency
+            async def send(index: int) -> None:
+                started = time.perf_counter()
+                async with session.post(url, data=events[index % len(events)],
+                                        headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+                latencies.append(time.perf_counter() - started)
 
-            began = time.perf_counter()
-            await asyncio.gather(*(worker(i) for i in range(concurrency)))
-            elapsed = time.perf_counter() - began
+            done, elapsed = await keep_busy(send, seconds, concurrency)
             queries = _queries(app) - queries_before
     finally:
         await server.close()
@@ -183,20 +194,11 @@ async def drive_resolver(settings: Settings, events: list[bytes], seconds: float
         if warm:
             for ids in batches:
                 await resolver.resolve(catalog, ids)
-        stop = time.perf_counter() + seconds
-        done = 0
+        async def resolve(index: int) -> None:
+            await resolver.resolve(catalog, batches[index % len(batches)])
 
-        async def worker(offset: int) -> None:
-            nonlocal done
-            index = offset
-            while time.perf_counter() < stop:
-                await resolver.resolve(catalog, batches[index % len(batches)])
-                done += 1
-                index += concurrency
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        return done / (time.perf_counter() - began)
+        done, elapsed = await keep_busy(resolve, seconds, concurrency)
+        return done / elapsed
     finally:
         await server.close()
 

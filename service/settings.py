@@ -162,14 +162,18 @@ class _EnvReader:
     def text(self, name: str, default: str) -> str:
         return self._read(name, default, str, "text")
 
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        def cast(raw: str) -> int:
-            value = int(raw)
-            if not low <= value <= high:
+    def _ranged(self, name: str, default: T, kind: Callable[[str], T], low: T, high: T,
+                accepts: str) -> T:
+        def cast(raw: str) -> T:
+            value = kind(raw)
+            if not low <= value <= high:  # type: ignore[operator]
                 raise ValueError
             return value
 
-        return self._read(name, default, cast, f"an integer from {low} to {high}")
+        return self._read(name, default, cast, accepts)
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        return self._ranged(name, default, int, low, high, f"an integer from {low} to {high}")
 
     def seconds(self, name: str, default: float, minimum: float = 0.001) -> float:
         def cast(raw: str) -> float:
@@ -200,13 +204,7 @@ class _EnvReader:
         return self._read(name, default, cast, "one of " + ", ".join(choices))
 
     def decimal(self, name: str, default: float, low: float, high: float) -> float:
-        def cast(raw: str) -> float:
-            value = float(raw)
-            if not low <= value <= high:
-                raise ValueError
-            return value
-
-        return self._read(name, default, cast, f"a number from {low:g} to {high:g}")
+        return self._ranged(name, default, float, low, high, f"a number from {low:g} to {high:g}")
 
     def pattern(self, name: str, default: str, pattern: str) -> str:
         def cast(raw: str) -> str:

@@ -158,3 +158,13 @@ def redis_settings(settings: Settings, redis_server_url: str) -> Iterator[Settin
     prefix = f"ce-test-{uuid.uuid4().hex[:10]}"
     yield dataclasses.replace(settings, redis_url=redis_server_url, redis_prefix=prefix)
     run(delete_prefix(redis_server_url, prefix))
+
+
+@pytest.fixture
+async def proxy(database_url: str):
+    """A TCP proxy in front of this test's Postgres: counts statements, can stall or cut."""
+    from tests.support.tcp_proxy import proxy_to_database
+
+    proxy = await proxy_to_database(database_url)
+    yield proxy
+    await proxy.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -15,35 +14,15 @@ from service.app import create_app
 from service.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, url_through
 
 TRANSFORM = "/v1/recommenders/movies/transform"
 REQUESTS = 50
 
 
 @pytest.fixture
-async def proxy(database_url: str):
-    parts = urlsplit(database_url)
-    if parts.hostname:
-        proxy = TcpProxy(parts.hostname, parts.port or 5432)
-    else:  # the embedded Postgres listens on a Unix socket
-        socket_dir = dict(p.split("=", 1) for p in parts.query.split("&"))["host"]
-        proxy = TcpProxy("", upstream_unix=f"{socket_dir}/.s.PGSQL.5432")
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
-def through(database_url: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(database_url)
-    user = parts.username or "postgres"
-    return urlunsplit(("postgresql", f"{user}@127.0.0.1:{proxy.port}", parts.path,
-                       "sslmode=disable", ""))
-
-
-@pytest.fixture
 async def counted(aiohttp_client, database_url, proxy, make_key, settings: Settings) -> Api:
-    proxied = dataclasses.replace(settings, database_url=through(database_url, proxy),
+    proxied = dataclasses.replace(settings, database_url=url_through(database_url, proxy),
                                   db_pool_max=10)
     api = Api(await aiohttp_client(create_app(proxied)), await make_key("acme", "admin"))
     await load_catalog(api, "movies", [{"id": str(i), "title": f"Movie {i}"}

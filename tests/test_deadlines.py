@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -13,7 +13,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, url_through
 
 TRANSFORM = "/v1/recommenders/movies/transform"
 
@@ -36,9 +36,7 @@ async def proxy(database_url: str):
 
 @pytest.fixture
 async def api(database_url, proxy, aiohttp_client, make_key, settings: Settings) -> Api:
-    parts = urlsplit(database_url)
-    proxied = urlunsplit(("postgresql", f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}",
-                          parts.path, "sslmode=disable", ""))
+    proxied = url_through(database_url, proxy)
     app = create_app(dataclasses.replace(settings, database_url=proxied, db_command_timeout=3.0,
                                          cache_ttl=3600, auth_cache_seconds=3600))
     api = Api(await aiohttp_client(app), await make_key("acme", "admin"))
@@ -79,9 +77,7 @@ class TestStalledDatabase:
 
     async def test_default_deadline_applies(self, database_url, proxy, aiohttp_client, make_key,
                                             settings: Settings):
-        parts = urlsplit(database_url)
-        proxied = urlunsplit(("postgresql", f"{parts.username or 'postgres'}@127.0.0.1:"
-                              f"{proxy.port}", parts.path, "sslmode=disable", ""))
+        proxied = url_through(database_url, proxy)
         app = create_app(dataclasses.replace(settings, database_url=proxied,
                                              default_deadline_ms=300, auth_cache_seconds=3600))
         api = Api(await aiohttp_client(app), await make_key("acme", "admin"))
