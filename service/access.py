@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from service.app_keys import AUTHENTICATOR, PRINCIPAL
+from service.app_keys import AUTHENTICATOR, DEADLINE, PRINCIPAL, SETTINGS
 from service.auth import SCOPES
+from service.deadline import request_deadline
 from service.errors import Forbidden
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -22,8 +23,11 @@ def requires(scope: str) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
+            # The deadline starts before anything can wait on Postgres, the key lookup included.
+            deadline = request_deadline(request, request.app[SETTINGS].default_deadline_ms)
+            request[DEADLINE] = deadline
             principal = await request.app[AUTHENTICATOR].authenticate(
-                request.headers.get("Authorization")
+                request.headers.get("Authorization"), deadline
             )
             if not principal.allows(scope):
                 raise Forbidden(

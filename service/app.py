@@ -2,37 +2,95 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from service.app_keys import (
     AUTHENTICATOR,
+    LISTENER,
+    METRICS,
     POOL,
     RECOMMENDERS,
     REQUESTS_IN_FLIGHT,
     RESOLVER,
     SETTINGS,
+    SHARED_CACHE,
 )
 from service.auth import Authenticator
-from service.db import pg_pool_context
+from service.db import connect, pg_pool_context
+from service.invalidation import InvalidationListener
+from service.local_cache import LocalCache
+from service.metrics import Metrics
 from service.middlewares import request_context
 from service.recommender_lookup import RecommenderLookup
 from service.request_tracker import RequestTracker
 from service.resolver import ItemResolver
 from service.routes import setup_routes
-from service.settings import Settings
+from service.settings import Settings, mask_url
+from service.shared_cache import SharedCache
+
+log = logging.getLogger(__name__)
+
+
+async def shared_cache_context(app: web.Application) -> AsyncIterator[None]:
+    """L2 in Redis, when REDIS_URL is set. A Redis down at start is logged, not fatal: L2 is a
+    speed-up, and it is used as soon as Redis answers."""
+    settings = app[SETTINGS]
+    if not settings.redis_url:
+        yield
+        return
+    shared = SharedCache(
+        settings.redis_url, ttl=settings.cache_ttl, negative_ttl=settings.cache_negative_ttl,
+        timeout=settings.redis_timeout, metrics=app[METRICS], prefix=settings.redis_prefix,
+    )
+    if await shared.ping():
+        log.info("redis (L2) ready", extra={"redis": mask_url(settings.redis_url)})
+    app[SHARED_CACHE] = shared
+    try:
+        yield
+    finally:
+        await shared.close()
 
 
 async def lookups_context(app: web.Application) -> AsyncIterator[None]:
-    """The per-process lookups that sit on the pool (they hold no resources of their own)."""
+    """The per-process lookups that sit on the pool and the caches."""
     settings = app[SETTINGS]
     pool = app[POOL]
-    app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds)
-    app[RECOMMENDERS] = RecommenderLookup(pool, settings.auth_cache_seconds)
-    app[RESOLVER] = ItemResolver(pool, query_timeout=settings.db_command_timeout,
-                                 acquire_timeout=settings.db_acquire_timeout)
-    yield
+    stale = settings.cache_stale_seconds
+    app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds, stale)
+    app[RECOMMENDERS] = RecommenderLookup(pool, settings.auth_cache_seconds, stale)
+    local = LocalCache(
+        max_entries=settings.cache_max_entries, ttl=settings.cache_ttl,
+        negative_ttl=settings.cache_negative_ttl, stale_seconds=stale,
+    )
+    resolver = ItemResolver(
+        pool, query_timeout=settings.db_command_timeout, local=local,
+        shared=app.get(SHARED_CACHE), metrics=app[METRICS],
+        batch_window_ms=settings.batch_window_ms,
+        default_deadline_ms=settings.default_deadline_ms,
+    )
+    app[RESOLVER] = resolver
+    try:
+        yield
+    finally:
+        await resolver.close()
+
+
+async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
+    """The dedicated LISTEN connection that keeps every cache of this process current."""
+    settings = app[SETTINGS]
+    listener = InvalidationListener(
+        lambda: connect(settings), app[POOL], app[RESOLVER], app[AUTHENTICATOR], app[RECOMMENDERS],
+        app[METRICS],
+    )
+    await listener.start()
+    app[LISTENER] = listener
+    try:
+        yield
+    finally:
+        await listener.close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -45,7 +103,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[REQUESTS_IN_FLIGHT] = RequestTracker()
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(pg_pool_context)
+    app.cleanup_ctx.append(shared_cache_context)
     app.cleanup_ctx.append(lookups_context)
+    app.cleanup_ctx.append(invalidation_context)
     setup_routes(app)
     return app

@@ -1,9 +1,10 @@
 """API keys: how they are made, stored (hashed) and checked, and the scope guard for handlers.
 
 A key is `ce_` plus 43 URL-safe characters (256 random bits). Only its SHA-256 is stored: with that
-much entropy a slow password hash adds nothing. Lookups are cached per process for a few seconds
-(`ENRICHER_AUTH_CACHE_SECONDS`) so a transform costs no extra round trip; a revoked key therefore
-stops working within that time.
+much entropy a slow password hash adds nothing. Lookups are cached per process
+(`ENRICHER_AUTH_CACHE_SECONDS`) so a transform costs no extra round trip; a change to a key or a
+tenant is pushed to every process by a NOTIFY (service/invalidation.py), so a revoked key stops
+working within a second, and within the cache time at worst.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from service.db_faults import read_retrying
+from service.deadline import Deadline
 from service.errors import Unauthorized
 from service.expiring_map import ExpiringMap
 from service.storage import tenants
@@ -63,13 +66,22 @@ def validate_scopes(scopes: list[str]) -> list[str]:
 
 
 class Authenticator:
-    """Turns an Authorization header into a Principal, with a short per-process cache."""
+    """Turns an Authorization header into a Principal, with a short per-process cache.
 
-    def __init__(self, pool: asyncpg.Pool, cache_seconds: float) -> None:
+    The cache is emptied (demoted to stale) by invalidation notifications whenever a key or
+    tenant changes anywhere, so a revoked key stops working within a second; the TTL is the
+    safety net. When Postgres cannot be asked, a stale entry is used rather than refusing
+    callers whose keys were valid a moment ago.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, cache_seconds: float,
+                 stale_seconds: float = 3600.0) -> None:
         self.pool = pool
-        self._cache: ExpiringMap[bytes, Principal | None] = ExpiringMap(cache_seconds)
+        self._cache: ExpiringMap[bytes, Principal | None] = ExpiringMap(
+            cache_seconds, stale_seconds=stale_seconds
+        )
 
-    async def authenticate(self, header: str | None) -> Principal:
+    async def authenticate(self, header: str | None, deadline: Deadline | None = None) -> Principal:
         if not header:
             raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
         scheme, _, key = header.partition(" ")
@@ -79,13 +91,20 @@ class Authenticator:
         if not KEY_PATTERN.match(key):
             raise Unauthorized("the API key is not valid")
         digest = hash_key(key)
-        principal = self._cache.get(digest)
-        if principal is ExpiringMap.MISSING:
-            record = await tenants.find_key(self.pool, digest)
-            principal = None if record is None else Principal(
+
+        async def load() -> Principal | None:
+            record = await read_retrying(lambda: tenants.find_key(self.pool, digest),
+                                         on_retry=lambda: None)
+            return None if record is None else Principal(
                 record.tenant_id, record.tenant_name, record.prefix, frozenset(record.scopes)
             )
-            self._cache.put(digest, principal)
+
+        principal = await self._cache.get_or_load(
+            digest, load, within=deadline.remaining() if deadline else None
+        )
         if principal is None:
             raise Unauthorized("the API key is not valid")
-        return principal  # type: ignore[return-value]
+        return principal
+
+    def expire_all(self) -> None:
+        self._cache.expire_all()

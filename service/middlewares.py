@@ -15,7 +15,7 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from service.app_keys import PRINCIPAL, REQUEST_ID, REQUESTS_IN_FLIGHT, SETTINGS
+from service.app_keys import METRICS, PRINCIPAL, REQUEST_ID, REQUESTS_IN_FLIGHT, SETTINGS
 from service.errors import (
     BadRequest,
     InternalError,
@@ -60,6 +60,13 @@ def _http_problem(exc: web.HTTPException) -> ProblemError:
     return problem
 
 
+def _count_request(request: web.Request, status: int, seconds: float) -> None:
+    route = request.match_info.route.name or "unmatched"
+    metrics = request.app[METRICS]
+    metrics.requests.labels(route, request.method, str(status)).inc()
+    metrics.request_seconds.labels(route).observe(seconds)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
@@ -91,6 +98,7 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
     finally:
         tracker.finished()
     response.headers[REQUEST_ID_HEADER] = request_id
+    _count_request(request, response.status, time.perf_counter() - started)
     if request.app[SETTINGS].access_log:
         principal = request.get(PRINCIPAL)
         route = request.match_info.route.name

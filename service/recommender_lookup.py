@@ -1,9 +1,10 @@
 """Finding a tenant's recommender by name or by bound application ID, with a short cache.
 
 A transform must cost one round trip (the item query), so the recommender is cached for the same
-few seconds as API keys; a PUT or DELETE through this process evicts it at once (other processes
-see the change when their entry expires). `load` reads the stored truth and leaves the cache alone,
-for GET answers and dry runs.
+time as API keys; a PUT or DELETE through this process evicts it at once, and a change made anywhere
+reaches every process within a second through invalidation notifications (service/invalidation.py).
+When Postgres cannot be asked, the last known definition is used (stale), so cached items can still
+be served. `load` reads the stored truth and leaves the cache alone, for GET answers and dry runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from datetime import datetime
 
 import asyncpg
 
+from service.db_faults import read_retrying
+from service.deadline import Deadline
 from service.errors import NotFound
 from service.expiring_map import ExpiringMap
 from service.recommenders import RecommenderSpec
@@ -38,23 +41,40 @@ def recommender_from_row(tenant_id: int, row: asyncpg.Record) -> Recommender:
     )
 
 
+def _within(deadline: Deadline | None) -> float | None:
+    return deadline.remaining() if deadline else None
+
+
+def _found(value: Recommender | None) -> bool:
+    # Only found recommenders are cached: one created through another process must be usable at
+    # once, not after a cached "not found" expires.
+    return value is not None
+
+
 class RecommenderLookup:
-    def __init__(self, pool: asyncpg.Pool, cache_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, cache_seconds: float,
+                 stale_seconds: float = 3600.0) -> None:
         self.pool = pool
-        # Only found recommenders are cached: one created through another process must be
-        # usable at once, not after a cached "not found" expires.
-        self._cache: ExpiringMap[tuple[int, str], Recommender] = ExpiringMap(cache_seconds)
-        self._by_application: ExpiringMap[tuple[int, str], Recommender] = ExpiringMap(
-            cache_seconds
+        self._cache: ExpiringMap[tuple[int, str], Recommender | None] = ExpiringMap(
+            cache_seconds, stale_seconds=stale_seconds
+        )
+        self._by_application: ExpiringMap[tuple[int, str], Recommender | None] = ExpiringMap(
+            cache_seconds, stale_seconds=stale_seconds
         )
 
-    async def get(self, tenant_id: int, name: str) -> Recommender:
-        key = (tenant_id, name)
-        found = self._cache.get(key)
-        if found is ExpiringMap.MISSING:
-            found = await self.load(tenant_id, name)
-            self._cache.put(key, found)
-        return found  # type: ignore[return-value]
+    async def get(self, tenant_id: int, name: str, deadline: Deadline | None = None) -> Recommender:
+        async def load() -> Recommender | None:
+            row = await read_retrying(
+                lambda: recommender_store.fetch_recommender(self.pool, tenant_id, name),
+                on_retry=lambda: None,
+            )
+            return None if row is None else recommender_from_row(tenant_id, row)
+
+        found = await self._cache.get_or_load((tenant_id, name), load, within=_within(deadline),
+                                              keep=_found)
+        if found is None:
+            raise NotFound(f"no recommender named {name!r}", field="recommender")
+        return found
 
     async def load(self, tenant_id: int, name: str) -> Recommender:
         """The stored recommender, read now; the cache is neither read nor filled."""
@@ -63,26 +83,35 @@ class RecommenderLookup:
             raise NotFound(f"no recommender named {name!r}", field="recommender")
         return recommender_from_row(tenant_id, row)
 
-    async def for_application(self, tenant_id: int, application_id: str) -> Recommender:
+    async def for_application(
+        self, tenant_id: int, application_id: str, deadline: Deadline | None = None
+    ) -> Recommender:
         """The recommender bound to a Pinpoint application ID (404 naming the ID if none is)."""
-        key = (tenant_id, application_id)
-        found = self._by_application.get(key)
-        if found is ExpiringMap.MISSING:
-            row = await recommender_store.fetch_recommender_for_application(
-                self.pool, tenant_id, application_id
+        async def load() -> Recommender | None:
+            row = await read_retrying(
+                lambda: recommender_store.fetch_recommender_for_application(
+                    self.pool, tenant_id, application_id
+                ),
+                on_retry=lambda: None,
             )
-            if row is None:
-                raise NotFound(
-                    f"no recommender is bound to ApplicationId {application_id!r}; add it to a "
-                    "recommender's application_ids, or call "
-                    "/v1/recommenders/{recommender}/transform",
-                    field="ApplicationId",
-                )
-            found = recommender_from_row(tenant_id, row)
-            self._by_application.put(key, found)
-        return found  # type: ignore[return-value]
+            return None if row is None else recommender_from_row(tenant_id, row)
+
+        found = await self._by_application.get_or_load(
+            (tenant_id, application_id), load, within=_within(deadline), keep=_found
+        )
+        if found is None:
+            raise NotFound(
+                f"no recommender is bound to ApplicationId {application_id!r}; add it to a "
+                "recommender's application_ids, or call /v1/recommenders/{recommender}/transform",
+                field="ApplicationId",
+            )
+        return found
 
     def forget(self, tenant_id: int, name: str) -> None:
         self._cache.discard((tenant_id, name))
         # Bindings are few and change rarely; dropping them all beats tracking which were whose.
         self._by_application.clear()
+
+    def expire_all(self) -> None:
+        self._cache.expire_all()
+        self._by_application.expire_all()

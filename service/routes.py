@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import catalogs, decorate, ops, preview, recommenders, transform
+from service.handlers import catalogs, decorate, metrics, ops, preview, recommenders, transform
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes([
         web.get("/healthz", ops.healthz, name="healthz"),
         web.get("/readyz", ops.readyz, name="readyz"),
+        web.get("/metrics", metrics.metrics, name="metrics", allow_head=False),
         web.post("/v1/recommenders/{recommender}/transform", transform.transform,
                  name="transform"),
         web.put("/v1/recommenders/{recommender}", recommenders.put_recommender,

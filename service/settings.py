@@ -68,10 +68,19 @@ class Settings:
     auth_cache_seconds: float = 10.0
     default_deadline_ms: int = 10_000
     shutdown_timeout: float = 30.0
+    # Item cache (see the README's "Caching, invalidation and deadlines").
+    redis_url: str | None = None
+    redis_prefix: str = "ce"
+    cache_max_entries: int = 100_000
+    cache_ttl: float = 300.0
+    cache_negative_ttl: float = 30.0
+    cache_stale_seconds: float = 3600.0
+    redis_timeout: float = 0.05
+    batch_window_ms: float = 0.0
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{f.name}={mask_url(v) if f.name == 'database_url' else v!r}"
+            f"{f.name}={mask_url(v) if f.name in ('database_url', 'redis_url') else v!r}"
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -111,6 +120,16 @@ class Settings:
                 "ENRICHER_DEFAULT_DEADLINE_MS", 10_000, 10, 600_000
             ),
             "shutdown_timeout": reader.seconds("ENRICHER_SHUTDOWN_TIMEOUT", 30.0),
+            "redis_url": reader.redis_url("REDIS_URL"),
+            "redis_prefix": reader.pattern("ENRICHER_REDIS_PREFIX", "ce", r"[A-Za-z0-9_.-]{1,64}"),
+            "cache_max_entries": reader.integer("ENRICHER_CACHE_MAX_ENTRIES", 100_000, 0,
+                                                100_000_000),
+            "cache_ttl": reader.seconds("ENRICHER_CACHE_TTL_SECONDS", 300.0),
+            "cache_negative_ttl": reader.seconds("ENRICHER_CACHE_NEGATIVE_TTL_SECONDS", 30.0),
+            "cache_stale_seconds": reader.seconds("ENRICHER_CACHE_STALE_SECONDS", 3600.0,
+                                                  minimum=0),
+            "redis_timeout": reader.integer("ENRICHER_REDIS_TIMEOUT_MS", 50, 1, 10_000) / 1000,
+            "batch_window_ms": reader.decimal("ENRICHER_BATCH_WINDOW_MS", 0.0, 0.0, 100.0),
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:
@@ -143,14 +162,18 @@ class _EnvReader:
     def text(self, name: str, default: str) -> str:
         return self._read(name, default, str, "text")
 
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        def cast(raw: str) -> int:
-            value = int(raw)
-            if not low <= value <= high:
+    def _ranged(self, name: str, default: T, kind: Callable[[str], T], low: T, high: T,
+                accepts: str) -> T:
+        def cast(raw: str) -> T:
+            value = kind(raw)
+            if not low <= value <= high:  # type: ignore[operator]
                 raise ValueError
             return value
 
-        return self._read(name, default, cast, f"an integer from {low} to {high}")
+        return self._read(name, default, cast, accepts)
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        return self._ranged(name, default, int, low, high, f"an integer from {low} to {high}")
 
     def seconds(self, name: str, default: float, minimum: float = 0.001) -> float:
         def cast(raw: str) -> float:
@@ -179,6 +202,27 @@ class _EnvReader:
             return raw.upper()
 
         return self._read(name, default, cast, "one of " + ", ".join(choices))
+
+    def decimal(self, name: str, default: float, low: float, high: float) -> float:
+        return self._ranged(name, default, float, low, high, f"a number from {low:g} to {high:g}")
+
+    def pattern(self, name: str, default: str, pattern: str) -> str:
+        def cast(raw: str) -> str:
+            if not re.fullmatch(pattern, raw):
+                raise ValueError
+            return raw
+
+        return self._read(name, default, cast, f"text matching {pattern}")
+
+    def redis_url(self, name: str) -> str | None:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return None
+        raw = raw.strip()
+        if not re.match(r"^rediss?://[^/?#]", raw):
+            self.errors.append(f"{name} must be a redis:// or rediss:// URL, got {mask_url(raw)!r}")
+            return None
+        return raw
 
     def database_url(self, name: str) -> str | None:
         raw = self.env.get(name)

@@ -124,3 +124,47 @@ def subprocess_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICHER_")}
     env["DATABASE_URL"] = database_url
     return env
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory) -> Iterator[str]:
+    """A Redis for L2 tests: TEST_REDIS_URL or the machine's, else one of the run's own."""
+    from tests.support.redis_keys import redis_answers
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if run(redis_answers(url)):
+        yield url
+        return
+    import shutil
+
+    from tests.support.owned_servers import OwnedRedis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("no Redis at TEST_REDIS_URL and no redis-server to start one")
+    owned = OwnedRedis(tmp_path_factory.mktemp("redis"))
+    run(owned.start())
+    yield owned.url
+    owned.stop()
+
+
+@pytest.fixture
+def redis_settings(settings: Settings, redis_server_url: str) -> Iterator[Settings]:
+    """`settings` with L2 on: a key prefix of this test's own, its keys removed afterwards."""
+    import dataclasses
+    import uuid
+
+    from tests.support.redis_keys import delete_prefix
+
+    prefix = f"ce-test-{uuid.uuid4().hex[:10]}"
+    yield dataclasses.replace(settings, redis_url=redis_server_url, redis_prefix=prefix)
+    run(delete_prefix(redis_server_url, prefix))
+
+
+@pytest.fixture
+async def proxy(database_url: str):
+    """A TCP proxy in front of this test's Postgres: counts statements, can stall or cut."""
+    from tests.support.tcp_proxy import proxy_to_database
+
+    proxy = await proxy_to_database(database_url)
+    yield proxy
+    await proxy.stop()

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 import pytest
 
 from service.app import create_app
 from service.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
-from tests.support.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-async def proxy(database_url: str):
-    parts = urlsplit(database_url)
-    if parts.hostname:
-        proxy = TcpProxy(parts.hostname, parts.port or 5432)
-    else:  # the embedded Postgres listens on a Unix socket
-        socket_dir = dict(p.split("=", 1) for p in parts.query.split("&"))["host"]
-        proxy = TcpProxy("", upstream_unix=f"{socket_dir}/.s.PGSQL.5432")
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
+from tests.support.tcp_proxy import TcpProxy, url_through
 
 
 @pytest.fixture
 async def counted(aiohttp_client, database_url, proxy, make_key):
-    parts = urlsplit(database_url)
-    user = parts.username or "postgres"
-    proxied = urlunsplit(("postgresql", f"{user}@127.0.0.1:{proxy.port}", parts.path,
-                          "sslmode=disable", ""))
+    proxied = url_through(database_url, proxy)
     client = await aiohttp_client(create_app(Settings(database_url=proxied, db_pool_min=1,
                                                       db_pool_max=4)))
     api = Api(client, await make_key("acme", "admin"))

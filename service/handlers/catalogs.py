@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.access import requires
-from service.app_keys import POOL, PRINCIPAL, SETTINGS
-from service.errors import NotFound, ValidationFailed
+from service.app_keys import DEADLINE, POOL, PRINCIPAL, RESOLVER, SETTINGS
+from service.errors import NotFound, Unavailable, ValidationFailed
 from service.items import check_item_id, format_timestamp, item_as_json, json_type, parse_item
 from service.recommenders import NAME_PATTERN
 from service.request_body import read_json
@@ -77,6 +77,8 @@ async def put_item(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     catalog = await catalog_store.get_catalog(pool, request[PRINCIPAL].tenant_id, name)
     row, created = await item_store.upsert_item(pool, catalog.id, item)
+    # Read-your-writes here at once; other processes hear of it through NOTIFY.
+    await request.app[RESOLVER].forget(catalog.id, [item_id])
     return json_response(item_as_json(row), status=201 if created else 200)
 
 
@@ -86,7 +88,15 @@ async def get_item(request: web.Request) -> web.Response:
     item_id = check_item_id(request.match_info["item_id"])
     pool = request.app[POOL]
     catalog = await catalog_store.get_catalog(pool, request[PRINCIPAL].tenant_id, name)
-    row = await item_store.fetch_item(pool, catalog.id, item_id)
+    resolved = await request.app[RESOLVER].resolve(
+        catalog.id, [item_id], deadline=request[DEADLINE]
+    )
+    row = resolved.get(item_id)
+    if row is None and resolved.degraded:
+        raise Unavailable(f"the catalog database is unavailable ({resolved.degraded}); retry "
+                          "shortly", field="item_id")
     if row is None:
         raise NotFound(f"no item {item_id!r} in catalog {name!r}", field="item_id")
-    return json_response(item_as_json(row))
+    # Served from a cache past its TTL because Postgres could not answer in time: say so.
+    headers = {"X-Degraded": resolved.degraded} if resolved.degraded else None
+    return json_response(item_as_json(row), headers=headers)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from service import personalize
 from service.access import requires
-from service.app_keys import PRINCIPAL, RECOMMENDERS, RESOLVER, SETTINGS
+from service.app_keys import DEADLINE, METRICS, PRINCIPAL, RECOMMENDERS, RESOLVER, SETTINGS
 from service.enrich import Enricher
 from service.errors import ValidationFailed
 from service.locales import TAG_PATTERN
@@ -19,6 +19,7 @@ from service.request_body import read_json
 from service.responses import json_response
 
 UNRESOLVED_ITEMS_HEADER = "X-Unresolved-Items"
+DEGRADED_HEADER = "X-Degraded"
 
 
 @requires("transform")
@@ -28,10 +29,15 @@ async def decorate(request: web.Request) -> web.Response:
     locale = request.query.get("locale")
     if locale is not None and not TAG_PATTERN.match(locale):
         raise ValidationFailed.of("locale", "must be a locale tag like en_US or de")
-    recommender = await request.app[RECOMMENDERS].get(request[PRINCIPAL].tenant_id, name)
+    deadline = request[DEADLINE]
+    recommender = await request.app[RECOMMENDERS].get(request[PRINCIPAL].tenant_id, name, deadline)
     body = await read_json(request, settings.max_body_bytes)
     parsed = personalize.parse_response(body, settings.max_batch_ids)
-    resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids)
+    resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids,
+                                                   deadline=deadline)
     answer, missing = personalize.decorate(parsed, Enricher(recommender.spec), resolved, locale)
-    headers = {UNRESOLVED_ITEMS_HEADER: str(missing)} if missing else None
+    headers = {UNRESOLVED_ITEMS_HEADER: str(missing)} if missing else {}
+    if resolved.degraded:
+        headers[DEGRADED_HEADER] = resolved.degraded
+        request.app[METRICS].degraded.labels("decorate", resolved.degraded).inc()
     return json_response(answer, headers=headers)

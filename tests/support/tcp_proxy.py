@@ -124,3 +124,26 @@ class _FrontendParser:
             self.buffer = self.buffer[1 + length:]
             if kind in (b"Q", b"E"):
                 found += 1
+
+
+async def proxy_to_database(database_url: str) -> TcpProxy:
+    """A started proxy in front of the Postgres of `database_url` (TCP or the embedded socket)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(database_url)
+    if parts.hostname:
+        proxy = TcpProxy(parts.hostname, parts.port or 5432)
+    else:  # the embedded Postgres listens on a Unix socket
+        socket_dir = dict(p.split("=", 1) for p in parts.query.split("&"))["host"]
+        proxy = TcpProxy("", upstream_unix=f"{socket_dir}/.s.PGSQL.5432")
+    return await proxy.start()
+
+
+def url_through(database_url: str, proxy: TcpProxy) -> str:
+    """`database_url` rerouted through `proxy`, unencrypted so statements can be counted."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(database_url)
+    user = parts.username or "postgres"
+    return urlunsplit(("postgresql", f"{user}@127.0.0.1:{proxy.port}", parts.path,
+                       "sslmode=disable", ""))

@@ -1,0 +1,134 @@
+"""Deadlines: X-Deadline-Ms is checked and honoured even when Postgres stops answering (a stalled
+TCP proxy); degraded answers are flagged and counted; GET /metrics shows it all."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+from tests.support.api import Api
+from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.tcp_proxy import TcpProxy, url_through
+
+TRANSFORM = "/v1/recommenders/movies/transform"
+
+
+def event(*ids: str) -> dict:
+    return {"Endpoints": {"e1": {"RecommendationItems": list(ids)}}}
+
+
+@pytest.fixture
+async def proxy(database_url: str):
+    parts = urlsplit(database_url)
+    if not parts.hostname:
+        pytest.skip("the stalling proxy needs a TCP Postgres")
+    proxy = TcpProxy(parts.hostname, parts.port or 5432)
+    await proxy.start()
+    yield proxy
+    proxy.resume()
+    await proxy.stop()
+
+
+@pytest.fixture
+async def api(database_url, proxy, aiohttp_client, make_key, settings: Settings) -> Api:
+    proxied = url_through(database_url, proxy)
+    app = create_app(dataclasses.replace(settings, database_url=proxied, db_command_timeout=3.0,
+                                         cache_ttl=3600, auth_cache_seconds=3600))
+    api = Api(await aiohttp_client(app), await make_key("acme", "admin"))
+    await load_catalog(api, "movies", [{"id": str(i), "title": f"Movie {i}"} for i in range(5)])
+    await put_recommender(api, "movies", "movies", ("Title", "title"))
+    assert (await api.post(TRANSFORM, event("1")))[0] == 200
+    return api
+
+
+class TestDeadlineHeader:
+    """A budget the service cannot use is refused, naming the header."""
+
+    @pytest.mark.parametrize("value", ["0", "-5", "soon", "1.5", "600001", ""])
+    async def test_bad_values(self, admin: Api, value: str):
+        status, problem, _ = await admin.post(TRANSFORM, event("1"),
+                                              headers={"X-Deadline-Ms": value})
+        assert status == 422
+        assert problem["field"] == "X-Deadline-Ms"
+
+
+class TestStalledDatabase:
+    """Postgres stops answering mid-flight (a stalled proxy): the deadline still holds."""
+
+    @pytest.mark.parametrize("budget_ms", [150, 400])
+    async def test_answer_before_the_deadline(self, api: Api, proxy: TcpProxy, budget_ms: int):
+        proxy.stall()
+        try:
+            started = time.monotonic()
+            status, answer, headers = await api.post(
+                TRANSFORM, event("1", "2"), headers={"X-Deadline-Ms": str(budget_ms)})
+            took = time.monotonic() - started
+        finally:
+            proxy.resume()  # lets the query cut short by the deadline finish before teardown
+        assert took < budget_ms / 1000, f"answered after {took:.3f} s"
+        assert status == 200
+        assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1"]
+        assert headers["X-Degraded"] == "postgres-timeout"
+
+    async def test_default_deadline_applies(self, database_url, proxy, aiohttp_client, make_key,
+                                            settings: Settings):
+        proxied = url_through(database_url, proxy)
+        app = create_app(dataclasses.replace(settings, database_url=proxied,
+                                             default_deadline_ms=300, auth_cache_seconds=3600))
+        api = Api(await aiohttp_client(app), await make_key("acme", "admin"))
+        await load_catalog(api, "movies", [{"id": "1", "title": "Movie 1"}])
+        await put_recommender(api, "movies", "movies", ("Title", "title"))
+        assert (await api.post(TRANSFORM, event("1")))[0] == 200
+        proxy.stall()
+        try:
+            started = time.monotonic()
+            status, _, headers = await api.post(TRANSFORM, event("1", "2"))
+            took = time.monotonic() - started
+        finally:
+            proxy.resume()
+        assert took < 0.3
+        assert status == 200
+        assert headers["X-Degraded"] == "postgres-timeout"
+
+    async def test_metrics_count_the_degraded_answer(self, api: Api, proxy: TcpProxy):
+        proxy.stall()
+        await api.post(TRANSFORM, event("3"), headers={"X-Deadline-Ms": "100"})
+        proxy.resume()
+        status, text = await metrics_text(api)
+        assert status == 200
+        assert ('enricher_degraded_responses_total{reason="postgres-timeout",route="transform"} '
+                '1.0') in text
+
+
+async def metrics_text(api: Api) -> tuple[int, str]:
+    async with api.client.get("/metrics") as response:
+        return response.status, await response.text()
+
+
+class TestMetricsRoute:
+    """GET /metrics speaks the Prometheus text format and covers every tier."""
+
+    async def test_exposition(self, admin: Api):
+        await load_catalog(admin, "movies", [{"id": "1", "title": "Movie 1"}])
+        await put_recommender(admin, "movies", "movies", ("Title", "title"))
+        for _ in range(2):
+            assert (await admin.post(TRANSFORM, event("1", "nope")))[0] == 200
+        async with admin.client.get("/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+        for line in (
+            'enricher_http_requests_total{method="POST",route="transform",status="200"} 2.0',
+            'enricher_cache_lookups_total{result="hit",tier="l1"} 1.0',
+            'enricher_cache_lookups_total{result="negative_hit",tier="l1"} 1.0',
+            'enricher_db_queries_total{outcome="ok"} 1.0',
+            "enricher_l1_entries 2.0",
+            'enricher_http_request_duration_seconds_count{route="transform"} 2.0',
+        ):
+            assert line in text, line
+        assert "enricher_invalidation_notifications_total" in text

@@ -1,0 +1,108 @@
+"""L1 alone, with a clock the test moves: TTLs, negative entries, the stale window, the bound."""
+
+from __future__ import annotations
+
+from service.local_cache import ABSENT, LocalCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_cache(clock: Clock, **overrides: float) -> LocalCache:
+    options = {"max_entries": 100, "ttl": 60.0, "negative_ttl": 5.0, "stale_seconds": 600.0}
+    options.update(overrides)
+    return LocalCache(clock=clock, **options)  # type: ignore[arg-type]
+
+
+class TestExpiry:
+    """Entries are fresh for their TTL, then stale (a fallback only) for a window, then gone."""
+
+    def test_fresh_then_stale_then_gone(self):
+        clock = Clock()
+        cache = make_cache(clock)
+        cache.store(1, {"a": {"id": "a"}}, cache.generation())
+        assert cache.lookup(1, ["a"]) == ({"a": {"id": "a"}}, {}, [])
+        clock.now += 61
+        assert cache.lookup(1, ["a"]) == ({}, {"a": {"id": "a"}}, ["a"])
+        clock.now += 600
+        assert cache.lookup(1, ["a"]) == ({}, {}, ["a"])
+        assert len(cache) == 0
+
+    def test_negative_entries_have_their_shorter_ttl(self):
+        clock = Clock()
+        cache = make_cache(clock)
+        cache.store(1, {"gone": ABSENT, "here": {"id": "here"}}, cache.generation())
+        fresh, _, missing = cache.lookup(1, ["gone", "here"])
+        assert fresh == {"gone": ABSENT, "here": {"id": "here"}}
+        assert missing == []
+        clock.now += 6
+        fresh, _, missing = cache.lookup(1, ["gone", "here"])
+        assert fresh == {"here": {"id": "here"}}
+        assert missing == ["gone"]
+
+    def test_catalogs_do_not_share_entries(self):
+        cache = make_cache(Clock())
+        cache.store(1, {"a": {"id": "a"}}, cache.generation())
+        assert cache.lookup(2, ["a"]) == ({}, {}, ["a"])
+
+
+class TestBound:
+    """Storing more entries than the bound never holds more than the bound; the oldest go first."""
+
+    def test_bound_respected_with_lru_eviction(self):
+        cache = make_cache(Clock(), max_entries=100)
+        cache.store(1, {"keep": {"id": "keep"}}, cache.generation())
+        for start in range(0, 1000, 50):
+            cache.store(1, {str(i): {"id": str(i)} for i in range(start, start + 50)},
+                        cache.generation())
+            cache.lookup(1, ["keep"])  # recently used: survives
+            assert len(cache) <= 100
+        fresh, _, missing = cache.lookup(1, ["keep", "0", "999"])
+        assert set(fresh) == {"keep", "999"}
+        assert missing == ["0"]
+
+    def test_zero_entries_turns_l1_off(self):
+        cache = make_cache(Clock(), max_entries=0)
+        cache.store(1, {"a": {"id": "a"}}, cache.generation())
+        assert len(cache) == 0
+        assert cache.lookup(1, ["a"]) == ({}, {}, ["a"])
+
+
+class TestInvalidation:
+    """forget drops entries; flushes demote them to stale; reads older than a flush land stale."""
+
+    def test_forget_drops_even_the_fallback(self):
+        cache = make_cache(Clock())
+        cache.store(1, {"a": {"id": "a"}, "b": {"id": "b"}}, cache.generation())
+        cache.forget(1, ["a"])
+        assert cache.lookup(1, ["a", "b"]) == ({"b": {"id": "b"}}, {}, ["a"])
+
+    def test_flush_catalog_demotes_only_that_catalog(self):
+        cache = make_cache(Clock())
+        cache.store(1, {"a": {"id": "a"}}, cache.generation())
+        cache.store(2, {"a": {"id": "a2"}}, cache.generation())
+        cache.flush_catalog(1)
+        assert cache.lookup(1, ["a"]) == ({}, {"a": {"id": "a"}}, ["a"])
+        assert cache.lookup(2, ["a"]) == ({"a": {"id": "a2"}}, {}, [])
+
+    def test_flush_all_demotes_everything(self):
+        cache = make_cache(Clock())
+        cache.store(1, {"a": {"id": "a"}}, cache.generation())
+        cache.store(2, {"b": {"id": "b"}}, cache.generation())
+        cache.flush_all()
+        assert cache.lookup(1, ["a"])[0] == {}
+        assert cache.lookup(2, ["b"])[0] == {}
+        cache.store(1, {"a": {"id": "new"}}, cache.generation())
+        assert cache.lookup(1, ["a"])[0] == {"a": {"id": "new"}}
+
+    def test_a_read_begun_before_a_flush_is_stored_stale(self):
+        cache = make_cache(Clock())
+        before = cache.generation()
+        cache.flush_catalog(1)
+        cache.store(1, {"a": {"id": "old"}}, before)
+        assert cache.lookup(1, ["a"]) == ({}, {"a": {"id": "old"}}, ["a"])
