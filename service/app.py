@@ -70,6 +70,7 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         shared=app.get(SHARED_CACHE), metrics=app[METRICS],
         batch_window_ms=settings.batch_window_ms,
         default_deadline_ms=settings.default_deadline_ms,
+        acquire_timeout=settings.db_acquire_timeout,
     )
     app[RESOLVER] = resolver
     try:

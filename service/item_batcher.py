@@ -60,10 +60,11 @@ def _consume(future: asyncio.Future) -> None:
 class ItemBatcher:
     def __init__(
         self, pool: asyncpg.Pool, *, query_timeout: float, window_ms: float, metrics: Metrics,
-        remember: Remember, generation: Callable[[], int],
+        remember: Remember, generation: Callable[[], int], acquire_timeout: float = 5.0,
     ) -> None:
         self.pool = pool
         self.query_timeout = query_timeout
+        self.acquire_timeout = acquire_timeout
         self.window = window_ms / 1000
         self.metrics = metrics
         self.remember = remember
@@ -127,15 +128,17 @@ class ItemBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _fetch(self, catalog_id: int, ids: list[str]) -> list[asyncpg.Record]:
+        # Both waits are bounded: for a pooled connection, then for the query itself.
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            return await item_store.fetch_items(conn, catalog_id, ids, timeout=self.query_timeout)
+
     async def _query(self, flight: Flight) -> None:
         ids = list(flight.ids)
         started = time.perf_counter()
         try:
             rows = await read_retrying(
-                lambda: item_store.fetch_items(
-                    self.pool, flight.catalog_id, ids, timeout=self.query_timeout
-                ),
-                on_retry=self.metrics.db_retries.inc,
+                lambda: self._fetch(flight.catalog_id, ids), on_retry=self.metrics.db_retries.inc
             )
         except BaseException as exc:
             self._land(flight, ids)

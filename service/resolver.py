@@ -49,7 +49,7 @@ class ItemResolver:
     def __init__(
         self, pool: asyncpg.Pool, *, query_timeout: float, local: LocalCache,
         shared: SharedCache | None, metrics: Metrics, batch_window_ms: float = 0.0,
-        default_deadline_ms: int = 10_000,
+        default_deadline_ms: int = 10_000, acquire_timeout: float = 5.0,
     ) -> None:
         self.local = local
         self.shared = shared
@@ -57,7 +57,7 @@ class ItemResolver:
         self.default_deadline_ms = default_deadline_ms
         self.batcher = ItemBatcher(
             pool, query_timeout=query_timeout, window_ms=batch_window_ms, metrics=metrics,
-            remember=self._remember, generation=local.generation,
+            remember=self._remember, generation=local.generation, acquire_timeout=acquire_timeout,
         )
         self._background: set[asyncio.Task] = set()
         # Bound once: the hot path bumps counters without label lookups.
