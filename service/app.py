@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.app_keys import AUTHENTICATOR, POOL, RECOMMENDERS, RESOLVER, SETTINGS
+from service.app_keys import (
+    AUTHENTICATOR,
+    IMPORT_SLOTS,
+    POOL,
+    RECOMMENDERS,
+    RESOLVER,
+    SETTINGS,
+)
 from service.auth import Authenticator
 from service.db import pg_pool_context
 from service.middlewares import request_context
@@ -35,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[IMPORT_SLOTS] = asyncio.Semaphore(settings.max_concurrent_imports)
     app.cleanup_ctx.append(pg_pool_context)
     app.cleanup_ctx.append(lookups_context)
     setup_routes(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 
@@ -15,6 +17,8 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RESOLVER = web.AppKey("resolver", ItemResolver)
 RECOMMENDERS = web.AppKey("recommenders", RecommenderLookup)
+# Bounds the bulk imports running at once in this process (each holds a connection of its own).
+IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

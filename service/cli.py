@@ -1,4 +1,4 @@
-"""The `catalog-enricher` command: serve, migrate, tenants, keys, shim-zip.
+"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, shim-zip.
 
 Keys and other results meant for the user go to stdout; logs go to stderr as JSON lines. Commands
 that touch the database use DATABASE_URL, or the embedded Postgres in ENRICHER_DATA_DIR when it is
@@ -20,6 +20,7 @@ import asyncpg
 
 from service import __version__
 from service.auth import SCOPES, generate_key, validate_scopes
+from service.cli_import import add_import_parser, import_file
 from service.db import connect
 from service.embedded_postgres import embedded_postgres
 from service.errors import MigrationError, ProblemError, SettingsError
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a scope to grant; repeat the flag for more")
     create_key.add_argument("--label", help="a note on what the key is for")
 
+    add_import_parser(commands)
+
     shim = commands.add_parser("shim-zip", help="write the Lambda shim as a deployable zip")
     shim.add_argument("out", type=Path, help="the .zip file to write")
     return parser
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return with_database(settings, lambda conn: create_tenant(conn, args.name))
     if args.command == "keys":
         return with_database(settings, lambda conn: create_key(conn, args))
+    if args.command == "import":
+        return with_database(settings, lambda conn: import_file(conn, args, settings))
     return 2
 
 
