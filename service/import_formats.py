@@ -122,7 +122,7 @@ class NdjsonReader:
         if line is None:
             return ParsedLine(number, None, None, self.too_long)
         try:
-            body = json_codec.loads(line)
+            body = json_codec.loads_line(line)
         except ValueError as exc:
             return ParsedLine(number, None, None, f"not valid JSON: {exc}")
         if not isinstance(body, dict):
