@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from service.storage.items import ON_CONFLICT_UPDATE_CHANGED
+
 # The two-key form of advisory locks is a key space of its own (the migration lock uses one
 # bigint key), so the first key only has to be constant within this service.
 IMPORT_LOCK_CLASS = 1_815_004
@@ -60,7 +62,8 @@ LIMIT $1
 """
 
 # Rows whose content equals the stored item are not touched (no new version, no new
-# updated_at): they are what the answer counts as unchanged.
+# updated_at): they are what the answer counts as unchanged. "Changed" means what it means for a
+# PUT: the clause is shared.
 UPSERT_STAGED = """
 WITH written AS (
     INSERT INTO items AS i (catalog_id, id, title, genre, price_amount, price_currency, image_url,
@@ -69,30 +72,13 @@ WITH written AS (
            available, attributes, locales
     FROM import_staging
     WHERE NOT rejected AND duplicate_of IS NULL
-    ON CONFLICT (catalog_id, id) DO UPDATE SET
-        title = EXCLUDED.title,
-        genre = EXCLUDED.genre,
-        price_amount = EXCLUDED.price_amount,
-        price_currency = EXCLUDED.price_currency,
-        image_url = EXCLUDED.image_url,
-        url = EXCLUDED.url,
-        available = EXCLUDED.available,
-        attributes = EXCLUDED.attributes,
-        locales = EXCLUDED.locales,
-        updated_at = now(),
-        version = nextval('item_versions')
-    WHERE (i.title, i.genre, i.price_amount::text, i.price_currency, i.image_url, i.url,
-           i.available, i.attributes, i.locales)
-          IS DISTINCT FROM
-          (EXCLUDED.title, EXCLUDED.genre, EXCLUDED.price_amount::text, EXCLUDED.price_currency,
-           EXCLUDED.image_url, EXCLUDED.url, EXCLUDED.available, EXCLUDED.attributes,
-           EXCLUDED.locales)
+""" + ON_CONFLICT_UPDATE_CHANGED + """
     RETURNING (xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted) AS inserted,
        count(*) FILTER (WHERE NOT inserted) AS updated
 FROM written
-"""
+"""  # noqa: S608 - constants joined, no input
 # Replace mode: an item whose ID is nowhere in the file goes. A refused line that still had a
 # readable ID keeps its item: a typo in one line must not delete the product.
 DELETE_ABSENT = """

@@ -30,13 +30,11 @@ FROM items
 WHERE catalog_id = $1 AND id = $2
 FOR UPDATE
 """
-# A write that changes nothing keeps the item's version and updated_at (consumers that sync by
-# updated_since see no change), and is answered with the stored row.
-UPSERT_ITEM = """
-WITH written AS (
-    INSERT INTO items AS i (catalog_id, id, title, genre, price_amount, price_currency, image_url,
-                            url, available, attributes, locales)
-    VALUES ($1, $2, $3, $4, $5::numeric, $6, $7, $8, $9, $10, $11)
+# The one definition of "changed", shared by a PUT and an import (`INSERT INTO items AS i`): a
+# write whose content equals the stored item updates nothing, so its version and updated_at stay
+# (caches and consumers that sync by updated_since see no change). The price compares as text:
+# 19.9 and 19.90 are different answers.
+ON_CONFLICT_UPDATE_CHANGED = """
     ON CONFLICT (catalog_id, id) DO UPDATE SET
         title = EXCLUDED.title,
         genre = EXCLUDED.genre,
@@ -55,6 +53,15 @@ WITH written AS (
           (EXCLUDED.title, EXCLUDED.genre, EXCLUDED.price_amount::text, EXCLUDED.price_currency,
            EXCLUDED.image_url, EXCLUDED.url, EXCLUDED.available, EXCLUDED.attributes,
            EXCLUDED.locales)
+"""
+# An unchanged item is answered with the stored row (the second SELECT). Only constants are
+# joined here, never input.
+UPSERT_ITEM = """
+WITH written AS (
+    INSERT INTO items AS i (catalog_id, id, title, genre, price_amount, price_currency, image_url,
+                            url, available, attributes, locales)
+    VALUES ($1, $2, $3, $4, $5::numeric, $6, $7, $8, $9, $10, $11)
+""" + ON_CONFLICT_UPDATE_CHANGED + """
     RETURNING id, title, genre, price_amount, price_currency, image_url, url, available,
               attributes, locales, updated_at, version, (xmax = 0) AS inserted
 )
@@ -64,7 +71,7 @@ SELECT id, title, genre, price_amount, price_currency, image_url, url, available
        attributes, locales, updated_at, version, false AS inserted
 FROM items
 WHERE catalog_id = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM written)
-"""
+"""  # noqa: S608 - constants joined, no input
 # Create only: nothing is returned when the item already exists (If-None-Match: *).
 INSERT_NEW_ITEM = """
 INSERT INTO items (catalog_id, id, title, genre, price_amount, price_currency, image_url, url,
