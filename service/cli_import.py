@@ -102,9 +102,13 @@ async def import_file(conn: asyncpg.Connection, args: argparse.Namespace,
             disable=True if args.no_progress else None,  # None: only on a terminal
         ))
 
-        def progress(read: int, lines: int) -> None:
-            bar.set_postfix_str(f"{lines:,} lines", refresh=False)
+        def progress(read: int, lines: int, stage: str) -> None:
+            # After the last byte the upsert still runs (seconds for a large file): say so.
+            bar.set_postfix_str(f"{lines:,} lines" + ("" if stage == "reading" else f", {stage}"),
+                                refresh=False)
             bar.update(read - bar.n)
+            if stage != "reading":
+                bar.refresh()
 
         try:
             summary = await import_items(conn, catalog.id, _chunks(source),

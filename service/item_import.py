@@ -142,11 +142,12 @@ async def import_items(
     chunks: AsyncIterable[bytes],
     reader: NdjsonReader | CsvReader,
     options: ImportOptions,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ImportSummary:
-    """Import a stream into a catalog in one transaction; `on_progress(bytes, lines)` is called
-    after each chunk. Raises ImportRejected when nothing may land (atomic mode with bad lines,
-    or a bad CSV header), Conflict when another import into the catalog is running."""
+    """Import a stream into a catalog in one transaction; `on_progress(bytes, lines, stage)` is
+    called after each chunk and when the writing starts. Raises ImportRejected when nothing may
+    land (atomic mode with bad lines, or a bad CSV header), Conflict when another import into the
+    catalog is running."""
     started = time.perf_counter()
     summary = ImportSummary()
     errors = _ErrorLog(options.max_errors)
@@ -166,9 +167,11 @@ async def import_items(
                 if stager.full:
                     await stager.ship()
                 if on_progress is not None:
-                    on_progress(read, reader.splitter.number)
+                    on_progress(read, reader.splitter.number, "reading")
             valid += _stage(reader.close(), stager, errors, 0)
             await stager.finish()
+            if on_progress is not None:
+                on_progress(read, reader.splitter.number, "writing")
         except HeaderRejected as exc:
             await stager.abandon()
             raise ImportRejected(f"line 1: {exc}", rejected=0,
