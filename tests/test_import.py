@@ -3,6 +3,8 @@ guarantees that nothing is half-written (a cut connection, a concurrent import).
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from service.settings import Settings
@@ -253,6 +255,13 @@ class TestRequests:
         reader = Api(shop.client, await make_key("acme", "catalog:read"))
         status, _ = await post_import(reader, "shop", ndjson(TEN))
         assert status == 403
+
+    async def test_gzipped_body(self, shop: Api):
+        status, answer, _ = await shop.call(
+            "POST", "/v1/catalogs/shop/items:import", raw=gzip.compress(ndjson(TEN)),
+            headers={"Content-Type": NDJSON, "Content-Encoding": "gzip"})
+        assert status == 200, answer
+        assert answer["inserted"] == 10
 
     async def test_body_larger_than_the_json_limit_is_streamed(self, shop: Api, settings):
         items = [{"id": f"big{n}", "title": "t" * 1000} for n in range(9000)]

@@ -9,12 +9,13 @@ at once in a process (more are answered 503 with Retry-After).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import http_exceptions, web
 
 from service.access import requires
-from service.app_keys import IMPORT_SLOTS, POOL, PRINCIPAL, SETTINGS
+from service.app_keys import IMPORT_SLOTS, POOL, PRINCIPAL, REQUEST_ID, SETTINGS
 from service.db import connect
 from service.errors import BadRequest, Unavailable, UnsupportedMedia, ValidationFailed
 from service.handlers.catalogs import catalog_name
@@ -24,6 +25,8 @@ from service.paging import check_known_params
 from service.responses import json_response
 from service.settings import Settings
 from service.storage import catalogs as catalog_store
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 MODES = ("upsert", "replace")
@@ -89,4 +92,10 @@ async def import_catalog_items(request: web.Request) -> web.Response:
             conn.terminate()
             raise
         await conn.close()
+    # One line per import for operators: what landed where (the errors stay in the answer).
+    log.info("import done", extra={
+        "request_id": request[REQUEST_ID], "tenant": request[PRINCIPAL].tenant_name,
+        "catalog": name, "mode": "replace" if options.replace else "upsert",
+        **{k: v for k, v in summary.as_json().items() if k != "errors"},
+    })
     return json_response(summary.as_json())
