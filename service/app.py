@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from service.app_keys import (
     AUTHENTICATOR,
+    IMPORT_SLOTS,
     LISTENER,
     METRICS,
     POOL,
@@ -105,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REQUESTS_IN_FLIGHT] = RequestTracker()
     app[METRICS] = Metrics()
+    app[IMPORT_SLOTS] = asyncio.Semaphore(settings.max_concurrent_imports)
     app.cleanup_ctx.append(pg_pool_context)
     app.cleanup_ctx.append(shared_cache_context)
     app.cleanup_ctx.append(lookups_context)

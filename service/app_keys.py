@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 
@@ -24,6 +26,8 @@ REQUESTS_IN_FLIGHT = web.AppKey("requests_in_flight", RequestTracker)
 METRICS = web.AppKey("metrics", Metrics)
 SHARED_CACHE = web.AppKey("shared_cache", SharedCache)
 LISTENER = web.AppKey("invalidation_listener", InvalidationListener)
+# Bounds the bulk imports running at once in this process (each holds a connection of its own).
+IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,4 +1,4 @@
-"""The `catalog-enricher` command: serve, migrate, tenants, keys, shim-zip, pinpoint-config.
+"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, shim-zip, pinpoint-config.
 
 Keys and other results meant for the user go to stdout; logs go to stderr as JSON lines. Commands
 that touch the database use DATABASE_URL, or the embedded Postgres in ENRICHER_DATA_DIR when it is
@@ -21,6 +21,7 @@ import asyncpg
 
 from service import __version__
 from service.auth import SCOPES, generate_key, validate_scopes
+from service.cli_import import add_import_parser, import_file
 from service.db import connect
 from service.embedded_postgres import embedded_postgres
 from service.errors import MigrationError, ProblemError, SettingsError
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     create_key.add_argument("--scope", action="append", required=True, choices=SCOPES,
                             help="a scope to grant; repeat the flag for more")
     create_key.add_argument("--label", help="a note on what the key is for")
+
+    add_import_parser(commands)
 
     shim = commands.add_parser("shim-zip", help="write the Lambda shim as a deployable zip")
     shim.add_argument("out", type=Path, help="the .zip file to write")
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return with_database(settings, lambda conn: create_key(conn, args))
     if args.command == "pinpoint-config":
         return with_database(settings, lambda conn: print_pinpoint_config(conn, args))
+    if args.command == "import":
+        return with_database(settings, lambda conn: import_file(conn, args, settings))
     return 2
 
 

@@ -14,6 +14,7 @@
         ├── PayloadTooLarge     413   body over the configured limit
         ├── UnsupportedMedia    415   wrong Content-Type
         ├── ValidationFailed    422   well-formed JSON that breaks the contract; names the fields
+        │   └── ImportRejected  422   an import that landed nothing; lists the bad lines
         └── Unavailable         503   Postgres unreachable or migrations not current
 
 Handlers and data modules raise these; one middleware (service/middlewares.py) turns them into
@@ -146,6 +147,23 @@ class ValidationFailed(ProblemError):
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         return cls(f"{first.field}: {first.reason}{more}", errors=errors)
+
+
+class ImportRejected(ValidationFailed):
+    """An import that landed nothing: `errors` lists lines ({"line", "reason"}), not fields."""
+
+    def __init__(
+        self, detail: str, *, rejected: int, line_errors: list[dict[str, object]]
+    ) -> None:
+        super().__init__(detail, field="body")
+        self.rejected = rejected
+        self.line_errors = line_errors
+
+    def as_problem(self, instance: str) -> dict[str, object]:
+        body = super().as_problem(instance)
+        body["rejected"] = self.rejected
+        body["errors"] = self.line_errors
+        return body
 
 
 class Unavailable(ProblemError):

@@ -41,6 +41,26 @@ def loads(body: bytes | str) -> Any:
     return orjson.loads(body)
 
 
+def loads_line(line: bytes) -> Any:
+    """`loads` for many small documents (import lines): the long-digit scan costs several times
+    the parse itself, so it runs only when orjson produced a float, the one way an integer beyond
+    64 bits shows up."""
+    value = orjson.loads(line)
+    if _holds_float(value) and needs_exact(line):
+        return _exact_loads(line)
+    return value
+
+
+def _holds_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_float(v) for v in value)
+    return False
+
+
 def _exact_loads(body: bytes) -> Any:
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not valid JSON")

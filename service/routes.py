@@ -1,10 +1,25 @@
-"""The route table: every route the service answers, each with a name."""
+"""The route table: every route the service answers, each with a name.
+
+Every route here is described in service/openapi.json under the same method, path and
+`operationId` (the route name); tests/test_openapi.py fails when the two disagree.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import catalogs, decorate, metrics, ops, preview, recommenders, transform
+from service.handlers import (
+    catalogs,
+    decorate,
+    item_import,
+    items,
+    metrics,
+    openapi,
+    ops,
+    preview,
+    recommenders,
+    transform,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -32,7 +47,21 @@ def setup_routes(app: web.Application) -> None:
         web.put("/v1/catalogs/{catalog}", catalogs.put_catalog, name="put_catalog"),
         web.get("/v1/catalogs/{catalog}", catalogs.get_catalog, name="get_catalog",
                 allow_head=False),
-        web.put("/v1/catalogs/{catalog}/items/{item_id}", catalogs.put_item, name="put_item"),
-        web.get("/v1/catalogs/{catalog}/items/{item_id}", catalogs.get_item, name="get_item",
+        web.put("/v1/catalogs/{catalog}/items/{item_id}", items.put_item, name="put_item"),
+        web.get("/v1/catalogs/{catalog}/items/{item_id}", items.get_item, name="get_item",
                 allow_head=False),
+        # Catalog API (issue 4).
+        web.get("/v1/catalogs", catalogs.list_catalogs, name="list_catalogs", allow_head=False),
+        web.delete("/v1/catalogs/{catalog}", catalogs.delete_catalog, name="delete_catalog"),
+        web.patch("/v1/catalogs/{catalog}/items/{item_id}", items.patch_item,
+                  name="patch_item"),
+        web.delete("/v1/catalogs/{catalog}/items/{item_id}", items.delete_item,
+                   name="delete_item"),
+        web.get("/v1/catalogs/{catalog}/items", items.list_items, name="list_items",
+                allow_head=False),
+        web.post("/v1/catalogs/{catalog}/items:batchGet", items.batch_get_items,
+                 name="batch_get_items"),
+        web.post("/v1/catalogs/{catalog}/items:import", item_import.import_catalog_items,
+                 name="import_items"),
+        web.get("/openapi.json", openapi.openapi, name="openapi", allow_head=False),
     ])

@@ -77,6 +77,13 @@ class Settings:
     cache_stale_seconds: float = 3600.0
     redis_timeout: float = 0.05
     batch_window_ms: float = 0.0
+    # Catalog API (issue 4): caching headers and bulk import limits.
+    item_max_age: int = 0
+    import_batch_rows: int = 5000
+    import_max_line_bytes: int = MIB
+    import_max_errors: int = 100
+    import_timeout: float = 900.0
+    max_concurrent_imports: int = 2
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -130,6 +137,16 @@ class Settings:
                                                   minimum=0),
             "redis_timeout": reader.integer("ENRICHER_REDIS_TIMEOUT_MS", 50, 1, 10_000) / 1000,
             "batch_window_ms": reader.decimal("ENRICHER_BATCH_WINDOW_MS", 0.0, 0.0, 100.0),
+            "item_max_age": reader.integer("ENRICHER_ITEM_MAX_AGE", 0, 0, 86_400),
+            "import_batch_rows": reader.integer("ENRICHER_IMPORT_BATCH_ROWS", 5000, 1, 100_000),
+            "import_max_line_bytes": reader.integer(
+                "ENRICHER_IMPORT_MAX_LINE_BYTES", MIB, 1024, 64 * MIB
+            ),
+            "import_max_errors": reader.integer("ENRICHER_IMPORT_MAX_ERRORS", 100, 0, 100_000),
+            "import_timeout": reader.seconds("ENRICHER_IMPORT_TIMEOUT", 900.0),
+            "max_concurrent_imports": reader.integer(
+                "ENRICHER_MAX_CONCURRENT_IMPORTS", 2, 1, 100
+            ),
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:

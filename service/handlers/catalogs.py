@@ -1,18 +1,18 @@
-"""Catalogs and their items, for the tenant of the calling key."""
+"""Catalogs of the calling key's tenant: create or update, read, list, delete."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from service.access import requires
-from service.app_keys import DEADLINE, POOL, PRINCIPAL, RESOLVER, SETTINGS
-from service.errors import NotFound, Unavailable, ValidationFailed
-from service.items import check_item_id, format_timestamp, item_as_json, json_type, parse_item
+from service.app_keys import POOL, PRINCIPAL, SETTINGS
+from service.errors import ValidationFailed
+from service.items import format_timestamp, json_type
+from service.paging import check_known_params, next_link, page_limit
 from service.recommenders import NAME_PATTERN
 from service.request_body import read_json
 from service.responses import json_response
 from service.storage import catalogs as catalog_store
-from service.storage import items as item_store
 
 MAX_DESCRIPTION = 2000
 
@@ -69,34 +69,28 @@ async def get_catalog(request: web.Request) -> web.Response:
 
 
 @requires("catalog:write")
-async def put_item(request: web.Request) -> web.Response:
-    name = catalog_name(request)
-    item_id = check_item_id(request.match_info["item_id"])
-    body = await read_json(request, request.app[SETTINGS].max_body_bytes)
-    item = parse_item(body, item_id)
-    pool = request.app[POOL]
-    catalog = await catalog_store.get_catalog(pool, request[PRINCIPAL].tenant_id, name)
-    row, created = await item_store.upsert_item(pool, catalog.id, item)
-    # Read-your-writes here at once; other processes hear of it through NOTIFY.
-    await request.app[RESOLVER].forget(catalog.id, [item_id])
-    return json_response(item_as_json(row), status=201 if created else 200)
+async def delete_catalog(request: web.Request) -> web.Response:
+    """Delete a catalog with all its items (refused with 409 while a recommender uses it)."""
+    await catalog_store.delete_catalog(
+        request.app[POOL], request[PRINCIPAL].tenant_id, catalog_name(request)
+    )
+    return web.Response(status=204)
 
 
 @requires("catalog:read")
-async def get_item(request: web.Request) -> web.Response:
-    name = catalog_name(request)
-    item_id = check_item_id(request.match_info["item_id"])
-    pool = request.app[POOL]
-    catalog = await catalog_store.get_catalog(pool, request[PRINCIPAL].tenant_id, name)
-    resolved = await request.app[RESOLVER].resolve(
-        catalog.id, [item_id], deadline=request[DEADLINE]
+async def list_catalogs(request: web.Request) -> web.Response:
+    query = request.query
+    check_known_params(query, ("limit", "after"))
+    limit = page_limit(query)
+    after = query.get("after")
+    if after is not None and not NAME_PATTERN.match(after):
+        raise ValidationFailed.of("after", "must be a catalog name (from a previous page)")
+    found = await catalog_store.list_catalogs(
+        request.app[POOL], request[PRINCIPAL].tenant_id, after=after, limit=limit + 1
     )
-    row = resolved.get(item_id)
-    if row is None and resolved.degraded:
-        raise Unavailable(f"the catalog database is unavailable ({resolved.degraded}); retry "
-                          "shortly", field="item_id")
-    if row is None:
-        raise NotFound(f"no item {item_id!r} in catalog {name!r}", field="item_id")
-    # Served from a cache past its TTL because Postgres could not answer in time: say so.
-    headers = {"X-Degraded": resolved.degraded} if resolved.degraded else None
-    return json_response(item_as_json(row), headers=headers)
+    page = found[:limit]
+    more = len(found) > limit
+    return json_response({
+        "catalogs": [catalog_json(c) for c in page],
+        "next": next_link(request, {"limit": str(limit)}, page[-1].name) if more else None,
+    })

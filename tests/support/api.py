@@ -38,3 +38,9 @@ class Api:
 
     async def post(self, path: str, body: Any = None, **kw):
         return await self.call("POST", path, body, **kw)
+
+    async def patch(self, path: str, body: Any, **kw):
+        return await self.call("PATCH", path, body, **kw)
+
+    async def delete(self, path: str, **kw):
+        return await self.call("DELETE", path, **kw)
