@@ -24,11 +24,12 @@ import orjson
 
 from bench import database, profile
 from bench.catalog import hot_ids, write_events
-from bench.report import Row, heading, machine, table
+from bench.report import Row, heading, machine, notes, table
 from bench.scenarios import BY_NAME, SCENARIOS, Scenario
 from bench.servers import ServerProcess, floor_command, free_port, service_command, service_env
 from bench.shim_load import run_shim
 from bench.wrk_runner import LoadResult, WrkMissing, ensure_wrk, run_wrk
+from service.embedded_postgres import embedded_postgres
 
 TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
 
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-url",
                         help="Postgres server to create the bench database on (default: "
                              "BENCH_DATABASE_URL, DATABASE_URL, else "
-                             f"{database.DEFAULT_SERVER_URL})")
+                             f"{database.DEFAULT_SERVER_URL}, else an embedded Postgres)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, metavar="PATH",
                         help="after the warm scenario, profile the service with py-spy for "
@@ -139,7 +140,9 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="ce-bench-"))
-        self.server_url = database.server_url(args.database_url)
+        self.server_url = database.configured_server_url(args.database_url) or \
+            database.DEFAULT_SERVER_URL
+        self.postgres = contextlib.ExitStack()
         self.db: database.BenchDatabase | None = None
         self.db_name: str | None = None
         self.current: ServerProcess | None = None
@@ -151,6 +154,12 @@ class Bench:
 
     def prepare(self) -> None:
         self.wrk = ensure_wrk(say)
+        if database.configured_server_url(self.args.database_url) is None and \
+                not asyncio.run(database.reachable(self.server_url)):
+            # As `make test` does: a new machine needs no Postgres installed to run the bench.
+            say("no Postgres answers on 127.0.0.1:5432: starting an embedded one (pgserver)")
+            self.server_url = self.postgres.enter_context(
+                embedded_postgres(self.workdir / "postgres"))
         self.db_name, version = asyncio.run(database.create_database(self.server_url))
         self.facts = machine(self.wrk, version)
         say(f"database {self.db_name}: loading {self.args.items:,} items")
@@ -277,9 +286,7 @@ class Bench:
     def report(self) -> None:
         print(heading(self.facts, self.settings()))
         print(table(self.rows))
-        print("vs floor: events/s over the floor's under the same load in this run. SQL/event: "
-              "statements the service ran over its life (start-up and warm-up included) per event "
-              "served. peak RSS: all processes of the server, sampled every 100 ms.")
+        print(notes())
         summary = getattr(self, "profile_summary", None)
         if summary:
             print(f"\nprofile of the service under the warm load (py-spy, {self.args.profile}):")
@@ -299,6 +306,7 @@ class Bench:
                 say(f"database {self.db_name} dropped")
             except Exception as exc:  # report, and still remove the files
                 say(f"could not drop database {self.db_name}: {exc}")
+        self.postgres.close()
         if self.args.keep:
             say(f"kept the events and server logs in {self.workdir}")
         else:

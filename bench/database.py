@@ -47,10 +47,18 @@ SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1
 COUNT_BACKENDS = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
 
 
-def server_url(explicit: str | None) -> str:
-    """The Postgres server to create the bench database on (its own database is only a way in)."""
-    return (explicit or os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
-            or DEFAULT_SERVER_URL)
+def configured_server_url(explicit: str | None) -> str | None:
+    """The Postgres server named for the bench (its database is only a way in), if any."""
+    return explicit or os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
+
+
+async def reachable(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
 
 
 def with_database(url: str, database: str) -> str:

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import platform
 import subprocess
+import textwrap
 from dataclasses import asdict, dataclass
 
 
@@ -43,7 +44,8 @@ def cpu_model() -> str:
 def wrk_version(wrk: str) -> str:
     done = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10, check=False)
     first = (done.stdout or done.stderr).strip().splitlines()
-    return first[0].split(" [")[0] if first else "wrk"
+    # "wrk debian/4.1.0-3+b2 [epoll] Copyright ..." → "debian/4.1.0-3+b2"
+    return first[0].split(" [")[0].removeprefix("wrk ") if first else "unknown"
 
 
 def machine(wrk: str, postgres_version: str) -> dict[str, str]:
@@ -70,7 +72,7 @@ def _cells(row: Row) -> list[str]:
         f"{row.per_second:,.0f}", f"{row.p50_ms:.1f}", f"{row.p99_ms:.1f}", str(row.errors),
         str(row.timeouts), "" if row.vs_floor is None else f"{row.vs_floor:.2f}",
         "" if row.sql_per_event is None else f"{row.sql_per_event:.2f}",
-        "" if row.peak_rss_mb is None else f"{row.peak_rss_mb:,.0f} MB",
+        "" if row.peak_rss_mb is None else f"{row.peak_rss_mb:,.0f} MiB",
     ]
 
 
@@ -81,6 +83,17 @@ def table(rows: list[Row]) -> str:
 
     header = line([name for name, _, _ in COLUMNS])
     return "\n".join([header, "-" * len(header), *(line(_cells(row)) for row in rows)])
+
+
+NOTES = (
+    "vs floor: events/s over the floor's under the same load in this run. SQL/event: statements "
+    "Postgres ran for the service over its life (start-up and warm-up included) per event served. "
+    "peak RSS: all processes of the server, sampled every 100 ms."
+)
+
+
+def notes() -> str:
+    return textwrap.fill(NOTES, width=100)
 
 
 def heading(facts: dict[str, str], settings: dict[str, str]) -> str:
