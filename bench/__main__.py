@@ -14,12 +14,14 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+import asyncpg
 import orjson
 
 from bench import database, profile
@@ -30,6 +32,9 @@ from bench.servers import ServerProcess, floor_command, free_port, service_comma
 from bench.shim_load import run_shim
 from bench.wrk_runner import LoadResult, WrkMissing, ensure_wrk, run_wrk
 from service.embedded_postgres import embedded_postgres
+
+# Throwaway databases on a Postgres server are the tests' business too: one way to reach and drop them.
+from tests.support.databases import can_connect, drop_database
 
 TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
 
@@ -155,7 +160,7 @@ class Bench:
     def prepare(self) -> None:
         self.wrk = ensure_wrk(say)
         if database.configured_server_url(self.args.database_url) is None and \
-                not asyncio.run(database.reachable(self.server_url)):
+                not asyncio.run(can_connect(self.server_url)):
             # As `make test` does: a new machine needs no Postgres installed to run the bench.
             say("no Postgres answers on 127.0.0.1:5432: starting an embedded one (pgserver)")
             self.server_url = self.postgres.enter_context(
@@ -302,7 +307,7 @@ class Bench:
             self.current.stop(grace=10)
         if self.db_name is not None:
             try:
-                asyncio.run(database.drop_database(self.server_url, self.db_name))
+                asyncio.run(drop_database(self.server_url, self.db_name))
                 say(f"database {self.db_name} dropped")
             except Exception as exc:  # report, and still remove the files
                 say(f"could not drop database {self.db_name}: {exc}")
@@ -329,33 +334,38 @@ def main(argv: list[str] | None = None) -> int:
         raise OutOfTime(f"the run took longer than its budget of {budget} s")
 
     budget = args.budget or budget_seconds(args)
+    # SIGINT too: a process started in the background by a non-interactive shell inherits it ignored.
+    signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGALRM, out_of_time)
     signal.alarm(budget)
     bench = Bench(args)
     started = time.monotonic()
+    status = 0
     try:
         bench.prepare()
         bench.run()
     except KeyboardInterrupt:
         say("interrupted: cleaning up")
-        return 130
-    except (WrkMissing, OutOfTime, RuntimeError, OSError) as exc:
+        status = 130
+    except (WrkMissing, OutOfTime, RuntimeError, OSError, asyncpg.PostgresError,
+            subprocess.SubprocessError) as exc:
         say(f"failed: {exc}")
-        return 1
+        status = 1
     finally:
         signal.alarm(0)
         # A second Ctrl-C must not cut the cleanup short; every step of it is bounded.
-        with contextlib.ExitStack():
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                bench.cleanup()
-            finally:
-                signal.signal(signal.SIGINT, previous)
-    bench.report()
-    say(f"done in {time.monotonic() - started:.0f} s")
-    return 0
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            bench.cleanup()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if bench.rows:  # what was measured, even when the run stopped early
+        bench.report()
+    say(f"{'done' if status == 0 else 'stopped'} after {time.monotonic() - started:.0f} s")
+    return status
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -26,6 +25,7 @@ from service.settings import Settings
 from service.storage import catalogs as catalog_store
 from service.storage import recommenders as recommender_store
 from service.storage import tenants as tenant_store
+from tests.support.databases import with_database
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TENANT = "bench"
@@ -52,20 +52,6 @@ def configured_server_url(explicit: str | None) -> str | None:
     return explicit or os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
 
 
-async def reachable(url: str) -> bool:
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await conn.close()
-    return True
-
-
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
-
-
 @dataclass(frozen=True)
 class BenchDatabase:
     server_url: str
@@ -86,14 +72,6 @@ async def create_database(server: str) -> tuple[str, str]:
     finally:
         await conn.close()
     return name, version.split(" ")[0]
-
-
-async def drop_database(server: str, name: str) -> None:
-    conn = await asyncpg.connect(server, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def load(server: str, name: str, items: int, progress) -> BenchDatabase:

@@ -97,5 +97,8 @@ def notes() -> str:
 
 
 def heading(facts: dict[str, str], settings: dict[str, str]) -> str:
-    return ("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()) + "\n"
-            "run: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
+    def wrapped(label: str, pairs: dict[str, str]) -> str:
+        return textwrap.fill(f"{label}: " + ", ".join(f"{k} {v}" for k, v in pairs.items()),
+                             width=100, subsequent_indent="  ")
+
+    return wrapped("machine", facts) + "\n" + wrapped("run", settings)
