@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -127,8 +128,12 @@ def post_event(base_url: str, api_key: str, body: bytes) -> object:
         base_url + TRANSFORM_PATH, data=body, method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
     )
-    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - as above
-        return orjson.loads(answer.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - as above
+            return orjson.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"{base_url} answered the check event with HTTP {exc.code}: "
+                           f"{exc.read()[:500].decode(errors='replace')}") from exc
 
 
 def first_difference(expected: dict, actual: dict) -> str:
@@ -148,7 +153,7 @@ class Bench:
         self.server_url = database.configured_server_url(args.database_url) or \
             database.DEFAULT_SERVER_URL
         self.postgres = contextlib.ExitStack()
-        self.db: database.BenchDatabase | None = None
+        self._db: database.BenchDatabase | None = None
         self.db_name: str | None = None
         self.current: ServerProcess | None = None
         self.rows: list[Row] = []
@@ -168,7 +173,7 @@ class Bench:
         self.db_name, version = asyncio.run(database.create_database(self.server_url))
         self.facts = machine(self.wrk, version)
         say(f"database {self.db_name}: loading {self.args.items:,} items")
-        self.db = asyncio.run(database.load(self.server_url, self.db_name, self.args.items, say))
+        self._db = asyncio.run(database.load(self.server_url, self.db_name, self.args.items, say))
         rng = random.Random(self.args.seed)
         hot = hot_ids(rng, self.args.items, self.args.hot_items)
         kinds = {s.events for s in self.args.scenario_list}
@@ -182,6 +187,12 @@ class Bench:
         say("events written: " + ", ".join(
             f"{kind} {path.stat().st_size / 2**20:.1f} MiB" for kind, path in self.events.items()))
 
+    @property
+    def db(self) -> database.BenchDatabase:
+        if self._db is None:
+            raise RuntimeError("the bench database is not loaded yet")
+        return self._db
+
     # -- runs --------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -194,7 +205,6 @@ class Bench:
 
     def measure(self, scenario: Scenario, server_kind: str) -> Row:
         args, db = self.args, self.db
-        assert db is not None
         connections = scenario.connections or args.connections
         port = free_port()
         events = self.events[scenario.events]
@@ -246,7 +256,7 @@ class Bench:
         """Both servers must give the same answer to the same event before either is timed."""
         with events.open("rb") as lines:
             body = lines.readline().strip()
-        answer = post_event(base_url, self.db.api_key, body)  # type: ignore[union-attr]
+        answer = post_event(base_url, self.db.api_key, body)
         if server_kind == "floor":
             self.floor_answers[scenario.events] = answer
             return
