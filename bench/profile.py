@@ -2,7 +2,7 @@
 
 py-spy samples the server from outside (no code change, little overhead with --nonblocking) and
 writes collapsed stacks; `summarise` turns them into the functions that hold the most samples, on
-their own ("self") and with what they call ("total").
+their own ("self"), and the service's functions with what they call ("total").
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def summarise(collapsed: Path, top: int = 15) -> str:
         return "py-spy recorded no samples"
     lines = [f"{samples} samples", f"top {top} by self time:"]
     lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in own.most_common(top)]
-    lines.append(f"top {top} by total time (self + callees):")
-    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in total.most_common(top)]
+    # By total, only the service's own functions: the event loop's frames above them are in
+    # every sample and say nothing.
+    ours = Counter({name: n for name, n in total.items() if "(service/" in name})
+    lines.append(f"top {top} of the service's functions by total time (self + callees):")
+    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in ours.most_common(top)]
     return "\n".join(lines)
