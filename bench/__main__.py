@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not names:
         parser.error(f"unknown scenario {unknown[0]!r}" if unknown else "no scenario given")
     args.scenario_list = [BY_NAME[n] for n in names]
-    args.env_by_scenario = _parse_env(parser, args.env, names)
+    args.env_by_scenario = _parse_env(parser, args.env)
     for name in ("items", "duration", "warmup", "threads", "connections", "timeout", "hot_items",
                  "hot_events", "cold_events"):
         if getattr(args, name) < 1:
@@ -103,12 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _parse_env(parser: argparse.ArgumentParser, pairs: list[str],
-               names: list[str]) -> dict[str, dict[str, str]]:
+def _parse_env(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, dict[str, str]]:
+    """`[SCENARIO:]NAME=VALUE` options → each scenario's extra service environment."""
     found: dict[str, dict[str, str]] = {name: {} for name in BY_NAME}
     for pair in pairs:
-        scope, _, assignment = pair.rpartition(":") if ":" in pair.split("=", 1)[0] else ("", "", pair)
-        key, sep, value = assignment.partition("=")
+        head, sep, value = pair.partition("=")
+        scope, _, key = head.rpartition(":")
         if not sep or not key:
             parser.error(f"--env {pair!r}: expected [SCENARIO:]NAME=VALUE")
         if scope and scope not in BY_NAME:
