@@ -1,0 +1,382 @@
+"""`python -m bench`: the floor and catalog-enricher, side by side, in one run. See `--help`.
+
+Everything it starts (servers, wrk, shim invokers) runs on 127.0.0.1 and is stopped when it ends,
+also on Ctrl-C, SIGTERM or when the run exceeds its time budget; its database is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+from bench import database, profile
+from bench.catalog import hot_ids, write_events
+from bench.report import Row, heading, machine, notes, table
+from bench.scenarios import BY_NAME, SCENARIOS, Scenario
+from bench.servers import ServerProcess, floor_command, free_port, service_command, service_env
+from bench.shim_load import run_shim
+from bench.wrk_runner import LoadResult, WrkMissing, ensure_wrk, run_wrk
+from service.embedded_postgres import embedded_postgres
+
+# Throwaway databases on a Postgres server are the tests' business too: one way to reach and drop them.
+from tests.support.databases import can_connect, drop_database
+
+TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
+
+
+class OutOfTime(Exception):
+    """The run took longer than its budget."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark catalog-enricher against a minimal aiohttp floor server, side by side.",
+    )
+    parser.add_argument("--items", type=int, default=1_000_000,
+                        help="catalog size (default 1,000,000)")
+    parser.add_argument("--duration", type=int, default=10,
+                        help="seconds of measured load per server and scenario (default 10)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of unmeasured load before each measurement (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--connections", type=int, default=64,
+                        help="wrk connections and shim invokers, where a scenario does not fix them "
+                             "(default 64)")
+    parser.add_argument("--timeout", type=int, default=2,
+                        help="seconds after which wrk counts a request as timed out (default 2)")
+    parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
+                        help="comma-separated, from: " + ", ".join(s.name for s in SCENARIOS))
+    parser.add_argument("--env", action="append", default=[], metavar="[SCENARIO:]NAME=VALUE",
+                        help="extra environment for the service, in all scenarios or one "
+                             "(repeatable), e.g. --env cold:ENRICHER_CACHE=off")
+    parser.add_argument("--hot-items", type=int, default=1000,
+                        help="IDs the warm scenarios draw from (default 1000)")
+    parser.add_argument("--hot-events", type=int, default=200,
+                        help="events in the warm pool (default 200)")
+    parser.add_argument("--cold-events", type=int, default=1000,
+                        help="events in the cold pool (default 1000: 250,000 IDs)")
+    parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
+    parser.add_argument("--database-url",
+                        help="Postgres server to create the bench database on (default: "
+                             "BENCH_DATABASE_URL, DATABASE_URL, else "
+                             f"{database.DEFAULT_SERVER_URL}, else an embedded Postgres)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="after the warm scenario, profile the service with py-spy for "
+                             "--duration seconds under the same load; write its collapsed stacks "
+                             "to PATH and print the top functions")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (events, server logs) and say where it is")
+    parser.add_argument("--budget", type=int,
+                        help="stop (and clean up) after this many seconds (default: from the "
+                             "catalog size and scenarios)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown or not names:
+        parser.error(f"unknown scenario {unknown[0]!r}" if unknown else "no scenario given")
+    args.scenario_list = [BY_NAME[n] for n in names]
+    args.env_by_scenario = _parse_env(parser, args.env)
+    for name in ("items", "duration", "warmup", "threads", "connections", "timeout", "hot_items",
+                 "hot_events", "cold_events"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads")
+    return args
+
+
+def _parse_env(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, dict[str, str]]:
+    """`[SCENARIO:]NAME=VALUE` options → each scenario's extra service environment."""
+    found: dict[str, dict[str, str]] = {name: {} for name in BY_NAME}
+    for pair in pairs:
+        head, sep, value = pair.partition("=")
+        scope, _, key = head.rpartition(":")
+        if not sep or not key:
+            parser.error(f"--env {pair!r}: expected [SCENARIO:]NAME=VALUE")
+        if scope and scope not in BY_NAME:
+            parser.error(f"--env {pair!r}: unknown scenario {scope!r}")
+        for name in [scope] if scope else list(BY_NAME):
+            found[name][key] = value
+    return found
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def post_event(base_url: str, api_key: str, body: bytes) -> object:
+    """One transform call outside the load, to check the answer (urllib: nothing to install)."""
+    request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1, a server we started
+        base_url + TRANSFORM_PATH, data=body, method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - as above
+            return orjson.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"{base_url} answered the check event with HTTP {exc.code}: "
+                           f"{exc.read()[:500].decode(errors='replace')}") from exc
+
+
+def first_difference(expected: dict, actual: dict) -> str:
+    for endpoint_id in expected.keys() | actual.keys():
+        if expected.get(endpoint_id) != actual.get(endpoint_id):
+            return (f"endpoint {endpoint_id}: floor {expected.get(endpoint_id)!r:.300} "
+                    f"vs service {actual.get(endpoint_id)!r:.300}")
+    return "none"
+
+
+class Bench:
+    """One run: its files, its database, the server running now, and the rows measured."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="ce-bench-"))
+        self.server_url = database.configured_server_url(args.database_url) or \
+            database.DEFAULT_SERVER_URL
+        self.postgres = contextlib.ExitStack()
+        self._db: database.BenchDatabase | None = None
+        self.db_name: str | None = None
+        self.current: ServerProcess | None = None
+        self.rows: list[Row] = []
+        self.floor_answers: dict[str, object] = {}
+        self.facts: dict[str, str] = {}
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        self.wrk = ensure_wrk(say)
+        if database.configured_server_url(self.args.database_url) is None and \
+                not asyncio.run(can_connect(self.server_url)):
+            # As `make test` does: a new machine needs no Postgres installed to run the bench.
+            say("no Postgres answers on 127.0.0.1:5432: starting an embedded one (pgserver)")
+            self.server_url = self.postgres.enter_context(
+                embedded_postgres(self.workdir / "postgres"))
+        self.db_name, version = asyncio.run(database.create_database(self.server_url))
+        self.facts = machine(self.wrk, version)
+        say(f"database {self.db_name}: loading {self.args.items:,} items")
+        self._db = asyncio.run(database.load(self.server_url, self.db_name, self.args.items, say))
+        rng = random.Random(self.args.seed)
+        hot = hot_ids(rng, self.args.items, self.args.hot_items)
+        kinds = {s.events for s in self.args.scenario_list}
+        self.events: dict[str, Path] = {}
+        if "hot" in kinds:
+            self.events["hot"] = write_events(self.workdir / "events-hot.ndjson", rng,
+                                              self.args.hot_events, hot)
+        if "cold" in kinds:
+            self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
+                                               self.args.cold_events, self.args.items)
+        say("events written: " + ", ".join(
+            f"{kind} {path.stat().st_size / 2**20:.1f} MiB" for kind, path in self.events.items()))
+
+    @property
+    def db(self) -> database.BenchDatabase:
+        if self._db is None:
+            raise RuntimeError("the bench database is not loaded yet")
+        return self._db
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for scenario in self.args.scenario_list:
+            floor = self.measure(scenario, "floor")
+            service = self.measure(scenario, "service")
+            floor.vs_floor = 1.0
+            service.vs_floor = service.per_second / floor.per_second if floor.per_second else None
+            self.rows += [floor, service]
+
+    def measure(self, scenario: Scenario, server_kind: str) -> Row:
+        args, db = self.args, self.db
+        connections = scenario.connections or args.connections
+        port = free_port()
+        events = self.events[scenario.events]
+        log = self.workdir / f"{scenario.name}-{server_kind}.log"
+        if server_kind == "floor":
+            command, env = floor_command(port, args.items, scenario.processes), dict(os.environ)
+            ready_timeout = 60 + args.items / 50_000
+        else:
+            extra = {**scenario.service_env, **args.env_by_scenario[scenario.name]}
+            command, env = service_command(port, scenario.processes), service_env(db.url, extra)
+            ready_timeout = 60
+            statements_before = asyncio.run(database.committed_transactions(db.server_url, db.name))
+        say(f"{scenario.name}: {server_kind} starting")
+        server = self.current = ServerProcess(server_kind, command, env=env, port=port,
+                                              listeners=scenario.processes, log_path=log)
+        served = 0
+        try:
+            server.wait_ready(ready_timeout)
+            self.check_answer(scenario, server_kind, server.base_url, events)
+            served += 1
+            load = {"wrk": self.wrk, "url": server.base_url, "events": events, "path": TRANSFORM_PATH,
+                    "api_key": db.api_key, "threads": args.threads, "connections": connections,
+                    "timeout_s": args.timeout}
+            served += run_wrk(**load, seconds=args.warmup).requests
+            server.wait_idle()
+            say(f"{scenario.name}: {server_kind} under load for {args.duration} s")
+            if scenario.driver == "shim":
+                result, _ = run_shim(url=server.base_url + TRANSFORM_PATH, api_key=db.api_key,
+                                     events=events, invokers=connections, seconds=args.duration,
+                                     say=say)
+            else:
+                result = run_wrk(**load, seconds=args.duration)
+            served += result.requests
+            if args.profile and server_kind == "service" and scenario.name == "warm":
+                server.wait_idle()
+                served += self.profile(server, load)
+        finally:
+            self.current = None
+            server.stop()
+        row = self.row(scenario, server_kind, connections, result, server.peak_rss)
+        if server_kind == "service":
+            statements = asyncio.run(database.committed_transactions(db.server_url, db.name))
+            row.sql_per_event = (statements - statements_before) / max(served, 1)
+        say(f"{scenario.name}: {server_kind} {row.per_second:,.0f} events/s, p99 {row.p99_ms:.1f} ms")
+        return row
+
+    def check_answer(self, scenario: Scenario, server_kind: str, base_url: str,
+                     events: Path) -> None:
+        """Both servers must give the same answer to the same event before either is timed."""
+        with events.open("rb") as lines:
+            body = lines.readline().strip()
+        answer = post_event(base_url, self.db.api_key, body)
+        if server_kind == "floor":
+            self.floor_answers[scenario.events] = answer
+            return
+        expected = self.floor_answers[scenario.events]
+        if answer != expected:
+            raise RuntimeError("the service's answer differs from the floor's: "
+                               + first_difference(expected, answer))  # type: ignore[arg-type]
+
+    def profile(self, server: ServerProcess, load: dict) -> int:
+        py_spy = profile.find_py_spy()
+        if py_spy is None:
+            say("--profile: py-spy is not installed (pip install -e '.[bench]'); skipped")
+            return 0
+        output = self.args.profile
+        say(f"warm: profiling the service with py-spy for {self.args.duration} s")
+        recorder = profile.start(py_spy, server.process.pid, self.args.duration, output)
+        extra = run_wrk(**load, seconds=self.args.duration)
+        _, problems = recorder.communicate(timeout=60)
+        if recorder.returncode != 0 or not output.exists():
+            say(f"py-spy failed: {problems.strip()[-500:]}")
+        else:
+            self.profile_summary = profile.summarise(output)
+        return extra.requests
+
+    @staticmethod
+    def row(scenario: Scenario, server_kind: str, connections: int, result: LoadResult,
+            peak_rss: int) -> Row:
+        return Row(scenario=scenario.title, server=server_kind, connections=connections,
+                   processes=scenario.processes, per_second=result.per_second, p50_ms=result.p50_ms,
+                   p99_ms=result.p99_ms, errors=result.errors, timeouts=result.timeouts,
+                   requests=result.requests, peak_rss_mb=peak_rss / 2**20)
+
+    # -- results and cleanup -----------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        a = self.args
+        return {"items": f"{a.items:,}", "event": "50 endpoints x 5 items",
+                "wrk": f"{a.threads} threads, {a.connections} connections unless said, "
+                       f"{a.duration} s after {a.warmup} s warm-up, timeout {a.timeout} s",
+                "hot set": f"{min(a.hot_items, a.items):,} IDs"}
+
+    def report(self) -> None:
+        print(heading(self.facts, self.settings()))
+        print(table(self.rows))
+        print(notes())
+        summary = getattr(self, "profile_summary", None)
+        if summary:
+            print(f"\nprofile of the service under the warm load (py-spy, {self.args.profile}):")
+            print(summary)
+        if self.args.json:
+            self.args.json.write_text(json.dumps(
+                {"machine": self.facts, "settings": self.settings(),
+                 "rows": [r.as_json() for r in self.rows]}, indent=2))
+
+    def cleanup(self) -> None:
+        if self.current is not None:
+            say(f"stopping the {self.current.name} server")
+            self.current.stop(grace=10)
+        if self.db_name is not None:
+            try:
+                asyncio.run(drop_database(self.server_url, self.db_name))
+                say(f"database {self.db_name} dropped")
+            except Exception as exc:  # report, and still remove the files
+                say(f"could not drop database {self.db_name}: {exc}")
+        self.postgres.close()
+        if self.args.keep:
+            say(f"kept the events and server logs in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def budget_seconds(args: argparse.Namespace) -> int:
+    per_run = args.warmup + args.duration + 60 + args.items / 100_000
+    runs = 2 * len(args.scenario_list) + (1 if args.profile else 0)
+    return int(300 + args.items / 5_000 + runs * per_run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def out_of_time(_signum: int, _frame: object) -> None:
+        raise OutOfTime(f"the run took longer than its budget of {budget} s")
+
+    budget = args.budget or budget_seconds(args)
+    # SIGINT too: a process started in the background by a non-interactive shell inherits it ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(budget)
+    bench = Bench(args)
+    started = time.monotonic()
+    status = 0
+    try:
+        bench.prepare()
+        bench.run()
+    except KeyboardInterrupt:
+        say("interrupted: cleaning up")
+        status = 130
+    except (WrkMissing, OutOfTime, RuntimeError, OSError, asyncpg.PostgresError,
+            subprocess.SubprocessError) as exc:
+        say(f"failed: {exc}")
+        status = 1
+    finally:
+        signal.alarm(0)
+        # A second Ctrl-C must not cut the cleanup short; every step of it is bounded.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            bench.cleanup()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if bench.rows:  # what was measured, even when the run stopped early
+        bench.report()
+    say(f"{'done' if status == 0 else 'stopped'} after {time.monotonic() - started:.0f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The floor: the least a transformer server can do, to measure catalog-enricher against.
+
+One aiohttp process: read the body, parse it with orjson, look each endpoint's items up in a Python
+dict of the whole catalog (tuples of the answered texts), add `Recommendations`, serialise with
+orjson. No auth, no validation, no database, no cache, no logging. It answers the same route and the
+same shape as the service (the bench checks that both answers are equal before timing anything),
+and uses uvloop exactly when the service would (when it is installed).
+
+    python -m bench.floor_server --port 8081 --items 1000000 [--processes 2]
+
+With `--processes N` it builds the dict once and forks N-1 copies that share the port
+(SO_REUSEPORT), the floor for `serve --workers N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+import orjson
+from aiohttp import web
+
+from bench.catalog import floor_items
+
+ITEMS = web.AppKey("items", dict)
+ATTRIBUTES = ("Title", "Genre", "Price")
+
+
+async def transform(request: web.Request) -> web.Response:
+    event = orjson.loads(await request.read())
+    items = request.app[ITEMS]
+    answer = {}
+    for endpoint_id, endpoint in event["Endpoints"].items():
+        rows = [row for row in map(items.get, endpoint["RecommendationItems"]) if row is not None]
+        if rows:
+            answer[endpoint_id] = {
+                **endpoint,
+                "Recommendations": {name: [row[i] for row in rows]
+                                    for i, name in enumerate(ATTRIBUTES)},
+            }
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def create_floor_app(items: dict[str, tuple[str, str, str]]) -> web.Application:
+    app = web.Application(client_max_size=7 * 1024 * 1024)
+    app[ITEMS] = items
+    app.router.add_post("/v1/recommenders/{recommender}/transform", transform)
+    app.router.add_post("/v1/transform", transform)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--items", type=int, required=True)
+    parser.add_argument("--processes", type=int, default=1)
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    started = time.monotonic()
+    items = floor_items(args.items)
+    print(f"floor: {len(items):,} items in {time.monotonic() - started:.1f} s", flush=True)
+    children = []
+    for _ in range(args.processes - 1):
+        pid = os.fork()
+        if pid == 0:
+            children = []
+            break
+        children.append(pid)
+    try:
+        web.run_app(create_floor_app(items), host=args.host, port=args.port,
+                    reuse_port=args.processes > 1, access_log=None, print=None, backlog=1024)
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    main()

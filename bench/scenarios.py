@@ -1,0 +1,32 @@
+"""The scenarios the bench runs, in order. Each runs the floor and then the service, same load.
+
+To change what the service runs with in one scenario (e.g. turn its cache off for `cold`), add the
+variable to that scenario's `service_env` here, or pass `--env cold:NAME=VALUE` on the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # as given to --scenarios
+    title: str  # as printed in the table
+    events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": over the catalog
+    connections: int | None = None  # wrk connections or shim invokers; None: --connections
+    processes: int = 1  # server processes: `serve --workers N`, and N floor processes
+    driver: str = "wrk"  # "wrk", or "shim": the real Lambda shim in `connections` processes
+    service_env: Mapping[str, str] = field(default_factory=dict)
+
+
+SCENARIOS = (
+    Scenario("warm", "warm cache", "hot"),
+    # The cache switch comes with the cache (issue 3): add its "off" variable to service_env.
+    Scenario("cold", "cold: random IDs over the catalog", "cold", service_env={}),
+    Scenario("c256", "256 connections (warm)", "hot", connections=256),
+    Scenario("shim", "Lambda shim, 64 invocations (warm)", "hot", driver="shim"),
+    Scenario("workers2", "serve --workers 2 (warm)", "hot", processes=2),
+)
+BY_NAME = {s.name: s for s in SCENARIOS}

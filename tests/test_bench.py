@@ -1,0 +1,97 @@
+"""The bench (`python -m bench`) in miniature, so it cannot rot: it runs, measures both servers on
+the same events, and leaves nothing behind, also when interrupted. Numbers are never asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--items", "2000", "--duration", "1", "--warmup", "1", "--hot-events", "20"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("wrk") is None,
+                       reason="wrk is not installed (Debian: apt-get install wrk); the bench drives "
+                              "the servers with it"),
+]
+
+
+def bench_command(pg_server_url: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bench", *SMALL, "--database-url", pg_server_url, *extra]
+
+
+def database_name(stderr: str) -> str:
+    match = re.search(r"database (ce_bench_\w+): loading", stderr)
+    assert match, stderr
+    return match.group(1)
+
+
+def database_exists(pg_server_url: str, name: str) -> bool:
+    async def check() -> bool:
+        conn = await asyncpg.connect(pg_server_url)
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+        finally:
+            await conn.close()
+
+    return asyncio.run(check())
+
+
+class TestBenchRun:
+    """A short run prints the table, with both servers measured on the same events."""
+
+    def test_warm_scenario_runs_and_cleans_up(self, pg_server_url: str, tmp_path: Path):
+        results = tmp_path / "results.json"
+        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "warm", "--json",
+                                            str(results)),
+                              cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = json.loads(results.read_text())["rows"]
+        assert [(r["scenario"], r["server"]) for r in rows] == [("warm cache", "floor"),
+                                                                ("warm cache", "service")]
+        floor, service = rows
+        # Every event was answered with a 2xx (the bench also checked both answers are equal).
+        assert floor["requests"] > 0 and service["requests"] > 0
+        assert floor["errors"] == 0 and service["errors"] == 0
+        assert service["sql_per_event"] > 0 and service["peak_rss_mb"] > 0
+        assert "warm cache" in done.stdout and "vs floor" in done.stdout
+        assert not database_exists(pg_server_url, database_name(done.stderr))
+
+
+class TestBenchInterrupted:
+    """Ctrl-C mid-run stops every server the bench started and drops its database."""
+
+    def test_sigint_under_load(self, pg_server_url: str):
+        bench = subprocess.Popen(bench_command(pg_server_url, "--scenarios", "warm",
+                                               "--duration", "20"),
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            seen = []
+            for line in bench.stderr:
+                seen.append(line)
+                if "floor under load" in line:
+                    break
+            started = psutil.Process(bench.pid).children(recursive=True)
+            assert any("floor_server" in " ".join(p.cmdline()) for p in started), seen
+            bench.send_signal(signal.SIGINT)
+            _, rest = bench.communicate(timeout=60)
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+                bench.wait()
+        assert bench.returncode == 130, rest
+        assert "interrupted" in rest
+        _, alive = psutil.wait_procs(started, timeout=5)
+        assert not alive, [p.cmdline() for p in alive]
+        assert not database_exists(pg_server_url, database_name("".join(seen)))
