@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import get_currency_precision
 
 from service.locales import babel_locale, fallback_chain, normalized_overrides
+from service.money_format import format_money
 from service.recommenders import AttributeSpec, RecommenderSpec
 
 ELLIPSIS = "…"
@@ -54,7 +55,7 @@ def format_price(amount: str, currency: str, chain: tuple[str, ...]) -> str:
     """`19.99 USD` as the first locale of the chain that CLDR knows writes money: `$19.99`,
     `19,99 €`, `￥2,000`."""
     locale = next((found for tag in chain if (found := babel_locale(tag))), None)
-    return format_currency(Decimal(amount), currency, locale=locale or babel_locale("en_US"))
+    return format_money(Decimal(amount), currency, locale or babel_locale("en_US"))
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -138,12 +139,43 @@ def is_usable(item: Mapping[str, Any] | None) -> bool:
     return item is not None and bool(item["available"])
 
 
-class Enricher:
-    """Renders one recommender's attributes; make one per request."""
+RenderKey = tuple[str, Any, str | None]
+RenderedRow = tuple[str | None, ...]
 
-    def __init__(self, spec: RecommenderSpec) -> None:
+
+class RenderCache:
+    """Rendered attribute rows of one recommender, shared by all its requests.
+
+    Keyed by item ID, the item's `updated_at` and the endpoint locale, so a changed item is simply
+    rendered anew and a changed recommender comes with a new cache. Bounded by entries; when full it
+    is emptied rather than kept in LRU order, which would cost bookkeeping on every hit.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self._rows: dict[RenderKey, RenderedRow] = {}
+
+    def get(self, key: RenderKey) -> RenderedRow | None:
+        return self._rows.get(key)
+
+    def put(self, key: RenderKey, row: RenderedRow) -> None:
+        if len(self._rows) >= self.max_entries:
+            self._rows.clear()
+        self._rows[key] = row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class Enricher:
+    """Renders one recommender's attributes. Give it the recommender's RenderCache to share rows
+    across requests; without one (a dry run) it keeps its own for the request."""
+
+    def __init__(self, spec: RecommenderSpec, renders: RenderCache | None = None) -> None:
         self.spec = spec
-        self._rows: dict[tuple[str, str | None], tuple[str | None, ...]] = {}
+        self._rows = renders if renders is not None else RenderCache()
+        self._names = tuple(a.name for a in spec.attributes)
+        self._placeholders = tuple(a.placeholder for a in spec.attributes)
 
     def recommendations(
         self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,
@@ -153,24 +185,23 @@ class Enricher:
         slots = self._select(ids, resolved, notes)
         if slots is None:
             return None
-        rows = [self._row(item, locale) if item is not None else None for item in slots]
+        rows = [self._row(item, locale) if item is not None else self._placeholders
+                for item in slots]
         # `first` shows the first resolved item, even where placeholders stand before it.
-        first_row = next(row for row in rows if row is not None)
-        result: Recommendations = {}
-        for index, attribute in enumerate(self.spec.attributes):
-            if attribute.first:
-                result[attribute.name] = _or_placeholder(first_row[index], attribute)
-                continue
-            result[attribute.name] = [_or_placeholder(row[index], attribute) if row is not None
-                                      else attribute.placeholder for row in rows]
+        first_row = rows[next(i for i, item in enumerate(slots) if item is not None)]
+        result: Recommendations = {
+            attribute.name: first_row[index] if attribute.first else list(column)
+            for index, (attribute, column) in enumerate(
+                zip(self.spec.attributes, zip(*rows, strict=True), strict=True)
+            )
+        }
         if notes is not None:
             self._note_empty_fields(notes, resolved, locale)
         return result
 
     def attributes_of(self, item: Mapping[str, Any], locale: str | None) -> dict[str, str]:
         """One item's attribute values, each a single string (as Personalize metadata is)."""
-        row = self._row(item, locale)
-        return {a.name: _or_placeholder(row[i], a) for i, a in enumerate(self.spec.attributes)}
+        return dict(zip(self._names, self._row(item, locale), strict=True))
 
     def placeholders(self) -> dict[str, str]:
         return {a.name: a.placeholder for a in self.spec.attributes}
@@ -181,6 +212,16 @@ class Enricher:
         """The items a message shows (None marks a placeholder), or None to leave it out."""
         spec = self.spec
         cap = spec.recommendations_per_message
+        if notes is None and spec.missing_items == "skip":
+            # The transform's common case, kept tight: usable items in order, up to the cap.
+            kept = []
+            for item_id in ids:
+                item = resolved.get(item_id)
+                if item is not None and item["available"]:
+                    kept.append(item)
+                    if len(kept) == cap:
+                        break
+            return kept or None
         slots: list[Any] = []
         found = 0
         dropped = False
@@ -224,22 +265,28 @@ class Enricher:
         for index, note in enumerate(notes):
             if note.status != "used":
                 continue
-            row = self._row(resolved[note.id], locale)
+            row = self._raw_row(resolved[note.id], locale)
             empty = tuple(a.name for a, value in zip(self.spec.attributes, row, strict=True)
                           if value is None)
             if empty:
                 notes[index] = ItemNote(note.id, note.status, note.note, empty)
 
-    def _row(self, item: Mapping[str, Any], locale: str | None) -> tuple[str | None, ...]:
-        key = (item["id"], locale)
+    def _row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
+        """One item's attribute values, placeholders filled in, through the render cache."""
+        key = (item["id"], item.get("updated_at"), locale)
         row = self._rows.get(key)
         if row is None:
-            chain = fallback_chain(locale, self.spec.locale)
-            by_tag = normalized_overrides(item["locales"])
-            overrides = [by_tag[tag] for tag in chain if tag in by_tag]
-            row = tuple(self._render(a, item, chain, overrides) for a in self.spec.attributes)
-            self._rows[key] = row
+            row = tuple(self._placeholders[i] if value is None else value
+                        for i, value in enumerate(self._raw_row(item, locale)))
+            self._rows.put(key, row)
         return row
+
+    def _raw_row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
+        """One item's attribute values, None where the item has nothing (not cached)."""
+        chain = fallback_chain(locale, self.spec.locale)
+        by_tag = normalized_overrides(item["locales"])
+        overrides = [by_tag[tag] for tag in chain if tag in by_tag]
+        return tuple(self._render(a, item, chain, overrides) for a in self.spec.attributes)
 
     def _render(
         self, attribute: AttributeSpec, item: Mapping[str, Any], chain: Sequence[str],
@@ -261,6 +308,3 @@ class Enricher:
             text = fill_template(attribute.template, text, item["id"])
         return text
 
-
-def _or_placeholder(value: str | None, attribute: AttributeSpec) -> str:
-    return attribute.placeholder if value is None else value

@@ -8,14 +8,16 @@ standard library instead (slower, exact).
 from __future__ import annotations
 
 import json
-import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-_LONG_DIGIT_RUN = re.compile(rb"\d{20,}")
+# Digits become "0", everything else " ": a run of 20 digits is then a plain substring search.
+# Two C-speed passes, where the regex `\d{20,}` backtracked on every digit run (~25 µs per KB).
+_DIGIT_MASK = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 20
 
 
 def _default(value: Any) -> Any:
@@ -31,7 +33,8 @@ def _default(value: Any) -> Any:
 
 
 def needs_exact(body: bytes) -> bool:
-    return _LONG_DIGIT_RUN.search(body) is not None
+    """Does the body hold a run of 20+ digits (maybe an integer beyond 64 bits)?"""
+    return _LONG_DIGIT_RUN in body.translate(_DIGIT_MASK)
 
 
 def loads(body: bytes | str) -> Any:

@@ -43,8 +43,10 @@ def tag_chain(tag: object) -> tuple[str, ...]:
     return tuple("_".join(parts[:n]) for n in range(len(parts), 0, -1))
 
 
-def fallback_chain(endpoint_tag: object, default_tag: str) -> tuple[str, ...]:
-    """The endpoint's chain, then the recommender default's, each tag once."""
+@functools.lru_cache(maxsize=4096)
+def fallback_chain(endpoint_tag: str | None, default_tag: str) -> tuple[str, ...]:
+    """The endpoint's chain, then the recommender default's, each tag once (memoized: a handful
+    of locales recur across millions of items)."""
     return tuple(dict.fromkeys(tag_chain(endpoint_tag) + tag_chain(default_tag)))
 
 

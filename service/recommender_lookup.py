@@ -9,13 +9,14 @@ be served. `load` reads the stored truth and leaves the cache alone, for GET ans
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
 
 from service.db_faults import read_retrying
 from service.deadline import Deadline
+from service.enrich import RenderCache
 from service.errors import NotFound
 from service.expiring_map import ExpiringMap
 from service.recommenders import RecommenderSpec
@@ -30,6 +31,9 @@ class Recommender:
     catalog_id: int
     spec: RecommenderSpec
     updated_at: datetime
+    # Rendered attribute rows, shared by every request of this definition (a new definition, a
+    # new cache).
+    renders: RenderCache = field(default_factory=RenderCache, compare=False, repr=False)
 
 
 def recommender_from_row(tenant_id: int, row: asyncpg.Record) -> Recommender:

@@ -35,7 +35,8 @@ async def decorate(request: web.Request) -> web.Response:
     parsed = personalize.parse_response(body, settings.max_batch_ids)
     resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids,
                                                    deadline=deadline)
-    answer, missing = personalize.decorate(parsed, Enricher(recommender.spec), resolved, locale)
+    enricher = Enricher(recommender.spec, recommender.renders)
+    answer, missing = personalize.decorate(parsed, enricher, resolved, locale)
     headers = {UNRESOLVED_ITEMS_HEADER: str(missing)} if missing else {}
     if resolved.degraded:
         headers[DEGRADED_HEADER] = resolved.degraded

@@ -62,7 +62,8 @@ async def transform_event(
     resolved = await request.app[RESOLVER].resolve(
         recommender.catalog_id, parsed.item_ids, deadline=request[DEADLINE]
     )
-    answer, unresolved = pinpoint.enrich_event(parsed, Enricher(recommender.spec), resolved)
+    enricher = Enricher(recommender.spec, recommender.renders)
+    answer, unresolved = pinpoint.enrich_event(parsed, enricher, resolved)
     headers = {}
     if parsed.malformed:
         headers[MALFORMED_HEADER] = str(len(parsed.malformed))
