@@ -146,8 +146,9 @@ RenderedRow = tuple[str | None, ...]
 class RenderCache:
     """Rendered attribute rows of one recommender, shared by all its requests.
 
-    Keyed by item ID, the item's `updated_at` and the endpoint locale, so a changed item is simply
-    rendered anew and a changed recommender comes with a new cache. Bounded by entries; when full it
+    Keyed by item ID, the item's `version` (a new one for every content change, migration 0006) and
+    the endpoint locale, so a changed item is simply rendered anew; a changed recommender comes with
+    a new cache. Bounded by entries; when full it
     is emptied rather than kept in LRU order, which would cost bookkeeping on every hit.
     """
 
@@ -273,7 +274,7 @@ class Enricher:
 
     def _row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
         """One item's attribute values, placeholders filled in, through the render cache."""
-        key = (item["id"], item.get("updated_at"), locale)
+        key = (item["id"], item.get("version"), locale)
         row = self._rows.get(key)
         if row is None:
             row = tuple(self._placeholders[i] if value is None else value
