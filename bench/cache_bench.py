@@ -33,14 +33,12 @@ from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service import auth
+from bench.database import migrated_tenant
 from service.app import create_app
 from service.db import connect, init_connection
 from service.local_cache import LocalCache
-from service.migrations import apply_migrations
 from service.settings import Settings
 from service.storage import items as item_store
-from service.storage import tenants as tenant_store
 
 SERVER_URL = os.environ.get("BENCH_DATABASE_URL",
                             "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -83,17 +81,14 @@ async def prepare(url: str, items: int) -> str:
     """Migrate, load a catalog of `items` and a recommender; return an admin key."""
     conn = await connect(Settings(database_url=url))
     try:
-        await apply_migrations(conn)
-        tenant = await tenant_store.create_tenant(conn, "bench")
-        key = auth.generate_key()
-        await tenant_store.insert_key(conn, tenant.id, key.prefix, key.key_hash, ["admin"], None)
+        tenant, key = await migrated_tenant(conn, "bench", ["admin"])
         catalog = await conn.fetchval(
             "INSERT INTO catalogs (tenant_id, name) VALUES ($1, 'bench') RETURNING id", tenant.id)
         await conn.execute(LOAD_ITEMS, catalog, items)
         await conn.execute("ANALYZE items")
     finally:
         await conn.close()
-    return key.key
+    return key
 
 
 def make_events(items: int, count: int, rng: random.Random) -> list[bytes]:

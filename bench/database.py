@@ -74,6 +74,17 @@ async def create_database(server: str) -> tuple[str, str]:
     return name, version.split(" ")[0]
 
 
+async def migrated_tenant(
+    conn: asyncpg.Connection, name: str, scopes: list[str]
+) -> tuple[tenant_store.Tenant, str]:
+    """Apply the migrations, create a tenant and a key for it; returns the tenant and the key."""
+    await apply_migrations(conn)
+    tenant = await tenant_store.create_tenant(conn, name)
+    key = generate_key()
+    await tenant_store.insert_key(conn, tenant.id, key.prefix, key.key_hash, scopes, "bench")
+    return tenant, key.key
+
+
 async def load(server: str, name: str, items: int, progress) -> BenchDatabase:
     """Migrate the new database and fill it: `items` items, a recommender, a transform key."""
     url = with_database(server, name)

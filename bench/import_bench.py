@@ -33,11 +33,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service import auth  # noqa: E402
+from bench.database import migrated_tenant  # noqa: E402
 from service.db import connect  # noqa: E402
-from service.migrations import apply_migrations  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.storage import tenants as tenant_store  # noqa: E402
 from tests.support.databases import create_database, drop_database, with_database  # noqa: E402
 
 GENRES = ("Comedy", "Drama", "Horror", "Documentary", "Animation", "Thriller")
@@ -83,13 +81,10 @@ async def prepare_database(server_url: str) -> tuple[str, str]:
     url = with_database(server_url, name)
     conn = await connect(Settings(database_url=url))
     try:
-        await apply_migrations(conn)
-        tenant = await tenant_store.create_tenant(conn, "bench")
-        key = auth.generate_key()
-        await tenant_store.insert_key(conn, tenant.id, key.prefix, key.key_hash, ["admin"], None)
+        _, key = await migrated_tenant(conn, "bench", ["admin"])
     finally:
         await conn.close()
-    return name, key.key
+    return name, key
 
 
 def memory_kib(pid: int, field: str) -> int:
