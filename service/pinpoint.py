@@ -22,7 +22,7 @@ from typing import Any
 
 from service.enrich import Enricher, ItemNote
 from service.errors import FieldError, ValidationFailed
-from service.items import item_id_problem, json_type
+from service.items import all_item_ids_valid, item_id_problem, json_type
 from service.locales import fallback_chain
 from service.recommenders import APPLICATION_ID_PATTERN
 
@@ -85,7 +85,7 @@ def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
         )
 
     parsed = ParsedEvent()
-    unique: dict[str, None] = {}
+    every_id: list[str] = []
     for endpoint_id, endpoint in endpoints.items():
         where = f"Endpoints.{endpoint_id}"
         if not isinstance(endpoint, dict):
@@ -97,11 +97,10 @@ def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
             parsed.malformed.append(problem)
             continue
         parsed.endpoints.append((endpoint_id, endpoint, items))
-        for item_id in items:
-            unique[item_id] = None
+        every_id += items
     if not parsed.endpoints and parsed.malformed:
         raise ValidationFailed.of_many(parsed.malformed)
-    parsed.item_ids = list(unique)
+    parsed.item_ids = list(dict.fromkeys(every_id))
     return parsed
 
 
@@ -118,6 +117,8 @@ def _items_problem(items: object, limits: EventLimits, where: str) -> FieldError
         raise ValidationFailed.of(
             where, f"at most {limits.max_items_per_endpoint} item IDs per endpoint, got {len(items)}"
         )
+    if all_item_ids_valid(items):
+        return None
     for index, item_id in enumerate(items):
         problem = item_id_problem(item_id)
         if problem:
