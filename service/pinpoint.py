@@ -87,12 +87,12 @@ def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
     parsed = ParsedEvent()
     every_id: list[str] = []
     for endpoint_id, endpoint in endpoints.items():
-        where = f"Endpoints.{endpoint_id}"
         if not isinstance(endpoint, dict):
-            parsed.malformed.append(FieldError(where, f"must be an object, got {json_type(endpoint)}"))
+            parsed.malformed.append(FieldError(f"Endpoints.{endpoint_id}",
+                                               f"must be an object, got {json_type(endpoint)}"))
             continue
         items = endpoint.get("RecommendationItems")
-        problem = _items_problem(items, limits, where)
+        problem = _items_problem(items, limits, endpoint_id)
         if problem:
             parsed.malformed.append(problem)
             continue
@@ -104,8 +104,12 @@ def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
     return parsed
 
 
-def _items_problem(items: object, limits: EventLimits, where: str) -> FieldError | None:
-    where = f"{where}.RecommendationItems"
+def _items_problem(items: object, limits: EventLimits, endpoint_id: str) -> FieldError | None:
+    # The common case first, before any string is built for an error message.
+    if (isinstance(items, list) and 0 < len(items) <= limits.max_items_per_endpoint
+            and all_item_ids_valid(items)):
+        return None
+    where = f"Endpoints.{endpoint_id}.RecommendationItems"
     if items is None:
         return FieldError(where, "is missing")
     if not isinstance(items, list):
@@ -117,8 +121,6 @@ def _items_problem(items: object, limits: EventLimits, where: str) -> FieldError
         raise ValidationFailed.of(
             where, f"at most {limits.max_items_per_endpoint} item IDs per endpoint, got {len(items)}"
         )
-    if all_item_ids_valid(items):
-        return None
     for index, item_id in enumerate(items):
         problem = item_id_problem(item_id)
         if problem:
