@@ -58,6 +58,20 @@ def item_id_problem(item_id: object) -> str | None:
     return None
 
 
+def all_item_ids_valid(ids: list[object]) -> bool:
+    """True when every entry of a non-empty list is a valid item ID: `item_id_problem` for each,
+    in a few C-speed passes (250 IDs an event); on False, ask `item_id_problem` which one and why."""
+    try:
+        joined = "\x00".join(ids)  # type: ignore[arg-type]  # TypeError: a non-string
+    except TypeError:
+        return False
+    return (
+        joined.count("\x00") == len(ids) - 1  # no ID holds a NUL of its own
+        and "" not in ids
+        and max(map(len, ids)) <= MAX_ID_LENGTH  # type: ignore[arg-type]
+    )
+
+
 def check_item_id(item_id: object, field: str = "item_id") -> str:
     problem = item_id_problem(item_id)
     if problem:

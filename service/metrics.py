@@ -72,8 +72,23 @@ class Metrics:
             "Invalidation notifications received from Postgres, by kind.",
             ("kind",), registry=registry,
         )
+        # (route, method, status) → the bound request counter and latency histogram: a label
+        # lookup per request costs a lock and a tuple; the set of keys is small (routes, methods,
+        # statuses).
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.listener_reconnects = Counter(
             "enricher_listener_reconnects",
             "Times the invalidation listener lost its connection and listened again.",
             registry=registry,
         )
+
+    def request_series(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        """The request counter and latency histogram of one (route, method, status)."""
+        key = (route, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route),
+            )
+        return series

@@ -8,9 +8,9 @@ logged with its traceback and answered with a 500 that names only the request ID
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import asyncpg
 from aiohttp import web
@@ -62,15 +62,16 @@ def _http_problem(exc: web.HTTPException) -> ProblemError:
 
 def _count_request(request: web.Request, status: int, seconds: float) -> None:
     route = request.match_info.route.name or "unmatched"
-    metrics = request.app[METRICS]
-    metrics.requests.labels(route, request.method, str(status)).inc()
-    metrics.request_seconds.labels(route).observe(seconds)
+    count, timing = request.app[METRICS].request_series(route, request.method, status)
+    count.inc()
+    timing.observe(seconds)
 
 
 @web.middleware
 async def request_context(request: web.Request, handler) -> web.StreamResponse:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    incoming = request.headers.get(REQUEST_ID_HEADER)
+    # 32 random hex digits, as uuid4().hex without building a UUID object.
+    request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else os.urandom(16).hex()
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     tracker = request.app[REQUESTS_IN_FLIGHT]
@@ -99,7 +100,7 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
         tracker.finished()
     response.headers[REQUEST_ID_HEADER] = request_id
     _count_request(request, response.status, time.perf_counter() - started)
-    if request.app[SETTINGS].access_log:
+    if request.app[SETTINGS].access_log and log.isEnabledFor(logging.INFO):
         principal = request.get(PRINCIPAL)
         route = request.match_info.route.name
         log.info(

@@ -22,7 +22,7 @@ from typing import Any
 
 from service.enrich import Enricher, ItemNote
 from service.errors import FieldError, ValidationFailed
-from service.items import item_id_problem, json_type
+from service.items import all_item_ids_valid, item_id_problem, json_type
 from service.locales import fallback_chain
 from service.recommenders import APPLICATION_ID_PATTERN
 
@@ -85,28 +85,31 @@ def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
         )
 
     parsed = ParsedEvent()
-    unique: dict[str, None] = {}
+    every_id: list[str] = []
     for endpoint_id, endpoint in endpoints.items():
-        where = f"Endpoints.{endpoint_id}"
         if not isinstance(endpoint, dict):
-            parsed.malformed.append(FieldError(where, f"must be an object, got {json_type(endpoint)}"))
+            parsed.malformed.append(FieldError(f"Endpoints.{endpoint_id}",
+                                               f"must be an object, got {json_type(endpoint)}"))
             continue
         items = endpoint.get("RecommendationItems")
-        problem = _items_problem(items, limits, where)
+        problem = _items_problem(items, limits, endpoint_id)
         if problem:
             parsed.malformed.append(problem)
             continue
         parsed.endpoints.append((endpoint_id, endpoint, items))
-        for item_id in items:
-            unique[item_id] = None
+        every_id += items
     if not parsed.endpoints and parsed.malformed:
         raise ValidationFailed.of_many(parsed.malformed)
-    parsed.item_ids = list(unique)
+    parsed.item_ids = list(dict.fromkeys(every_id))
     return parsed
 
 
-def _items_problem(items: object, limits: EventLimits, where: str) -> FieldError | None:
-    where = f"{where}.RecommendationItems"
+def _items_problem(items: object, limits: EventLimits, endpoint_id: str) -> FieldError | None:
+    # The common case first, before any string is built for an error message.
+    if (isinstance(items, list) and 0 < len(items) <= limits.max_items_per_endpoint
+            and all_item_ids_valid(items)):
+        return None
+    where = f"Endpoints.{endpoint_id}.RecommendationItems"
     if items is None:
         return FieldError(where, "is missing")
     if not isinstance(items, list):

@@ -27,7 +27,7 @@ import asyncpg
 from service.db_faults import DATABASE_UNAVAILABLE
 from service.deadline import Deadline
 from service.item_batcher import Flight, ItemBatcher
-from service.items import item_id_problem
+from service.items import all_item_ids_valid, item_id_problem
 from service.local_cache import ABSENT, LocalCache
 from service.metrics import Metrics
 from service.shared_cache import SharedCache
@@ -73,7 +73,9 @@ class ItemResolver:
     ) -> Resolved:
         """Map each ID that exists in the catalog to its item; unknown IDs are absent."""
         # IDs that cannot be stored (too long, NUL) cannot exist, and NUL would fail the query.
-        wanted = [i for i in dict.fromkeys(ids) if item_id_problem(i) is None]
+        wanted = list(dict.fromkeys(ids))
+        if wanted and not all_item_ids_valid(wanted):
+            wanted = [i for i in wanted if item_id_problem(i) is None]
         resolved = Resolved()
         if not wanted:
             return resolved

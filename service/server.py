@@ -27,6 +27,7 @@ from service.app_keys import REQUESTS_IN_FLIGHT
 from service.db import connect
 from service.demo import curl_line, load_demo
 from service.embedded_postgres import embedded_postgres
+from service.gc_tuning import tune_for_serving
 from service.logs import setup_logging
 from service.migrations import apply_migrations
 from service.request_tracker import RequestTracker
@@ -65,6 +66,7 @@ async def serve_app(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
     )
     await runner.setup()
+    tune_for_serving()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
                            backlog=1024)
