@@ -70,7 +70,13 @@ async def serve_app(
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
                            backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise SystemExit(
+                f"catalog-enricher: cannot listen on {settings.host}:{settings.port}: "
+                f"{exc.strerror or exc} (choose another with --port or ENRICHER_PORT)"
+            ) from exc
         host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
         base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         log.info("listening", extra={"url": base_url})

@@ -141,3 +141,18 @@ def test_two_workers_share_one_port(database_url: str):
         assert all("endpoint-1" in answer for answer in answers)
     finally:
         assert server.stop() == 0
+
+
+def test_port_in_use_is_a_clear_message(database_url: str):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "serve", "--port", str(port)],
+            env=clean_env(DATABASE_URL=database_url), capture_output=True, text=True,
+            timeout=60, check=False,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr and "Traceback" not in result.stderr
