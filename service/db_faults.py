@@ -33,6 +33,8 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InterfaceError,
+    # Postgres refusing new connections (max_connections reached) is unavailable too.
+    asyncpg.exceptions.TooManyConnectionsError,
 )
 
 

@@ -12,10 +12,10 @@ import os
 import re
 import time
 
-import asyncpg
 from aiohttp import web
 
 from service.app_keys import METRICS, PRINCIPAL, REQUEST_ID, REQUESTS_IN_FLIGHT, SETTINGS
+from service.db_faults import DATABASE_UNAVAILABLE
 from service.errors import (
     BadRequest,
     InternalError,
@@ -32,16 +32,9 @@ log = logging.getLogger("service.requests")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-# Raised by asyncpg when Postgres is down or unreachable. Client disconnects (also OSError) are
-# turned into ClientGone where the body is read, so they never land here as "database down".
-_DATABASE_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.InterfaceError,
-)
+# Client disconnects (also OSError) are turned into ClientGone where the body is read, so they never
+# land here as "database down".
+_DATABASE_DOWN = DATABASE_UNAVAILABLE
 
 
 def _http_problem(exc: web.HTTPException) -> ProblemError:
