@@ -12,6 +12,7 @@ request), so an item recommended to many endpoints is rendered once. A caller th
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,10 @@ def is_usable(item: Mapping[str, Any] | None) -> bool:
 
 RenderKey = tuple[str, Any, str | None]
 RenderedRow = tuple[str | None, ...]
+# A rendered row as JSON: each attribute's value serialised (b'"$19.99"'), ready to be joined.
+JsonRow = tuple[bytes, ...]
+
+_render_cache_ids = itertools.count(1)
 
 
 class RenderCache:
@@ -154,6 +159,8 @@ class RenderCache:
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
+        # Names this cache's renders where they are kept elsewhere (on L1 entries, with a locale).
+        self.id = next(_render_cache_ids)
         self._rows: dict[RenderKey, RenderedRow] = {}
         # The dict's own `get`, bound once: called for every item of every endpoint, a Python
         # method around it cost a fifth of the enrichment. `put` only ever clears this same dict.
@@ -178,6 +185,36 @@ class Enricher:
         self._names = tuple(a.name for a in spec.attributes)
         self._placeholders = tuple(a.placeholder for a in spec.attributes)
         self._columns = tuple((index, a.name, a.first) for index, a in enumerate(spec.attributes))
+        self._first_indexes = tuple(index for index, a in enumerate(spec.attributes) if a.first)
+        # The Recommendations object as a bytes template: a `first` attribute takes one value, any
+        # other a JSON array of them ('%' in a name is escaped for the % operator).
+        self._json_template = b"{" + b",".join(
+            orjson.dumps(a.name).replace(b"%", b"%%") + (b":%s" if a.first else b":[%s]")
+            for a in spec.attributes
+        ) + b"}"
+
+    @property
+    def serves_json(self) -> bool:
+        """Can `json_row` and `recommendations_json` serve this recommender's transform? Yes for
+        missing_items `skip`, where a message shows its usable items and nothing stands in."""
+        return self.spec.missing_items == "skip"
+
+    def derived_key(self, locale: str | None) -> tuple[int, str | None]:
+        """What this recommender's JSON rows for `locale` are kept under on L1 entries."""
+        return (self._rows.id, locale)
+
+    def json_row(self, item: Mapping[str, Any] | None, locale: str | None) -> JsonRow | bool:
+        """One item's attribute values serialised, or False when a message may not show it."""
+        if item is None or not item["available"]:
+            return False
+        return tuple(map(orjson.dumps, self._row(item, locale)))
+
+    def recommendations_json(self, rows: Sequence[JsonRow]) -> bytes:
+        """The serialised Recommendations object of non-empty `rows` (usable items, in order)."""
+        columns = list(map(b",".join, zip(*rows, strict=True)))
+        for index in self._first_indexes:
+            columns[index] = rows[0][index]
+        return self._json_template % tuple(columns)
 
     def recommendations(
         self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,

@@ -64,12 +64,22 @@ def _holds_float(value: Any) -> bool:
     return False
 
 
+class ExactObject(dict):
+    """A JSON object read by the exact (standard library) parser. Its type tells code that
+    assembles answers from orjson Fragments, which only orjson can write, to build plain objects
+    instead: such a document is written by the standard library too."""
+
+
+def is_exact(value: Any) -> bool:
+    return isinstance(value, ExactObject)
+
+
 def _exact_loads(body: bytes) -> Any:
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not valid JSON")
 
     try:
-        return json.loads(body, parse_constant=refuse)
+        return json.loads(body, parse_constant=refuse, object_pairs_hook=ExactObject)
     except json.JSONDecodeError as exc:
         raise ValueError(str(exc)) from exc
     except UnicodeDecodeError as exc:

@@ -34,8 +34,11 @@ class _Absent:
 
 ABSENT: Any = _Absent()
 
-# (value, fresh until, stale until, generation stored in)
-_Entry = tuple[Any, float, float, int]
+# (value, fresh until, stale until, generation stored in, derived values by key or None)
+_Entry = tuple[Any, float, float, int, dict | None]
+# Derived values an entry keeps (recommender versions times locales) before it starts over.
+MAX_DERIVED_PER_ENTRY = 8
+_NOTHING_DERIVED = object()  # a key no entry holds: `lookup` is `lookup_derived` without any
 
 
 class LocalCache:
@@ -68,35 +71,62 @@ class LocalCache:
         self, catalog_id: int, ids: Iterable[str]
     ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         """Split `ids` into fresh hits, stale fallbacks (both id → value or ABSENT) and misses."""
+        _, fresh, stale, missing = self.lookup_derived(catalog_id, ids, _NOTHING_DERIVED)
+        return fresh, stale, missing
+
+    def lookup_derived(
+        self, catalog_id: int, ids: Iterable[str], derived_key: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]:
+        """`lookup`, but a fresh entry that holds a value derived under `derived_key` answers that
+        value (in the first dict) instead of its own: (derived, fresh, stale, missing)."""
+        derived: dict[str, Any] = {}
         fresh: dict[str, Any] = {}
         stale: dict[str, Any] = {}
         missing: list[str] = []
         entries = self._entries
         if not entries:
-            return fresh, stale, list(ids)
+            return derived, fresh, stale, list(ids)
         now = self.clock()
         floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
-        # The hot loop of a warm transform (250 IDs an event): methods bound once.
         get = entries.get
         touch = entries.move_to_end
-        miss = missing.append
         for item_id in ids:
             key = (catalog_id, item_id)
             entry = get(key)
             if entry is None:
-                miss(item_id)
+                missing.append(item_id)
                 continue
-            value, fresh_until, stale_until, generation = entry
+            value, fresh_until, stale_until, generation, kept = entry
             if now < fresh_until and generation > floor:
                 touch(key)
-                fresh[item_id] = value
+                if kept is not None and derived_key in kept:
+                    derived[item_id] = kept[derived_key]
+                else:
+                    fresh[item_id] = value
                 continue
-            miss(item_id)
+            missing.append(item_id)
             if now < stale_until:
                 stale[item_id] = value
             else:
                 del entries[key]
-        return fresh, stale, missing
+        return derived, fresh, stale, missing
+
+    def attach(self, catalog_id: int, values: Mapping[str, tuple[Any, Any]],
+               derived_key: Any) -> None:
+        """Keep, for each ID, `derived` under `derived_key` on its entry, where the entry still
+        holds the very `value` it was derived from: values is id → (value, derived)."""
+        entries = self._entries
+        for item_id, (value, derived) in values.items():
+            key = (catalog_id, item_id)
+            entry = entries.get(key)
+            if entry is None or entry[0] is not value:
+                continue  # gone, or replaced by a newer value meanwhile
+            kept = entry[4]
+            if kept is None or len(kept) >= MAX_DERIVED_PER_ENTRY:
+                # A new dict in a new tuple; the key keeps its place in the LRU order.
+                entries[key] = (*entry[:4], {derived_key: derived})
+            else:
+                kept[derived_key] = derived
 
     def store(self, catalog_id: int, values: Mapping[str, Any], generation: int) -> None:
         """Keep `values` (id → item or ABSENT) read at `generation`; older than a flush = stale."""
@@ -107,7 +137,7 @@ class LocalCache:
         for item_id, value in values.items():
             ttl = self.negative_ttl if value is ABSENT else self.ttl
             key = (catalog_id, item_id)
-            entries[key] = (value, now + ttl, now + ttl + self.stale_seconds, generation)
+            entries[key] = (value, now + ttl, now + ttl + self.stale_seconds, generation, None)
             entries.move_to_end(key)
         overflow = len(entries) - self.max_entries
         for _ in range(max(overflow, 0)):

@@ -16,15 +16,18 @@ then nothing at all can be served and the caller should hear why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.enrich import Enricher, ItemNote
+import orjson
+
+from service.enrich import Enricher, ItemNote, JsonRow
 from service.errors import FieldError, ValidationFailed
 from service.items import all_item_ids_valid, item_id_problem, json_type
 from service.locales import fallback_chain
 from service.recommenders import APPLICATION_ID_PATTERN
+from service.resolver import Resolved
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,16 @@ class EventLimits:
 
 @dataclass
 class ParsedEvent:
-    """The endpoints to serve, in event order, and what was left out as malformed."""
+    """The endpoints to serve, in event order, and what was left out as malformed.
 
-    endpoints: list[tuple[str, dict[str, Any], list[str]]] = field(default_factory=list)
+    `item_ids` holds every ID of the served endpoints once, in first-seen order, all valid;
+    `locales` every endpoint locale that occurs (None: the endpoint names none)."""
+
+    # (endpoint ID, endpoint, its item IDs, its locale)
+    endpoints: list[tuple[str, Any, list[str], str | None]] = field(default_factory=list)
     malformed: list[FieldError] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
+    locales: set[str | None] = field(default_factory=set)
 
 
 def endpoint_locale(endpoint: Mapping[str, Any]) -> str | None:
@@ -84,23 +92,41 @@ def parse_event(event: object, limits: EventLimits) -> ParsedEvent:
             "Endpoints", f"at most {limits.max_endpoints} endpoints per event, got {len(endpoints)}"
         )
 
-    parsed = ParsedEvent()
-    every_id: list[str] = []
-    for endpoint_id, endpoint in endpoints.items():
-        if not isinstance(endpoint, dict):
-            parsed.malformed.append(FieldError(f"Endpoints.{endpoint_id}",
-                                               f"must be an object, got {json_type(endpoint)}"))
-            continue
-        items = endpoint.get("RecommendationItems")
-        problem = _items_problem(items, limits, endpoint_id)
-        if problem:
-            parsed.malformed.append(problem)
-            continue
-        parsed.endpoints.append((endpoint_id, endpoint, items))
-        every_id += items
+    # Every ID of the event is checked at once (a few C-speed passes); only when one is bad are
+    # the endpoints gone through again, one by one, to set aside those holding it.
+    parsed = _collect(endpoints, limits, check_each=False)
+    if parsed.item_ids and not all_item_ids_valid(parsed.item_ids):
+        parsed = _collect(endpoints, limits, check_each=True)
     if not parsed.endpoints and parsed.malformed:
         raise ValidationFailed.of_many(parsed.malformed)
-    parsed.item_ids = list(dict.fromkeys(every_id))
+    parsed.item_ids = list(dict.fromkeys(parsed.item_ids))
+    return parsed
+
+
+def _collect(endpoints: dict[str, Any], limits: EventLimits, *, check_each: bool) -> ParsedEvent:
+    """The well-formed endpoints, in order, with their IDs (repeats kept) and locales."""
+    parsed = ParsedEvent()
+    every_id = parsed.item_ids
+    max_items = limits.max_items_per_endpoint
+    for endpoint_id, endpoint in endpoints.items():
+        # The common case first, in a few cheap checks, before any error message is built.
+        items = endpoint.get("RecommendationItems") if type(endpoint) is dict else None
+        if (type(items) is not list or not 0 < len(items) <= max_items
+                or (check_each and not all_item_ids_valid(items))):
+            if not isinstance(endpoint, dict):
+                parsed.malformed.append(FieldError(
+                    f"Endpoints.{endpoint_id}", f"must be an object, got {json_type(endpoint)}"
+                ))
+                continue
+            items = endpoint.get("RecommendationItems")
+            problem = _items_problem(items, limits, endpoint_id)
+            if problem:
+                parsed.malformed.append(problem)
+                continue
+        locale = endpoint_locale(endpoint)
+        parsed.endpoints.append((endpoint_id, endpoint, items, locale))
+        every_id += items
+        parsed.locales.add(locale)
     return parsed
 
 
@@ -138,8 +164,7 @@ def enrich_event(
     """
     answer: dict[str, dict[str, Any]] = {}
     unresolved = 0
-    for endpoint_id, endpoint, items in parsed.endpoints:
-        locale = endpoint_locale(endpoint)
+    for endpoint_id, endpoint, items, locale in parsed.endpoints:
         notes: list[ItemNote] | None = [] if explain is not None else None
         recommendations = enricher.recommendations(items, resolved, locale, notes)
         if explain is not None and notes is not None:
@@ -150,6 +175,70 @@ def enrich_event(
         # A shallow copy: every other key and value is the caller's own object, unchanged.
         answer[endpoint_id] = {**endpoint, "Recommendations": recommendations}
     return answer, unresolved
+
+
+def fast_path_key(parsed: ParsedEvent, enricher: Enricher) -> tuple[int, str | None] | None:
+    """The derived key to resolve this event's IDs under, when `enrich_event_json` can serve it
+    from rows kept on L1 entries: one locale for the whole event (the usual batch)."""
+    if len(parsed.locales) == 1 and enricher.serves_json:
+        return enricher.derived_key(next(iter(parsed.locales)))
+    return None
+
+
+def with_fragment(endpoint: dict[str, Any], recommendations: bytes) -> dict[str, Any]:
+    """The endpoint (parsed for this request alone) with its Recommendations set, where
+    `{**endpoint, ...}` would have put it, at less cost."""
+    endpoint["Recommendations"] = orjson.Fragment(recommendations)
+    return endpoint
+
+
+def enrich_event_json(
+    parsed: ParsedEvent, enricher: Enricher, resolved: Resolved,
+    place: Callable[[Any, bytes], Any] = with_fragment,
+) -> tuple[dict[str, Any], int, dict[str, tuple[Any, JsonRow | bool]]]:
+    """`enrich_event` for the transform's common case (missing_items `skip`), with each
+    endpoint's Recommendations assembled from serialised rows instead of built as objects and
+    serialised again; `place` puts them into the endpoint (with_fragment for a parsed one,
+    raw_event.with_recommendations for one kept as JSON text). Each distinct (item, locale) is
+    rendered once, or not at all when `resolved.derived` holds its row already (resolved under
+    `fast_path_key`).
+
+    Also returns the rows rendered here for items resolved as items (id → (item, row)), for the
+    caller to keep on their L1 entries when it resolved under a derived key."""
+    if not enricher.serves_json:
+        answer, unresolved = enrich_event(parsed, enricher, resolved)
+        return answer, unresolved, {}
+    json_row = enricher.json_row
+    rendered: dict[str, tuple[Any, JsonRow | bool]] = {}
+    tables: dict[str | None, dict[str, JsonRow | bool]] = {}
+    if len(parsed.locales) == 1:
+        # One table for the whole event: the kept rows, plus every resolved item rendered once.
+        locale = next(iter(parsed.locales))
+        table = tables[locale] = dict(resolved.derived)
+        for item_id, item in resolved.items():
+            row = json_row(item, locale)
+            table[item_id] = row
+            rendered[item_id] = (item, row)
+    cap = enricher.spec.recommendations_per_message
+    to_json = enricher.recommendations_json
+    answer: dict[str, Any] = {}
+    unresolved = 0
+    for endpoint_id, endpoint, items, locale in parsed.endpoints:
+        table = tables.get(locale)
+        if table is None:  # an event of several locales: rows rendered as endpoints need them
+            table = tables[locale] = {}
+        found = [*map(table.get, items)]
+        if None in found:  # not rendered yet for this locale (or not in the catalog)
+            for item_id in items:
+                if item_id not in table:
+                    table[item_id] = json_row(resolved.get(item_id), locale)
+            found = [*map(table.get, items)]
+        rows = [*filter(None, found)]  # False: unknown or unavailable, skipped
+        if not rows:
+            unresolved += 1
+            continue
+        answer[endpoint_id] = place(endpoint, to_json(rows[:cap] if len(rows) > cap else rows))
+    return answer, unresolved, rendered
 
 
 def _explanation(

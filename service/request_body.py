@@ -35,6 +35,11 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
     """The parsed body of a request that must be `application/json`."""
+    return parse_json(await read_json_body(request, max_bytes))
+
+
+async def read_json_body(request: web.Request, max_bytes: int) -> bytes:
+    """The body of a request that must be `application/json`, unparsed (but not empty)."""
     content_type = request.content_type
     if not is_json_type(content_type):
         raise UnsupportedMedia(
@@ -47,6 +52,10 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
     body = await read_body(request, max_bytes)
     if not body.strip():
         raise BadRequest("the request body is empty; send a JSON document", field="body")
+    return body
+
+
+def parse_json(body: bytes) -> Any:
     try:
         return json_codec.loads(body)
     except ValueError as exc:

@@ -40,9 +40,13 @@ DEGRADED_UNAVAILABLE = "postgres-unavailable"
 
 class Resolved(dict[str, Any]):
     """Item ID → item for the IDs that exist. `degraded` says why some IDs could not be checked
-    (Postgres failed or was too slow): those are answered from stale entries or left out."""
+    (Postgres failed or was too slow): those are answered from stale entries or left out.
+
+    Asked with a `derived_key`, IDs whose fresh L1 entry already holds a value derived under that
+    key (see `ItemResolver.attach`) are answered in `derived` instead, item or not."""
 
     degraded: str | None = None
+    derived: dict[str, Any] = {}  # noqa: RUF012 - never mutated: replaced per instance
 
 
 class ItemResolver:
@@ -69,17 +73,32 @@ class ItemResolver:
         metrics.l1_entries.set_function(lambda: len(local))
 
     async def resolve(
-        self, catalog_id: int, ids: Iterable[str], *, deadline: Deadline | None = None
+        self, catalog_id: int, ids: Iterable[str], *, deadline: Deadline | None = None,
+        derived_key: Any = None, checked: bool = False,
     ) -> Resolved:
-        """Map each ID that exists in the catalog to its item; unknown IDs are absent."""
-        # IDs that cannot be stored (too long, NUL) cannot exist, and NUL would fail the query.
-        wanted = list(dict.fromkeys(ids))
-        if wanted and not all_item_ids_valid(wanted):
-            wanted = [i for i in wanted if item_id_problem(i) is None]
+        """Map each ID that exists in the catalog to its item; unknown IDs are absent.
+
+        `checked`: the caller passes distinct, valid IDs (the transform's parser made sure).
+        `derived_key`: answer IDs whose L1 entry holds a value derived under it in `derived`."""
+        if checked:
+            wanted = ids if isinstance(ids, list) else list(ids)
+        else:
+            # IDs that cannot be stored (too long, NUL) cannot exist; NUL would fail the query.
+            wanted = list(dict.fromkeys(ids))
+            if wanted and not all_item_ids_valid(wanted):
+                wanted = [i for i in wanted if item_id_problem(i) is None]
         resolved = Resolved()
         if not wanted:
             return resolved
-        fresh, stale, missing = self.local.lookup(catalog_id, wanted)
+        if derived_key is None:
+            fresh, stale, missing = self.local.lookup(catalog_id, wanted)
+        else:
+            derived, fresh, stale, missing = self.local.lookup_derived(
+                catalog_id, wanted, derived_key
+            )
+            resolved.derived = derived
+            if derived:
+                self._count["l1", "hit"].inc(len(derived))
         self._take(resolved, fresh, "l1")
         self._count["l1", "miss"].inc(len(missing))
         if not missing:
@@ -120,6 +139,12 @@ class ItemResolver:
             self._fall_back(resolved, stale, unanswered)
         return resolved
 
+    def attach(self, catalog_id: int, derived_key: Any,
+               values: dict[str, tuple[Any, Any]]) -> None:
+        """Keep values derived from resolved items (id → (item, derived)) with their L1 entries,
+        for `resolve(..., derived_key=...)` to answer next time."""
+        self.local.attach(catalog_id, values, derived_key)
+
     async def forget(self, catalog_id: int, ids: list[str]) -> None:
         """Items changed: drop them from every tier now (a write through this process)."""
         self.local.forget(catalog_id, ids)
@@ -154,12 +179,15 @@ class ItemResolver:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     def _take(self, resolved: Resolved, values: dict[str, Any], tier: str) -> None:
+        if not values:
+            return
+        resolved.update(values)
         negative = 0
-        for item_id, value in values.items():
-            if value is ABSENT:
-                negative += 1
-            else:
-                resolved[item_id] = value
+        if ABSENT in values.values():  # rare: drop the negative entries again
+            for item_id, value in values.items():
+                if value is ABSENT:
+                    negative += 1
+                    del resolved[item_id]
         if negative:
             self._count[tier, "negative_hit"].inc(negative)
         if len(values) > negative:

@@ -21,6 +21,11 @@ def json_response(
     )
 
 
+def json_bytes_response(body: bytes, *, headers: dict[str, str] | None = None) -> web.Response:
+    """A 200 whose JSON body is already serialised."""
+    return web.Response(body=body, headers=headers, content_type=JSON)
+
+
 def problem_response(error: ProblemError, instance: str) -> web.Response:
     return web.Response(
         body=json_codec.dumps(error.as_problem(instance)),

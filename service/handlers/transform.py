@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from service import pinpoint
+from service import json_codec, pinpoint
 from service.access import requires
 from service.app_keys import (
     DEADLINE,
@@ -18,10 +18,11 @@ from service.app_keys import (
     SETTINGS,
 )
 from service.enrich import Enricher
+from service.raw_event import RawEvent, read_raw_event, with_recommendations, write_answer
 from service.recommender_lookup import Recommender
-from service.recommenders import check_recommender_name
-from service.request_body import read_json
-from service.responses import json_response
+from service.recommenders import APPLICATION_ID_PATTERN, check_recommender_name
+from service.request_body import parse_json, read_json_body
+from service.responses import json_bytes_response, json_response
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +38,62 @@ async def transform(request: web.Request) -> web.Response:
     recommender = await request.app[RECOMMENDERS].get(
         request[PRINCIPAL].tenant_id, name, request[DEADLINE]
     )
-    event = await read_json(request, request.app[SETTINGS].max_body_bytes)
-    return await transform_event(request, recommender, event)
+    body = await read_json_body(request, request.app[SETTINGS].max_body_bytes)
+    return await transform_event(request, recommender, body)
 
 
 @requires("transform")
 async def transform_by_application(request: web.Request) -> web.Response:
     """One shim for many Pinpoint projects: the event's ApplicationId picks the recommender."""
-    event = await read_json(request, request.app[SETTINGS].max_body_bytes)
-    application_id = pinpoint.event_application_id(event)
+    body = await read_json_body(request, request.app[SETTINGS].max_body_bytes)
+    raw = read_raw_event(body, _limits(request))
+    application_id = raw.application_id if raw is not None else None
+    event: object = raw
+    if application_id is None or not APPLICATION_ID_PATTERN.match(application_id):
+        event = parse_json(body)  # the general path, which says what is wrong with it
+        application_id = pinpoint.event_application_id(event)
     recommender = await request.app[RECOMMENDERS].for_application(
         request[PRINCIPAL].tenant_id, application_id, request[DEADLINE]
     )
     return await transform_event(request, recommender, event)
 
 
-async def transform_event(
-    request: web.Request, recommender: Recommender, event: object
-) -> web.Response:
+def _limits(request: web.Request) -> pinpoint.EventLimits:
     settings = request.app[SETTINGS]
-    parsed = pinpoint.parse_event(
-        event, pinpoint.EventLimits(settings.max_endpoints, settings.max_items_per_endpoint)
-    )
-    resolved = await request.app[RESOLVER].resolve(
-        recommender.catalog_id, parsed.item_ids, deadline=request[DEADLINE]
-    )
+    return pinpoint.EventLimits(settings.max_endpoints, settings.max_items_per_endpoint)
+
+
+async def transform_event(
+    request: web.Request, recommender: Recommender, event: bytes | object
+) -> web.Response:
+    """Serve an event: its body (bytes), read here; or what a caller already read of it."""
     enricher = Enricher(recommender.spec, recommender.renders)
-    answer, unresolved = pinpoint.enrich_event(parsed, enricher, resolved)
+    limits = _limits(request)
+    if isinstance(event, bytes):
+        event = (read_raw_event(event, limits) if enricher.serves_json else None) \
+            or parse_json(event)
+    parsed = event if isinstance(event, RawEvent) else pinpoint.parse_event(event, limits)
+    # Serialised rows where the answer can be assembled from them: not for an event holding
+    # integers beyond 64 bits, read and written by the standard library, which takes no fragments.
+    as_json = enricher.serves_json and not json_codec.is_exact(event)
+    derived_key = pinpoint.fast_path_key(parsed, enricher) if as_json else None
+    resolver = request.app[RESOLVER]
+    resolved = await resolver.resolve(
+        recommender.catalog_id, parsed.item_ids, deadline=request[DEADLINE],
+        derived_key=derived_key, checked=True,
+    )
+    body: bytes | None = None
+    if isinstance(parsed, RawEvent):
+        answer, unresolved, rendered = pinpoint.enrich_event_json(
+            parsed, enricher, resolved, place=with_recommendations
+        )
+        body = write_answer(answer)
+    elif as_json:
+        answer, unresolved, rendered = pinpoint.enrich_event_json(parsed, enricher, resolved)
+    else:
+        (answer, unresolved), rendered = pinpoint.enrich_event(parsed, enricher, resolved), {}
+    if derived_key is not None and rendered:
+        resolver.attach(recommender.catalog_id, derived_key, rendered)
     headers = {}
     if parsed.malformed:
         headers[MALFORMED_HEADER] = str(len(parsed.malformed))
@@ -82,4 +112,6 @@ async def transform_event(
         # Answered from the caches (stale included) and the missing-item policy, in time.
         headers[DEGRADED_HEADER] = resolved.degraded
         request.app[METRICS].degraded.labels("transform", resolved.degraded).inc()
+    if body is not None:
+        return json_bytes_response(body, headers=headers)
     return json_response(answer, headers=headers)

@@ -1,0 +1,108 @@
+"""The transform's fast reader: a well-formed Pinpoint event read without building its endpoints.
+
+The contract returns every endpoint as it came, plus `Recommendations`. Parsing each endpoint
+into Python objects and serialising it again is most of what a plain JSON round trip costs, and
+changes nothing the caller can see; so, for the usual event, msgspec reads the body twice in C:
+once into the few fields the transform needs (each endpoint's `RecommendationItems` and
+`Demographic.Locale`, the event's `ApplicationId`), skipping the rest, and once into each
+endpoint's raw JSON text (`msgspec.Raw`, a view of the body). The answer is each raw endpoint with
+`,"Recommendations":{...}` put before its closing brace: the caller's bytes, byte for byte.
+
+Anything unusual (a malformed endpoint, an invalid ID, a limit passed, a `Recommendations` key
+already there, `\\u` escapes, non-UTF-8 bytes, invalid JSON) returns None, and the caller takes the
+general path (service/pinpoint.py), which reads the event with orjson and says precisely what is
+wrong. Both paths answer the same event the same way; tests/test_raw_event.py holds them to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType
+
+from service.items import all_item_ids_valid
+from service.pinpoint import EventLimits, ParsedEvent
+
+
+class _Demographic(Struct):
+    Locale: str | None = None
+
+
+class _Endpoint(Struct):
+    RecommendationItems: list[str] | UnsetType = UNSET
+    Demographic: _Demographic | None = None
+    # Present only to notice one: such an endpoint is answered on the general path.
+    Recommendations: Raw | UnsetType = UNSET
+
+
+class _EventView(Struct):
+    Endpoints: dict[str, _Endpoint]
+    ApplicationId: str | UnsetType = UNSET
+
+
+class _EventRaw(Struct):
+    Endpoints: dict[str, Raw]
+
+
+_read_view = msgspec.json.Decoder(_EventView).decode
+_read_raw = msgspec.json.Decoder(_EventRaw).decode
+_write = msgspec.json.Encoder().encode
+_RECOMMENDATIONS = b'%b,"Recommendations":%b}'
+
+
+class RawEvent(ParsedEvent):
+    """A ParsedEvent whose endpoints are their raw JSON (msgspec.Raw), none malformed."""
+
+    application_id: str | None = None
+
+
+def read_raw_event(body: bytes, limits: EventLimits) -> RawEvent | None:
+    """The event, its endpoints left as raw JSON; None when it needs the general path."""
+    # msgspec skips over the text it does not decode without checking its encoding or escapes.
+    if b"\\u" in body or not (body.isascii() or _is_utf8(body)):
+        return None
+    try:
+        view = _read_view(body)
+        raws = _read_raw(body).Endpoints
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    endpoints = view.Endpoints
+    if len(endpoints) > limits.max_endpoints or not endpoints:
+        return None
+    event = RawEvent()
+    event.application_id = view.ApplicationId or None
+    every_id = event.item_ids
+    max_items = limits.max_items_per_endpoint
+    for endpoint_id, endpoint in endpoints.items():
+        items = endpoint.RecommendationItems
+        if (items is UNSET or not 0 < len(items) <= max_items
+                or endpoint.Recommendations is not UNSET):
+            return None
+        demographic = endpoint.Demographic
+        locale = (demographic.Locale or None) if demographic is not None else None
+        event.endpoints.append((endpoint_id, raws[endpoint_id], items, locale))
+        every_id += items
+        event.locales.add(locale)
+    if not all_item_ids_valid(every_id):
+        return None
+    event.item_ids = list(dict.fromkeys(every_id))
+    return event
+
+
+def with_recommendations(endpoint: Raw, recommendations: bytes) -> Raw:
+    """The endpoint's own JSON text with `"Recommendations": recommendations` added last."""
+    return Raw(_RECOMMENDATIONS % (memoryview(endpoint)[:-1], recommendations))
+
+
+def write_answer(answer: dict[str, Any]) -> bytes:
+    """The transformer's answer (endpoint ID → raw endpoint) as JSON."""
+    return _write(answer)
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
