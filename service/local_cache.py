@@ -13,13 +13,23 @@ bulk write, a lost invalidation channel) only demote every entry to stale, becau
 entries are probably still right and are the best answer when Postgres is down. Demotion costs O(1):
 each entry records the generation it was stored in, and a flush raises the floor generation below
 which an entry no longer counts as fresh.
+
+An entry can also carry what callers derived from its value (`attach`, read back by
+`lookup_derived`): the transform keeps each item's rendered, serialised attributes there per
+recommender and locale. Derived values live and die with the entry: a changed item is a new entry,
+with nothing derived yet. Each derived key also has a table of the values derived under it whose
+entries are fresh (`derived_table`), so a warm transform finds all its rows with C-speed set and
+dict operations instead of a Python loop over its IDs: a row leaves its table when its entry is
+forgotten, replaced, evicted or flushed, and the whole table is dropped when its earliest entry's
+TTL passes (its rows are then found again, entry by entry, and put back).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 
@@ -39,6 +49,19 @@ _Entry = tuple[Any, float, float, int, dict | None]
 # Derived values an entry keeps (recommender versions times locales) before it starts over.
 MAX_DERIVED_PER_ENTRY = 8
 _NOTHING_DERIVED = object()  # a key no entry holds: `lookup` is `lookup_derived` without any
+# Derived tables kept at once (recommender versions times locales in use); past it, all are dropped.
+MAX_DERIVED_TABLES = 256
+
+
+class _DerivedTable:
+    """Values derived under one key from fresh entries of one catalog: item ID → derived value."""
+
+    __slots__ = ("catalog_id", "rows", "valid_until")
+
+    def __init__(self, catalog_id: int) -> None:
+        self.catalog_id = catalog_id
+        self.rows: dict[str, Any] = {}
+        self.valid_until = float("inf")  # the earliest TTL end among the rows' entries
 
 
 class LocalCache:
@@ -55,6 +78,7 @@ class LocalCache:
         self._generation = 1
         self._floor = 0
         self._catalog_floor: dict[int, int] = {}
+        self._tables: dict[Any, _DerivedTable] = {}
 
     @property
     def enabled(self) -> bool:
@@ -90,6 +114,9 @@ class LocalCache:
         floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
         get = entries.get
         touch = entries.move_to_end
+        table = self._tables.get(derived_key)
+        if table is not None and table.catalog_id != catalog_id:
+            table = None
         for item_id in ids:
             key = (catalog_id, item_id)
             entry = get(key)
@@ -100,7 +127,10 @@ class LocalCache:
             if now < fresh_until and generation > floor:
                 touch(key)
                 if kept is not None and derived_key in kept:
-                    derived[item_id] = kept[derived_key]
+                    derived[item_id] = found = kept[derived_key]
+                    if table is not None:  # back into the table it was dropped from
+                        table.rows[item_id] = found
+                        table.valid_until = min(table.valid_until, fresh_until)
                 else:
                     fresh[item_id] = value
                 continue
@@ -109,13 +139,36 @@ class LocalCache:
                 stale[item_id] = value
             else:
                 del entries[key]
+                self._untable(catalog_id, (item_id,))
         return derived, fresh, stale, missing
+
+    def derived_table(self, catalog_id: int, derived_key: Any) -> dict[str, Any] | None:
+        """Item ID → value derived under `derived_key`, for entries of the catalog that are fresh
+        now (None: no table yet). Read it, don't change it; `touch` the IDs used from it."""
+        table = self._tables.get(derived_key)
+        if table is None or table.catalog_id != catalog_id:
+            return None
+        if self.clock() >= table.valid_until:
+            del self._tables[derived_key]  # found again entry by entry, and put back
+            return None
+        return table.rows
+
+    def touch(self, catalog_id: int, ids: Iterable[str]) -> None:
+        """Mark the entries of `ids` (all present) as just used, for the LRU order."""
+        deque(map(self._entries.move_to_end, zip(repeat(catalog_id), ids)), maxlen=0)
 
     def attach(self, catalog_id: int, values: Mapping[str, tuple[Any, Any]],
                derived_key: Any) -> None:
         """Keep, for each ID, `derived` under `derived_key` on its entry, where the entry still
         holds the very `value` it was derived from: values is id → (value, derived)."""
         entries = self._entries
+        table = self._tables.get(derived_key)
+        if table is None or table.catalog_id != catalog_id:
+            if len(self._tables) >= MAX_DERIVED_TABLES:
+                self._tables.clear()
+            table = self._tables[derived_key] = _DerivedTable(catalog_id)
+        now = self.clock()
+        floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
         for item_id, (value, derived) in values.items():
             key = (catalog_id, item_id)
             entry = entries.get(key)
@@ -127,6 +180,10 @@ class LocalCache:
                 entries[key] = (*entry[:4], {derived_key: derived})
             else:
                 kept[derived_key] = derived
+            fresh_until = entry[1]
+            if now < fresh_until and entry[3] > floor:
+                table.rows[item_id] = derived
+                table.valid_until = min(table.valid_until, fresh_until)
 
     def store(self, catalog_id: int, values: Mapping[str, Any], generation: int) -> None:
         """Keep `values` (id → item or ABSENT) read at `generation`; older than a flush = stale."""
@@ -139,22 +196,38 @@ class LocalCache:
             key = (catalog_id, item_id)
             entries[key] = (value, now + ttl, now + ttl + self.stale_seconds, generation, None)
             entries.move_to_end(key)
+        self._untable(catalog_id, values)  # what was derived from the values these replace
         overflow = len(entries) - self.max_entries
         for _ in range(max(overflow, 0)):
-            entries.popitem(last=False)
+            (evicted_catalog, evicted_id), _entry = entries.popitem(last=False)
+            self._untable(evicted_catalog, (evicted_id,))
 
     def forget(self, catalog_id: int, ids: Iterable[str]) -> None:
         """Drop entries known to be wrong (the items changed)."""
+        ids = list(ids)
         for item_id in ids:
             self._entries.pop((catalog_id, item_id), None)
+        self._untable(catalog_id, ids)
 
     def flush_catalog(self, catalog_id: int) -> None:
         """Demote every entry of one catalog to stale."""
         self._generation += 1
         self._catalog_floor[catalog_id] = self._generation - 1
+        for derived_key, table in list(self._tables.items()):
+            if table.catalog_id == catalog_id:
+                del self._tables[derived_key]
 
     def flush_all(self) -> None:
         """Demote every entry to stale."""
         self._generation += 1
         self._floor = self._generation - 1
         self._catalog_floor.clear()
+        self._tables.clear()
+
+    def _untable(self, catalog_id: int, ids: Iterable[str]) -> None:
+        """Take the values derived for `ids` out of the catalog's tables."""
+        for table in self._tables.values():
+            if table.catalog_id == catalog_id:
+                rows = table.rows
+                for item_id in ids:
+                    rows.pop(item_id, None)

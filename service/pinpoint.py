@@ -209,30 +209,33 @@ def enrich_event_json(
         answer, unresolved = enrich_event(parsed, enricher, resolved)
         return answer, unresolved, {}
     json_row = enricher.json_row
+    # Rows found ready on L1 (maybe L1's own table, shared: only read here), and rows rendered
+    # here, per locale. Kept rows exist only for an event of one locale (`fast_path_key`).
+    kept = resolved.derived.get
+    own: dict[str | None, dict[str, JsonRow | bool]] = {}
     rendered: dict[str, tuple[Any, JsonRow | bool]] = {}
-    tables: dict[str | None, dict[str, JsonRow | bool]] = {}
     if len(parsed.locales) == 1:
-        # One table for the whole event: the kept rows, plus every resolved item rendered once.
         locale = next(iter(parsed.locales))
-        table = tables[locale] = dict(resolved.derived)
+        mine = own[locale] = {}
         for item_id, item in resolved.items():
-            row = json_row(item, locale)
-            table[item_id] = row
+            mine[item_id] = row = json_row(item, locale)
             rendered[item_id] = (item, row)
+
+    def row_of(item_id: str, locale: str | None) -> JsonRow | bool:
+        mine = own.setdefault(locale, {})
+        row = mine.get(item_id)
+        if row is None:
+            row = mine[item_id] = json_row(resolved.get(item_id), locale)
+        return row
+
     cap = enricher.spec.recommendations_per_message
     to_json = enricher.recommendations_json
     answer: dict[str, Any] = {}
     unresolved = 0
     for endpoint_id, endpoint, items, locale in parsed.endpoints:
-        table = tables.get(locale)
-        if table is None:  # an event of several locales: rows rendered as endpoints need them
-            table = tables[locale] = {}
-        found = [*map(table.get, items)]
-        if None in found:  # not rendered yet for this locale (or not in the catalog)
-            for item_id in items:
-                if item_id not in table:
-                    table[item_id] = json_row(resolved.get(item_id), locale)
-            found = [*map(table.get, items)]
+        found = [*map(kept, items)]
+        if None in found:  # some rendered here, or not at all yet
+            found = [kept(item_id) or row_of(item_id, locale) for item_id in items]
         rows = [*filter(None, found)]  # False: unknown or unavailable, skipped
         if not rows:
             unresolved += 1

@@ -43,7 +43,8 @@ class Resolved(dict[str, Any]):
     (Postgres failed or was too slow): those are answered from stale entries or left out.
 
     Asked with a `derived_key`, IDs whose fresh L1 entry already holds a value derived under that
-    key (see `ItemResolver.attach`) are answered in `derived` instead, item or not."""
+    key (see `ItemResolver.attach`) are answered in `derived` instead, item or not. `derived` may
+    be L1's own table, shared by requests: read it, never change it."""
 
     degraded: str | None = None
     derived: dict[str, Any] = {}  # noqa: RUF012 - never mutated: replaced per instance
@@ -93,6 +94,13 @@ class ItemResolver:
         if derived_key is None:
             fresh, stale, missing = self.local.lookup(catalog_id, wanted)
         else:
+            table = self.local.derived_table(catalog_id, derived_key)
+            if table is not None and table.keys() >= set(wanted):
+                # The warm transform: every row at hand, found without a loop over the IDs.
+                self.local.touch(catalog_id, wanted)
+                self._count["l1", "hit"].inc(len(wanted))
+                resolved.derived = table
+                return resolved
             derived, fresh, stale, missing = self.local.lookup_derived(
                 catalog_id, wanted, derived_key
             )
