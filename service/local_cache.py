@@ -114,9 +114,7 @@ class LocalCache:
         floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
         get = entries.get
         touch = entries.move_to_end
-        table = self._tables.get(derived_key)
-        if table is not None and table.catalog_id != catalog_id:
-            table = None
+        table = None if derived_key is _NOTHING_DERIVED else self._table(catalog_id, derived_key)
         for item_id in ids:
             key = (catalog_id, item_id)
             entry = get(key)
@@ -162,11 +160,7 @@ class LocalCache:
         """Keep, for each ID, `derived` under `derived_key` on its entry, where the entry still
         holds the very `value` it was derived from: values is id → (value, derived)."""
         entries = self._entries
-        table = self._tables.get(derived_key)
-        if table is None or table.catalog_id != catalog_id:
-            if len(self._tables) >= MAX_DERIVED_TABLES:
-                self._tables.clear()
-            table = self._tables[derived_key] = _DerivedTable(catalog_id)
+        table = self._table(catalog_id, derived_key)
         now = self.clock()
         floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
         for item_id, (value, derived) in values.items():
@@ -223,6 +217,15 @@ class LocalCache:
         self._floor = self._generation - 1
         self._catalog_floor.clear()
         self._tables.clear()
+
+    def _table(self, catalog_id: int, derived_key: Any) -> _DerivedTable:
+        """The table of `derived_key`, a new one if it has none (or one of another catalog)."""
+        table = self._tables.get(derived_key)
+        if table is None or table.catalog_id != catalog_id:
+            if len(self._tables) >= MAX_DERIVED_TABLES:
+                self._tables.clear()
+            table = self._tables[derived_key] = _DerivedTable(catalog_id)
+        return table
 
     def _untable(self, catalog_id: int, ids: Iterable[str]) -> None:
         """Take the values derived for `ids` out of the catalog's tables."""

@@ -106,3 +106,78 @@ class TestInvalidation:
         cache.flush_catalog(1)
         cache.store(1, {"a": {"id": "old"}}, before)
         assert cache.lookup(1, ["a"]) == ({}, {"a": {"id": "old"}}, ["a"])
+
+
+class TestDerivedValues:
+    """What the transform derives from an entry (its rendered row) is answered only while that very
+    entry is fresh: never after the item changed, was evicted or flushed, or its TTL passed."""
+
+    KEY = ("recommender-1", "en_US")
+
+    def cache_with_row(self, clock: Clock, **overrides: float) -> tuple[LocalCache, dict]:
+        cache = make_cache(clock, **overrides)
+        item = {"id": "a"}
+        cache.store(1, {"a": item, "b": {"id": "b"}}, cache.generation())
+        cache.attach(1, {"a": (item, "row-a")}, self.KEY)
+        return cache, item
+
+    def test_attached_value_is_answered_instead_of_the_item(self):
+        cache, _ = self.cache_with_row(Clock())
+        derived, fresh, stale, missing = cache.lookup_derived(1, ["a", "b", "c"], self.KEY)
+        assert derived == {"a": "row-a"}
+        assert fresh == {"b": {"id": "b"}}
+        assert (stale, missing) == ({}, ["c"])
+        assert cache.derived_table(1, self.KEY) == {"a": "row-a"}
+        # Another key, another catalog: nothing derived there.
+        assert cache.lookup_derived(1, ["a"], ("other", None))[0] == {}
+        assert cache.derived_table(2, self.KEY) is None
+
+    def test_a_replaced_item_loses_what_was_derived_from_it(self):
+        cache, item = self.cache_with_row(Clock())
+        cache.store(1, {"a": {"id": "a", "title": "new"}}, cache.generation())
+        assert cache.derived_table(1, self.KEY) == {}
+        derived, fresh, _, _ = cache.lookup_derived(1, ["a"], self.KEY)
+        assert derived == {}
+        assert fresh == {"a": {"id": "a", "title": "new"}}
+        # A row derived from the old item, attached late, is not kept on the new entry.
+        cache.attach(1, {"a": (item, "stale-row")}, self.KEY)
+        assert cache.lookup_derived(1, ["a"], self.KEY)[0] == {}
+
+    def test_forget_and_flushes_drop_derived_values(self):
+        for drop in (lambda c: c.forget(1, ["a"]), lambda c: c.flush_catalog(1),
+                     lambda c: c.flush_all()):
+            cache, _ = self.cache_with_row(Clock())
+            drop(cache)
+            assert not cache.derived_table(1, self.KEY)
+            assert cache.lookup_derived(1, ["a"], self.KEY)[0] == {}
+
+    def test_a_table_is_dropped_when_its_earliest_entry_expires(self):
+        clock = Clock()
+        cache, _ = self.cache_with_row(clock)
+        clock.now += 61
+        assert cache.derived_table(1, self.KEY) is None
+        assert cache.lookup_derived(1, ["a"], self.KEY)[0] == {}
+
+    def test_rows_go_back_into_a_dropped_table(self):
+        clock = Clock()
+        cache, _ = self.cache_with_row(clock)
+        clock.now += 30
+        newer = {"id": "n"}
+        cache.store(1, {"n": newer}, cache.generation())
+        cache.attach(1, {"n": (newer, "row-n")}, self.KEY)
+        clock.now += 31  # a's TTL has passed, n's has not
+        assert cache.derived_table(1, self.KEY) is None
+        assert cache.lookup_derived(1, ["n"], self.KEY)[0] == {"n": "row-n"}
+        assert cache.derived_table(1, self.KEY) == {"n": "row-n"}
+
+    def test_eviction_takes_the_row_out_of_the_table(self):
+        cache, _ = self.cache_with_row(Clock(), max_entries=2)
+        cache.store(1, {"c": {"id": "c"}}, cache.generation())  # evicts a, the oldest
+        assert cache.derived_table(1, self.KEY) == {}
+
+    def test_touch_keeps_rows_from_the_table_in_lru_order(self):
+        cache, _ = self.cache_with_row(Clock(), max_entries=2)
+        cache.touch(1, ["a"])  # used through the table: b is now the oldest
+        cache.store(1, {"c": {"id": "c"}}, cache.generation())
+        assert cache.derived_table(1, self.KEY) == {"a": "row-a"}
+        assert cache.lookup(1, ["b"])[2] == ["b"]
