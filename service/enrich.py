@@ -185,17 +185,21 @@ class Enricher:
         self._names = tuple(a.name for a in spec.attributes)
         self._placeholders = tuple(a.placeholder for a in spec.attributes)
         self._columns = tuple((index, a.name, a.first) for index, a in enumerate(spec.attributes))
-        self._first_indexes = tuple(index for index, a in enumerate(spec.attributes) if a.first)
-        # The Recommendations object as a bytes template: a `first` attribute takes one value, any
-        # other a JSON array of them ('%' in a name is escaped for the % operator).
-        self._json_template = b"{" + b",".join(
-            orjson.dumps(a.name).replace(b"%", b"%%") + (b":%s" if a.first else b":[%s]")
+        # Serialised answers are bytes templates, filled per endpoint with each attribute's
+        # values joined by commas (or, for a `first` attribute, the first item's value).
+        self.first_indexes = tuple(index for index, a in enumerate(spec.attributes) if a.first)
+        self.recommendations_template = b"{" + b",".join(
+            orjson.dumps(a.name).replace(b"%", b"%%") + (b":%b" if a.first else b":[%b]")
             for a in spec.attributes
         ) + b"}"
+        # A raw endpoint (service/raw_event.py) as an answer member: its ID, then its own text
+        # without the closing brace, then Recommendations, last.
+        self.endpoint_template = (b'%b:%b,"Recommendations":' + self.recommendations_template
+                                  + b"}")
 
     @property
     def serves_json(self) -> bool:
-        """Can `json_row` and `recommendations_json` serve this recommender's transform? Yes for
+        """Can `json_row` and the templates serve this recommender's transform? Yes for
         missing_items `skip`, where a message shows its usable items and nothing stands in."""
         return self.spec.missing_items == "skip"
 
@@ -208,13 +212,6 @@ class Enricher:
         if item is None or not item["available"]:
             return False
         return tuple(map(orjson.dumps, self._row(item, locale)))
-
-    def recommendations_json(self, rows: Sequence[JsonRow]) -> bytes:
-        """The serialised Recommendations object of non-empty `rows` (usable items, in order)."""
-        columns = list(map(b",".join, zip(*rows, strict=True)))
-        for index in self._first_indexes:
-            columns[index] = rows[0][index]
-        return self._json_template % tuple(columns)
 
     def recommendations(
         self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,

@@ -16,7 +16,7 @@ then nothing at all can be served and the caller should hear why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,23 +185,18 @@ def fast_path_key(parsed: ParsedEvent, enricher: Enricher) -> tuple[int, str | N
     return None
 
 
-def with_fragment(endpoint: dict[str, Any], recommendations: bytes) -> dict[str, Any]:
-    """The endpoint (parsed for this request alone) with its Recommendations set, where
-    `{**endpoint, ...}` would have put it, at less cost."""
-    endpoint["Recommendations"] = orjson.Fragment(recommendations)
-    return endpoint
-
-
 def enrich_event_json(
-    parsed: ParsedEvent, enricher: Enricher, resolved: Resolved,
-    place: Callable[[Any, bytes], Any] = with_fragment,
-) -> tuple[dict[str, Any], int, dict[str, tuple[Any, JsonRow | bool]]]:
+    parsed: ParsedEvent, enricher: Enricher, resolved: Resolved, *, raw: bool = False,
+) -> tuple[dict[str, Any] | bytes, int, dict[str, tuple[Any, JsonRow | bool]]]:
     """`enrich_event` for the transform's common case (missing_items `skip`), with each
     endpoint's Recommendations assembled from serialised rows instead of built as objects and
-    serialised again; `place` puts them into the endpoint (with_fragment for a parsed one,
-    raw_event.with_recommendations for one kept as JSON text). Each distinct (item, locale) is
-    rendered once, or not at all when `resolved.derived` holds its row already (resolved under
-    `fast_path_key`).
+    serialised again. Each distinct (item, locale) is rendered once, or not at all when
+    `resolved.derived` holds its row already (resolved under `fast_path_key`).
+
+    The answer: for an event whose endpoints are raw JSON (`raw`, service/raw_event.py), the
+    serialised answer, each endpoint's own text with Recommendations added last; otherwise the
+    answer object, each endpoint (parsed for this request alone) with Recommendations set where
+    `{**endpoint, ...}` would have put it, as an orjson Fragment.
 
     Also returns the rows rendered here for items resolved as items (id → (item, row)), for the
     caller to keep on their L1 entries when it resolved under a derived key."""
@@ -228,19 +223,36 @@ def enrich_event_json(
             row = mine[item_id] = json_row(resolved.get(item_id), locale)
         return row
 
+    # The loop below runs for every endpoint: what it calls is bound once, and the serialised
+    # answer is made with one bytes formatting per endpoint.
     cap = enricher.spec.recommendations_per_message
-    to_json = enricher.recommendations_json
+    first_indexes = enricher.first_indexes
+    template = enricher.endpoint_template if raw else enricher.recommendations_template
+    join = b",".join
+    key_json = orjson.dumps
+    fragment = orjson.Fragment
+    parts: list[bytes] = []
     answer: dict[str, Any] = {}
     unresolved = 0
     for endpoint_id, endpoint, items, locale in parsed.endpoints:
-        found = [*map(kept, items)]
-        if None in found:  # some rendered here, or not at all yet
-            found = [kept(item_id) or row_of(item_id, locale) for item_id in items]
-        rows = [*filter(None, found)]  # False: unknown or unavailable, skipped
-        if not rows:
-            unresolved += 1
-            continue
-        answer[endpoint_id] = place(endpoint, to_json(rows[:cap] if len(rows) > cap else rows))
+        rows = [*filter(None, map(kept, items))]
+        if len(rows) < len(items):  # rendered here, not yet, or not usable (False: skipped)
+            rows = [*filter(None, [kept(i) or row_of(i, locale) for i in items])]
+            if not rows:
+                unresolved += 1
+                continue
+        if len(rows) > cap:
+            del rows[cap:]
+        columns = [*map(join, zip(*rows, strict=True))]
+        for index in first_indexes:  # one value, the first item's, not an array
+            columns[index] = rows[0][index]
+        if raw:
+            parts.append(template % (key_json(endpoint_id), memoryview(endpoint)[:-1], *columns))
+        else:
+            endpoint["Recommendations"] = fragment(template % tuple(columns))
+            answer[endpoint_id] = endpoint
+    if raw:
+        return b"{" + b",".join(parts) + b"}", unresolved, rendered
     return answer, unresolved, rendered
 
 

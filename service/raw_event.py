@@ -6,7 +6,8 @@ changes nothing the caller can see; so, for the usual event, msgspec reads the b
 once into the few fields the transform needs (each endpoint's `RecommendationItems` and
 `Demographic.Locale`, the event's `ApplicationId`), skipping the rest, and once into each
 endpoint's raw JSON text (`msgspec.Raw`, a view of the body). The answer is each raw endpoint with
-`,"Recommendations":{...}` put before its closing brace: the caller's bytes, byte for byte.
+`,"Recommendations":{...}` put before its closing brace (Enricher.endpoint_template): the caller's
+bytes, byte for byte.
 
 Anything unusual (a malformed endpoint, an invalid ID, a limit passed, a `Recommendations` key
 already there, `\\u` escapes, non-UTF-8 bytes, invalid JSON) returns None, and the caller takes the
@@ -15,8 +16,6 @@ wrong. Both paths answer the same event the same way; tests/test_raw_event.py ho
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
@@ -48,8 +47,6 @@ class _EventRaw(Struct, gc=False):
 
 _read_view = msgspec.json.Decoder(_EventView).decode
 _read_raw = msgspec.json.Decoder(_EventRaw).decode
-_write = msgspec.json.Encoder().encode
-_RECOMMENDATIONS = b'%b,"Recommendations":%b}'
 
 
 class RawEvent(ParsedEvent):
@@ -89,16 +86,6 @@ def read_raw_event(body: bytes, limits: EventLimits) -> RawEvent | None:
         return None
     event.item_ids = list(dict.fromkeys(every_id))
     return event
-
-
-def with_recommendations(endpoint: Raw, recommendations: bytes) -> Raw:
-    """The endpoint's own JSON text with `"Recommendations": recommendations` added last."""
-    return Raw(_RECOMMENDATIONS % (memoryview(endpoint)[:-1], recommendations))
-
-
-def write_answer(answer: dict[str, Any]) -> bytes:
-    """The transformer's answer (endpoint ID → raw endpoint) as JSON."""
-    return _write(answer)
 
 
 def _is_utf8(body: bytes) -> bool:

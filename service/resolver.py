@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEGRADED_TIMEOUT = "postgres-timeout"
 DEGRADED_UNAVAILABLE = "postgres-unavailable"
+TOUCH_EVERY = 4
 
 
 class Resolved(dict[str, Any]):
@@ -65,6 +66,7 @@ class ItemResolver:
             remember=self._remember, generation=local.generation, acquire_timeout=acquire_timeout,
         )
         self._background: set[asyncio.Task] = set()
+        self._table_hits = 0
         # Bound once: the hot path bumps counters without label lookups.
         lookups = metrics.cache_lookups
         self._count = {
@@ -96,8 +98,12 @@ class ItemResolver:
         else:
             table = self.local.derived_table(catalog_id, derived_key)
             if table is not None and table.keys() >= set(wanted):
-                # The warm transform: every row at hand, found without a loop over the IDs.
-                self.local.touch(catalog_id, wanted)
+                # The warm transform: every row at hand, found without a loop over the IDs. One
+                # request in TOUCH_EVERY records its hits in L1's LRU order: an entry used
+                # often stays recent, at a quarter of the cost.
+                self._table_hits += 1
+                if self._table_hits % TOUCH_EVERY == 0:
+                    self.local.touch(catalog_id, wanted)
                 self._count["l1", "hit"].inc(len(wanted))
                 resolved.derived = table
                 return resolved

@@ -18,7 +18,7 @@ from service.app_keys import (
     SETTINGS,
 )
 from service.enrich import Enricher
-from service.raw_event import RawEvent, read_raw_event, with_recommendations, write_answer
+from service.raw_event import RawEvent, read_raw_event
 from service.recommender_lookup import Recommender
 from service.recommenders import APPLICATION_ID_PATTERN, check_recommender_name
 from service.request_body import parse_json, read_json_body
@@ -82,14 +82,10 @@ async def transform_event(
         recommender.catalog_id, parsed.item_ids, deadline=request[DEADLINE],
         derived_key=derived_key, checked=True,
     )
-    body: bytes | None = None
-    if isinstance(parsed, RawEvent):
+    if as_json:
         answer, unresolved, rendered = pinpoint.enrich_event_json(
-            parsed, enricher, resolved, place=with_recommendations
+            parsed, enricher, resolved, raw=isinstance(parsed, RawEvent)
         )
-        body = write_answer(answer)
-    elif as_json:
-        answer, unresolved, rendered = pinpoint.enrich_event_json(parsed, enricher, resolved)
     else:
         (answer, unresolved), rendered = pinpoint.enrich_event(parsed, enricher, resolved), {}
     if derived_key is not None and rendered:
@@ -112,6 +108,6 @@ async def transform_event(
         # Answered from the caches (stale included) and the missing-item policy, in time.
         headers[DEGRADED_HEADER] = resolved.degraded
         request.app[METRICS].degraded.labels("transform", resolved.degraded).inc()
-    if body is not None:
-        return json_bytes_response(body, headers=headers)
+    if isinstance(answer, bytes):
+        return json_bytes_response(answer, headers=headers)
     return json_response(answer, headers=headers)
