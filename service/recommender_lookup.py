@@ -36,13 +36,33 @@ class Recommender:
     renders: RenderCache = field(default_factory=RenderCache, compare=False, repr=False)
 
 
-def recommender_from_row(tenant_id: int, row: asyncpg.Record) -> Recommender:
+def recommender_from_row(tenant_id: int, row: asyncpg.Record,
+                         renders: RenderCache | None = None) -> Recommender:
     return Recommender(
         id=row["id"], tenant_id=tenant_id, name=row["name"], catalog_id=row["catalog_id"],
         spec=RecommenderSpec.from_stored(row["spec"], row["catalog_name"],
                                          tuple(row["application_ids"])),
         updated_at=row["updated_at"],
+        renders=renders if renders is not None else RenderCache(),
     )
+
+
+class _RenderCaches:
+    """One RenderCache per recommender definition, kept across reloads of an unchanged one.
+
+    The lookup cache reloads a recommender every few seconds; a new RenderCache each time would
+    throw away every rendered row (and the rows kept on L1 under its ID) with it. A definition is
+    its ID and `updated_at`: a changed recommender gets a new cache, and its old one is dropped."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[object, RenderCache]] = {}
+
+    def recommender(self, tenant_id: int, row: asyncpg.Record) -> Recommender:
+        version = (row["updated_at"], row["spec"], row["catalog_name"])
+        kept = self._by_id.get(row["id"])
+        if kept is None or kept[0] != version:
+            kept = self._by_id[row["id"]] = (version, RenderCache())
+        return recommender_from_row(tenant_id, row, kept[1])
 
 
 def _within(deadline: Deadline | None) -> float | None:
@@ -65,6 +85,7 @@ class RecommenderLookup:
         self._by_application: ExpiringMap[tuple[int, str], Recommender | None] = ExpiringMap(
             cache_seconds, stale_seconds=stale_seconds
         )
+        self._renders = _RenderCaches()
 
     async def get(self, tenant_id: int, name: str, deadline: Deadline | None = None) -> Recommender:
         async def load() -> Recommender | None:
@@ -72,7 +93,7 @@ class RecommenderLookup:
                 lambda: recommender_store.fetch_recommender(self.pool, tenant_id, name),
                 on_retry=lambda: None,
             )
-            return None if row is None else recommender_from_row(tenant_id, row)
+            return None if row is None else self._renders.recommender(tenant_id, row)
 
         found = await self._cache.get_or_load((tenant_id, name), load, within=_within(deadline),
                                               keep=_found)
@@ -98,7 +119,7 @@ class RecommenderLookup:
                 ),
                 on_retry=lambda: None,
             )
-            return None if row is None else recommender_from_row(tenant_id, row)
+            return None if row is None else self._renders.recommender(tenant_id, row)
 
         found = await self._by_application.get_or_load(
             (tenant_id, application_id), load, within=_within(deadline), keep=_found

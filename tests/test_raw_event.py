@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.app_keys import POOL, RECOMMENDERS
 from service.pinpoint import EventLimits
 from service.raw_event import read_raw_event
+from service.storage import tenants as tenant_store
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 
@@ -159,3 +161,26 @@ def test_the_fast_reader_collects_what_the_transform_needs():
          "de_DE"),
         ("b", b'{"RecommendationItems":["2","3"],"Demographic":{"Locale":""}}', ["2", "3"], None),
     ]
+
+
+async def test_rendered_rows_outlive_reloads_of_an_unchanged_recommender(api: Api):
+    """The recommender cache reloads definitions every few seconds; rows rendered for one must
+    survive that (or every reload renders the catalog anew), and must not survive a change."""
+    app = api.client.app
+    async with app[POOL].acquire() as conn:
+        tenant_id = (await tenant_store.find_tenant(conn, "acme")).id
+    lookup = app[RECOMMENDERS]
+    first = await lookup.get(tenant_id, "raw")
+    lookup.expire_all()
+    reloaded = await lookup.get(tenant_id, "raw")
+    assert reloaded is not first  # read again from Postgres...
+    assert reloaded.renders is first.renders  # ...with its rendered rows kept
+    await put_recommender(api, "raw", "raw", ("Title", "title"))  # a new definition
+    changed = await lookup.get(tenant_id, "raw")
+    assert changed.spec != first.spec
+    assert changed.renders is not first.renders
+    status, answer = await post_bytes(
+        api, b'{"Endpoints":{"e":{"RecommendationItems":["1"]}}}'
+    )
+    assert (status, orjson.loads(answer)) == (200, {"e": {"RecommendationItems": ["1"],
+                                                          "Recommendations": {"Title": ["One"]}}})
