@@ -192,9 +192,10 @@ class Enricher:
             orjson.dumps(a.name).replace(b"%", b"%%") + (b":%b" if a.first else b":[%b]")
             for a in spec.attributes
         ) + b"}"
-        # A raw endpoint (service/raw_event.py) as an answer member: its ID, then its own text
+        # A raw endpoint (service/raw_event.py) as an answer member: its ID (JSON string contents,
+        # without the quotes), then its own text
         # without the closing brace, then Recommendations, last.
-        self.endpoint_template = (b'%b:%b,"Recommendations":' + self.recommendations_template
+        self.endpoint_template = (b'"%b":%b,"Recommendations":' + self.recommendations_template
                                   + b"}")
 
     @property

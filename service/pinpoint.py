@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -229,12 +230,15 @@ def enrich_event_json(
     first_indexes = enricher.first_indexes
     template = enricher.endpoint_template if raw else enricher.recommendations_template
     join = b",".join
-    key_json = orjson.dumps
     fragment = orjson.Fragment
+    # Endpoint IDs as JSON string contents, all serialised at once: a `","` can only stand between
+    # two strings of orjson's output, since a quote inside one is always escaped.
+    keys = (orjson.dumps([e[0] for e in parsed.endpoints])[2:-2].split(b'","') if raw
+            else repeat(None))
     parts: list[bytes] = []
     answer: dict[str, Any] = {}
     unresolved = 0
-    for endpoint_id, endpoint, items, locale in parsed.endpoints:
+    for (endpoint_id, endpoint, items, locale), key in zip(parsed.endpoints, keys, strict=False):
         rows = [*filter(None, map(kept, items))]
         if len(rows) < len(items):  # rendered here, not yet, or not usable (False: skipped)
             rows = [*filter(None, [kept(i) or row_of(i, locale) for i in items])]
@@ -243,11 +247,13 @@ def enrich_event_json(
                 continue
         if len(rows) > cap:
             del rows[cap:]
-        columns = [*map(join, zip(*rows, strict=True))]
-        for index in first_indexes:  # one value, the first item's, not an array
-            columns[index] = rows[0][index]
+        columns: Any = map(join, zip(*rows, strict=True))
+        if first_indexes:
+            columns = [*columns]
+            for index in first_indexes:  # one value, the first item's, not an array
+                columns[index] = rows[0][index]
         if raw:
-            parts.append(template % (key_json(endpoint_id), memoryview(endpoint)[:-1], *columns))
+            parts.append(template % (key, memoryview(endpoint)[:-1], *columns))
         else:
             endpoint["Recommendations"] = fragment(template % tuple(columns))
             answer[endpoint_id] = endpoint

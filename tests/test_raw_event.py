@@ -184,3 +184,12 @@ async def test_rendered_rows_outlive_reloads_of_an_unchanged_recommender(api: Ap
     )
     assert (status, orjson.loads(answer)) == (200, {"e": {"RecommendationItems": ["1"],
                                                           "Recommendations": {"Title": ["One"]}}})
+
+
+async def test_endpoint_ids_that_need_escaping_come_back_as_sent(api: Api):
+    ids = ['a","b', "back\\slash", '"', "", "é🎬", 'x":{"y', "tab\there"]
+    body = orjson.dumps({"Endpoints": {i: {"RecommendationItems": ["1"]} for i in ids}})
+    assert read_raw_event(body, LIMITS) is not None  # escapes other than \u stay on the fast path
+    status, answer = await post_bytes(api, body)
+    assert status == 200
+    assert list(orjson.loads(answer)) == ids
