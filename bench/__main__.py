@@ -231,12 +231,14 @@ class Bench:
             served += run_wrk(**load, seconds=args.warmup).requests
             server.wait_idle()
             say(f"{scenario.name}: {server_kind} under load for {args.duration} s")
+            cpu_before = server.cpu_seconds()
             if scenario.driver == "shim":
                 result, _ = run_shim(url=server.base_url + TRANSFORM_PATH, api_key=db.api_key,
                                      events=events, invokers=connections, seconds=args.duration,
                                      say=say)
             else:
                 result = run_wrk(**load, seconds=args.duration)
+            cpu_used = server.cpu_seconds() - cpu_before
             served += result.requests
             if args.profile and server_kind == "service" and scenario.name == "warm":
                 server.wait_idle()
@@ -245,6 +247,7 @@ class Bench:
             self.current = None
             server.stop()
         row = self.row(scenario, server_kind, connections, result, server.peak_rss)
+        row.cpu_us_per_event = cpu_used / max(result.requests, 1) * 1e6
         if server_kind == "service":
             statements = asyncio.run(database.committed_transactions(db.server_url, db.name))
             row.sql_per_event = (statements - statements_before) / max(served, 1)

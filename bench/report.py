@@ -25,6 +25,7 @@ class Row:
     vs_floor: float | None = None
     sql_per_event: float | None = None
     peak_rss_mb: float | None = None
+    cpu_us_per_event: float | None = None  # the server's own CPU time per event served
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -62,7 +63,8 @@ def machine(wrk: str, postgres_version: str) -> dict[str, str]:
 COLUMNS = (
     ("scenario", "<", 36), ("server", "<", 7), ("conns", ">", 5), ("procs", ">", 5),
     ("events/s", ">", 8), ("p50 ms", ">", 7), ("p99 ms", ">", 7), ("errors", ">", 6),
-    ("timeouts", ">", 8), ("vs floor", ">", 8), ("SQL/event", ">", 9), ("peak RSS", ">", 9),
+    ("timeouts", ">", 8), ("vs floor", ">", 8), ("CPU µs/ev", ">", 9), ("SQL/event", ">", 9),
+    ("peak RSS", ">", 9),
 )
 
 
@@ -71,6 +73,7 @@ def _cells(row: Row) -> list[str]:
         row.scenario, row.server, str(row.connections), str(row.processes),
         f"{row.per_second:,.0f}", f"{row.p50_ms:.1f}", f"{row.p99_ms:.1f}", str(row.errors),
         str(row.timeouts), "" if row.vs_floor is None else f"{row.vs_floor:.2f}",
+        "" if row.cpu_us_per_event is None else f"{row.cpu_us_per_event:,.0f}",
         "" if row.sql_per_event is None else f"{row.sql_per_event:.2f}",
         "" if row.peak_rss_mb is None else f"{row.peak_rss_mb:,.0f} MiB",
     ]
@@ -86,7 +89,9 @@ def table(rows: list[Row]) -> str:
 
 
 NOTES = (
-    "vs floor: events/s over the floor's under the same load in this run. SQL/event: statements "
+    "vs floor: events/s over the floor's under the same load in this run. CPU µs/ev: CPU time "
+    "(user + system) the server's processes used during the measurement, per event served: the "
+    "server's own cost, whatever share of the cores wrk took. SQL/event: statements "
     "Postgres ran for the service over its life (start-up and warm-up included) per event served. "
     "peak RSS: all processes of the server, sampled every 100 ms."
 )

@@ -80,6 +80,16 @@ class ServerProcess:
                         total += process.memory_info().rss
                 self.peak_rss = max(self.peak_rss, total)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far."""
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            for process in self._tree():
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+        return total
+
     def pids(self) -> list[int]:
         with contextlib.suppress(psutil.Error):
             return [p.pid for p in self._tree()]

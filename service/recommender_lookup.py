@@ -16,7 +16,7 @@ import asyncpg
 
 from service.db_faults import read_retrying
 from service.deadline import Deadline
-from service.enrich import RenderCache
+from service.enrich import Enricher, RenderCache
 from service.errors import NotFound
 from service.expiring_map import ExpiringMap
 from service.recommenders import RecommenderSpec
@@ -34,6 +34,11 @@ class Recommender:
     # Rendered attribute rows, shared by every request of this definition (a new definition, a
     # new cache).
     renders: RenderCache = field(default_factory=RenderCache, compare=False, repr=False)
+    # Its Enricher, built once (templates and all) rather than per request.
+    enricher: Enricher = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enricher", Enricher(self.spec, self.renders))
 
 
 def recommender_from_row(tenant_id: int, row: asyncpg.Record,

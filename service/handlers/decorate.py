@@ -11,7 +11,6 @@ from aiohttp import web
 from service import personalize
 from service.access import requires
 from service.app_keys import DEADLINE, METRICS, PRINCIPAL, RECOMMENDERS, RESOLVER, SETTINGS
-from service.enrich import Enricher
 from service.errors import ValidationFailed
 from service.locales import TAG_PATTERN
 from service.recommenders import check_recommender_name
@@ -35,7 +34,7 @@ async def decorate(request: web.Request) -> web.Response:
     parsed = personalize.parse_response(body, settings.max_batch_ids)
     resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids,
                                                    deadline=deadline)
-    enricher = Enricher(recommender.spec, recommender.renders)
+    enricher = recommender.enricher
     answer, missing = personalize.decorate(parsed, enricher, resolved, locale)
     headers = {UNRESOLVED_ITEMS_HEADER: str(missing)} if missing else {}
     if resolved.degraded:

@@ -17,7 +17,6 @@ from service.app_keys import (
     RESOLVER,
     SETTINGS,
 )
-from service.enrich import Enricher
 from service.raw_event import RawEvent, read_raw_event
 from service.recommender_lookup import Recommender
 from service.recommenders import APPLICATION_ID_PATTERN, check_recommender_name
@@ -67,7 +66,7 @@ async def transform_event(
     request: web.Request, recommender: Recommender, event: bytes | object
 ) -> web.Response:
     """Serve an event: its body (bytes), read here; or what a caller already read of it."""
-    enricher = Enricher(recommender.spec, recommender.renders)
+    enricher = recommender.enricher
     limits = _limits(request)
     if isinstance(event, bytes):
         event = (read_raw_event(event, limits) if enricher.serves_json else None) \
