@@ -79,9 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"{database.DEFAULT_SERVER_URL}, else an embedded Postgres)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--profile", type=Path, metavar="PATH",
-                        help="after the warm scenario, profile the service with py-spy for "
-                             "--duration seconds under the same load; write its collapsed stacks "
-                             "to PATH and print the top functions")
+                        help="after the warm scenario (else the first one run), profile the "
+                             "service with py-spy for --duration seconds under the same load; "
+                             "write its collapsed stacks to PATH and print the top functions")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (events, server logs) and say where it is")
     parser.add_argument("--budget", type=int,
@@ -157,6 +157,9 @@ class Bench:
         self.db_name: str | None = None
         self.current: ServerProcess | None = None
         self.rows: list[Row] = []
+        # The scenario --profile profiles: warm where it runs, else the first.
+        self.profiled = next((s for s in args.scenario_list if s.name == "warm"),
+                             args.scenario_list[0])
         self.floor_answers: dict[str, object] = {}
         self.facts: dict[str, str] = {}
 
@@ -240,7 +243,7 @@ class Bench:
                 result = run_wrk(**load, seconds=args.duration)
             cpu_used = server.cpu_seconds() - cpu_before
             served += result.requests
-            if args.profile and server_kind == "service" and scenario.name == "warm":
+            if args.profile and server_kind == "service" and scenario is self.profiled:
                 server.wait_idle()
                 served += self.profile(server, load)
         finally:
@@ -274,7 +277,7 @@ class Bench:
             say("--profile: py-spy is not installed (pip install -e '.[bench]'); skipped")
             return 0
         output = self.args.profile
-        say(f"warm: profiling the service with py-spy for {self.args.duration} s")
+        say(f"{self.profiled.name}: profiling the service with py-spy for {self.args.duration} s")
         recorder = profile.start(py_spy, server.process.pid, self.args.duration, output)
         extra = run_wrk(**load, seconds=self.args.duration)
         _, problems = recorder.communicate(timeout=60)
@@ -307,7 +310,8 @@ class Bench:
         print(notes())
         summary = getattr(self, "profile_summary", None)
         if summary:
-            print(f"\nprofile of the service under the warm load (py-spy, {self.args.profile}):")
+            print(f"\nprofile of the service under the {self.profiled.name} load "
+                  f"(py-spy, {self.args.profile}):")
             print(summary)
         if self.args.json:
             self.args.json.write_text(json.dumps(

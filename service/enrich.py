@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,6 +141,31 @@ def is_usable(item: Mapping[str, Any] | None) -> bool:
     return item is not None and bool(item["available"])
 
 
+# Fields whose text is the stored value itself, when no format, truncate or template applies.
+_PLAIN_TEXT_FIELDS = frozenset(("id", "title", "genre", "image_url", "url"))
+
+
+def _price_text(item: Mapping[str, Any]) -> str | None:
+    amount = item["price_amount"]
+    return None if amount is None else plain_price(amount, item["price_currency"])
+
+
+def _plain_getters(spec: RecommenderSpec) -> tuple[tuple[Callable, str], ...] | None:
+    """(value getter, placeholder) per attribute, if every attribute is a plain field (as
+    `field_text` reads it for an item without per-locale texts), else None."""
+    getters = []
+    for a in spec.attributes:
+        if a.format or a.truncate or a.template:
+            return None
+        if a.field in _PLAIN_TEXT_FIELDS:
+            getters.append((operator.itemgetter(a.field), a.placeholder))
+        elif a.field == "price":
+            getters.append((_price_text, a.placeholder))
+        else:
+            return None
+    return tuple(getters)
+
+
 RenderKey = tuple[str, Any, str | None]
 RenderedRow = tuple[str | None, ...]
 # A rendered row as JSON: each attribute's value serialised (b'"$19.99"'), ready to be joined.
@@ -185,6 +211,7 @@ class Enricher:
         self._names = tuple(a.name for a in spec.attributes)
         self._placeholders = tuple(a.placeholder for a in spec.attributes)
         self._columns = tuple((index, a.name, a.first) for index, a in enumerate(spec.attributes))
+        self._plain = _plain_getters(spec)
         # Serialised answers are bytes templates, filled per endpoint with each attribute's
         # values joined by commas (or, for a `first` attribute, the first item's value).
         self.first_indexes = tuple(index for index, a in enumerate(spec.attributes) if a.first)
@@ -209,10 +236,22 @@ class Enricher:
         return (self._rows.id, locale)
 
     def json_row(self, item: Mapping[str, Any] | None, locale: str | None) -> JsonRow | bool:
-        """One item's attribute values serialised, or False when a message may not show it."""
+        """One item's attribute values serialised, or False when a message may not show it.
+
+        Not kept in the RenderCache: the transform keeps these rows on L1 entries, and a cache
+        of its own would mostly hold items seen once (it cost a fifth of a cold event)."""
         if item is None or not item["available"]:
             return False
-        return tuple(map(orjson.dumps, self._row(item, locale)))
+        plain = self._plain
+        if plain is not None and not item["locales"]:
+            # Every attribute a field as stored (no format, truncate or template) and no texts
+            # per locale: the values are the item's own, without the general renderer.
+            return tuple([orjson.dumps(placeholder if (value := get(item)) is None else value)
+                          for get, placeholder in plain])
+        return tuple(map(orjson.dumps, (
+            self._placeholders[i] if value is None else value
+            for i, value in enumerate(self._raw_row(item, locale))
+        )))
 
     def recommendations(
         self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,

@@ -1,0 +1,57 @@
+"""The transform's serialised rows (Enricher.json_row) against the general renderer.
+
+json_row has a shortcut for recommenders whose attributes are plain fields and items without
+per-locale texts; whatever path it takes, a row must be the general renderer's values, serialised.
+"""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.enrich import Enricher
+from service.recommenders import parse_recommender
+
+PLAIN = parse_recommender({"catalog": "c", "attributes": [
+    {"name": "Title", "field": "title", "placeholder": "n/a"},
+    {"name": "Genre", "field": "genre"},
+    {"name": "Price", "field": "price", "placeholder": "?"},
+    {"name": "Image", "field": "image_url"},
+    {"name": "Id", "field": "id", "first": True},
+]}, "plain")
+FORMATTED = parse_recommender({"catalog": "c", "locale": "de_DE", "attributes": [
+    {"name": "Title", "field": "title", "truncate": 8},
+    {"name": "Price", "field": "price", "format": "currency"},
+    {"name": "Url", "field": "url", "template": "https://x.example/{value}?id={id}"},
+    {"name": "Mood", "field": "attributes.mood"},
+]}, "formatted")
+
+texts = st.none() | st.text(max_size=20)
+amounts = st.none() | st.decimals(min_value=0, max_value=10**6, places=2,
+                                  allow_nan=False, allow_infinity=False).map(str)
+items = st.builds(
+    lambda title, genre, amount, image, mood, localized: {
+        "id": "id-1", "title": title, "genre": genre, "price_amount": amount,
+        "price_currency": None if amount is None else "EUR", "image_url": image, "url": "p/1",
+        "available": True, "attributes": {"mood": mood} if mood is not None else {},
+        "locales": {"de_DE": {"title": localized}} if localized is not None else {},
+        "version": 1,
+    },
+    texts, texts, amounts, texts, texts, st.none() | st.text(min_size=1, max_size=10),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(item=items, locale=st.sampled_from([None, "de_DE", "en_US", "fr"]))
+def test_json_row_is_the_general_render_serialised(item, locale):
+    for spec in (PLAIN, FORMATTED):
+        enricher = Enricher(spec)
+        general = tuple(orjson.dumps(value) for value in enricher.attributes_of(item, locale).values())
+        assert enricher.json_row(item, locale) == general
+
+
+def test_a_missing_or_unavailable_item_has_no_row():
+    enricher = Enricher(PLAIN)
+    assert enricher.json_row(None, None) is False
+    assert enricher.json_row({"id": "x", "available": False}, None) is False
