@@ -2,10 +2,10 @@
 
 The contract returns every endpoint as it came, plus `Recommendations`. Parsing each endpoint
 into Python objects and serialising it again is most of what a plain JSON round trip costs, and
-changes nothing the caller can see; so, for the usual event, msgspec reads the body twice in C:
-once into the few fields the transform needs (each endpoint's `RecommendationItems` and
-`Demographic.Locale`, the event's `ApplicationId`), skipping the rest, and once into each
-endpoint's raw JSON text (`msgspec.Raw`, a view of the body). The answer is each raw endpoint with
+changes nothing the caller can see; so, for the usual event, msgspec (in C) reads the body into
+each endpoint's raw JSON text (`msgspec.Raw`, a view of the body) and the event's `ApplicationId`,
+then each endpoint's text into the few fields the transform needs (`RecommendationItems`,
+`Demographic.Locale`), skipping the rest. The answer is each raw endpoint with
 `,"Recommendations":{...}` put before its closing brace (Enricher.endpoint_template): the caller's
 bytes, byte for byte.
 
@@ -43,17 +43,13 @@ class _Endpoint(Struct, gc=False):
     Recommendations: Raw | UnsetType = UNSET
 
 
-class _EventView(Struct, gc=False):
-    Endpoints: dict[str, _Endpoint]
+class _Event(Struct, gc=False):
+    Endpoints: dict[str, Raw]
     ApplicationId: str | UnsetType = UNSET
 
 
-class _EventRaw(Struct, gc=False):
-    Endpoints: dict[str, Raw]
-
-
-_read_view = msgspec.json.Decoder(_EventView).decode
-_read_raw = msgspec.json.Decoder(_EventRaw).decode
+_read_event = msgspec.json.Decoder(_Event).decode
+_read_endpoint = msgspec.json.Decoder(_Endpoint).decode
 
 
 class RawEvent(ParsedEvent):
@@ -69,25 +65,26 @@ def read_raw_event(body: bytes, limits: EventLimits) -> RawEvent | None:
     if (b"\\" in body and b"\\u" in body) or not (body.isascii() or _is_utf8(body)):
         return None
     try:
-        view = _read_view(body)
-        raws = _read_raw(body).Endpoints
+        read = _read_event(body)
+        raws = read.Endpoints
+        if len(raws) > limits.max_endpoints or not raws:
+            return None
+        # Each endpoint's few fields from its own text: cheaper than a second pass over the body.
+        views = list(map(_read_endpoint, raws.values()))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    endpoints = view.Endpoints
-    if len(endpoints) > limits.max_endpoints or not endpoints:
-        return None
     event = RawEvent()
-    event.application_id = view.ApplicationId or None
+    event.application_id = read.ApplicationId or None
     every_id = event.item_ids
     max_items = limits.max_items_per_endpoint
-    for endpoint_id, endpoint in endpoints.items():
+    for (endpoint_id, raw), endpoint in zip(raws.items(), views, strict=True):
         items = endpoint.RecommendationItems
         if (items is UNSET or not 0 < len(items) <= max_items
                 or endpoint.Recommendations is not UNSET):
             return None
         demographic = endpoint.Demographic
         locale = (demographic.Locale or None) if demographic is not None else None
-        event.endpoints.append((endpoint_id, raws[endpoint_id], items, locale))
+        event.endpoints.append((endpoint_id, raw, items, locale))
         every_id += items
         event.locales.add(locale)
     event.item_ids = list(dict.fromkeys(every_id))

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEGRADED_TIMEOUT = "postgres-timeout"
 DEGRADED_UNAVAILABLE = "postgres-unavailable"
-TOUCH_EVERY = 4
+TOUCH_EVERY = 16
 
 
 class Resolved(dict[str, Any]):
@@ -100,7 +100,7 @@ class ItemResolver:
             if table is not None and table.keys() >= set(wanted):
                 # The warm transform: every row at hand, found without a loop over the IDs. One
                 # request in TOUCH_EVERY records its hits in L1's LRU order: an entry used
-                # often stays recent, at a quarter of the cost.
+                # often stays recent, at a fraction of the cost (a touch is ~0.25 µs an ID).
                 self._table_hits += 1
                 if self._table_hits % TOUCH_EVERY == 0:
                     self.local.touch(catalog_id, wanted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from aiohttp import web
@@ -59,7 +60,12 @@ async def transform_by_application(request: web.Request) -> web.Response:
 
 def _limits(request: web.Request) -> pinpoint.EventLimits:
     settings = request.app[SETTINGS]
-    return pinpoint.EventLimits(settings.max_endpoints, settings.max_items_per_endpoint)
+    return _event_limits(settings.max_endpoints, settings.max_items_per_endpoint)
+
+
+@functools.lru_cache(maxsize=8)
+def _event_limits(max_endpoints: int, max_items_per_endpoint: int) -> pinpoint.EventLimits:
+    return pinpoint.EventLimits(max_endpoints, max_items_per_endpoint)  # one object, not one a call
 
 
 async def transform_event(
