@@ -28,7 +28,7 @@ from service.db import connect
 from service.demo import curl_line, load_demo
 from service.embedded_postgres import embedded_postgres
 from service.gc_tuning import tune_for_serving
-from service.logs import setup_logging
+from service.logs import batch_log_lines, flush_log_lines, setup_logging
 from service.migrations import apply_migrations
 from service.request_tracker import RequestTracker
 from service.settings import Settings
@@ -61,6 +61,7 @@ async def serve_app(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    batch_log_lines()
     app = create_app(settings)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
@@ -90,6 +91,7 @@ async def serve_app(
         await drain(runner, app[REQUESTS_IN_FLIGHT], settings.shutdown_timeout)
     finally:
         await runner.cleanup()
+        flush_log_lines()
 
 
 async def drain(runner: web.AppRunner, tracker: RequestTracker, timeout: float) -> None:
