@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--env", action="append", default=[], metavar="[SCENARIO:]NAME=VALUE",
                         help="extra environment for the service, in all scenarios or one "
                              "(repeatable), e.g. --env cold:ENRICHER_CACHE=off")
+    parser.add_argument("--endpoints", type=int, default=50,
+                        help="endpoints per event (default 50, Pinpoint's batch; 1 shows the "
+                             "fixed cost of a request)")
     parser.add_argument("--hot-items", type=int, default=1000,
                         help="IDs the warm scenarios draw from (default 1000)")
     parser.add_argument("--hot-events", type=int, default=200,
@@ -94,8 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario {unknown[0]!r}" if unknown else "no scenario given")
     args.scenario_list = [BY_NAME[n] for n in names]
     args.env_by_scenario = _parse_env(parser, args.env)
-    for name in ("items", "duration", "warmup", "threads", "connections", "timeout", "hot_items",
-                 "hot_events", "cold_events"):
+    for name in ("items", "endpoints", "duration", "warmup", "threads", "connections", "timeout",
+                 "hot_items", "hot_events", "cold_events"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -183,10 +186,11 @@ class Bench:
         self.events: dict[str, Path] = {}
         if "hot" in kinds:
             self.events["hot"] = write_events(self.workdir / "events-hot.ndjson", rng,
-                                              self.args.hot_events, hot)
+                                              self.args.hot_events, hot, self.args.endpoints)
         if "cold" in kinds:
             self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
-                                               self.args.cold_events, self.args.items)
+                                               self.args.cold_events, self.args.items,
+                                               self.args.endpoints)
         say("events written: " + ", ".join(
             f"{kind} {path.stat().st_size / 2**20:.1f} MiB" for kind, path in self.events.items()))
 
@@ -299,7 +303,7 @@ class Bench:
 
     def settings(self) -> dict[str, str]:
         a = self.args
-        return {"items": f"{a.items:,}", "event": "50 endpoints x 5 items",
+        return {"items": f"{a.items:,}", "event": f"{a.endpoints} endpoints x 5 items",
                 "wrk": f"{a.threads} threads, {a.connections} connections unless said, "
                        f"{a.duration} s after {a.warmup} s warm-up, timeout {a.timeout} s",
                 "hot set": f"{min(a.hot_items, a.items):,} IDs"}

@@ -84,8 +84,10 @@ def _endpoint(rng: random.Random, ids: list[str]) -> dict:
     }
 
 
-def make_event(rng: random.Random, pick: list[str] | int) -> dict:
-    """One 50-endpoint, 5-item event; IDs from the list `pick`, or any of `pick` catalog items."""
+def make_event(rng: random.Random, pick: list[str] | int,
+               endpoints: int = ENDPOINTS_PER_EVENT) -> dict:
+    """One event of `endpoints` endpoints (Pinpoint's 50 by default) of 5 items each; IDs from the
+    list `pick`, or any of `pick` catalog items."""
     def draw() -> list[str]:
         if isinstance(pick, int):
             return [item_id(rng.randrange(pick)) for _ in range(ITEMS_PER_ENDPOINT)]
@@ -98,15 +100,16 @@ def make_event(rng: random.Random, pick: list[str] | int) -> dict:
         "ActivityId": "bench-activity",
         "ScheduledTime": "2026-11-22T09:00:00.000Z",
         "Endpoints": {f"{rng.getrandbits(128):032x}": _endpoint(rng, draw())
-                      for _ in range(ENDPOINTS_PER_EVENT)},
+                      for _ in range(endpoints)},
     }
 
 
-def write_events(path: Path, rng: random.Random, count: int, pick: list[str] | int) -> Path:
+def write_events(path: Path, rng: random.Random, count: int, pick: list[str] | int,
+                 endpoints: int = ENDPOINTS_PER_EVENT) -> Path:
     """`count` events, one compact JSON object per line (the form the wrk script reads)."""
     with path.open("wb") as out:
         for _ in range(count):
-            out.write(orjson.dumps(make_event(rng, pick)) + b"\n")
+            out.write(orjson.dumps(make_event(rng, pick, endpoints)) + b"\n")
     return path
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import time
+from typing import Any
 
 import orjson
 
@@ -19,11 +20,14 @@ class JsonFormatter(logging.Formatter):
     _second_text = ""
 
     def _timestamp(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+        return self.timestamp(record.created)
+
+    def timestamp(self, created: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -89,6 +93,37 @@ class BatchingHandler(logging.StreamHandler):
         while True:
             time.sleep(FLUSH_SECONDS)
             self.flush()
+
+
+def write_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """`logger.info(message, extra=fields)`, the same line, written straight to the serving
+    process's BatchingHandler when that is where it would go: a LogRecord, its formatting and the
+    handler machinery took ~15 µs, the access log's share of every request. Anywhere else (a
+    handler of the caller's, tests capturing logs) it is an ordinary `logger.info`."""
+    handler = _direct_handler(logger)
+    if handler is None:
+        logger.info(message, extra=fields)
+        return
+    formatter = handler.formatter
+    entry = {"ts": formatter.timestamp(time.time()), "level": "info", "logger": logger.name,
+             "msg": message, **fields}
+    line = orjson.dumps(entry, default=str).decode() + handler.terminator
+    with handler.lock:  # type: ignore[union-attr]
+        handler.stream.write(line)
+
+
+def _direct_handler(logger: logging.Logger) -> Any:
+    # Only the plain serving set-up: the root's one BatchingHandler, nothing in between.
+    if logger.handlers or logger.filters or not logger.propagate or logger.disabled:
+        return None
+    root = logging.getLogger()
+    if len(root.handlers) != 1 or root.filters:
+        return None
+    handler = root.handlers[0]
+    if (type(handler) is not BatchingHandler or handler.filters
+            or type(handler.formatter) is not JsonFormatter):
+        return None
+    return handler
 
 
 def batch_log_lines() -> None:

@@ -26,6 +26,7 @@ from service.errors import (
     Unavailable,
     UnsupportedMedia,
 )
+from service.logs import write_info
 from service.responses import problem_response
 
 log = logging.getLogger("service.requests")
@@ -96,9 +97,9 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
     if request.app[SETTINGS].access_log and log.isEnabledFor(logging.INFO):
         principal = request.get(PRINCIPAL)
         route = request.match_info.route.name
-        log.info(
-            "request",
-            extra={
+        write_info(
+            log, "request",
+            {
                 "request_id": request_id,
                 "method": request.method,
                 "route": route,
