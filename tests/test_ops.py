@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import orjson
 import pytest
 
 from service.app import create_app
+from service.middlewares import new_request_id
 from service.settings import Settings
 from tests.support.databases import create_database, drop_database, with_database
 
@@ -61,3 +63,19 @@ class TestRequestIds:
         assert (line.request_id, line.status, line.route, line.tenant) == (
             "trace-1", 404, "get_catalog", "acme")
         assert admin.key not in caplog.text
+
+
+def test_generated_request_ids_are_unique_across_forks():
+    ids = {new_request_id() for _ in range(1000)}
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a forked worker must not repeat its parent's IDs
+        os.write(write, "\n".join(new_request_id() for _ in range(1000)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        from_child = set(pipe.read().split("\n"))
+    os.waitpid(child, 0)
+    assert len(ids) == len(from_child) == 1000
+    assert not ids & from_child
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids | from_child)
