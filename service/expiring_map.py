@@ -31,6 +31,7 @@ class ExpiringMap(Generic[K, V]):
         # key → (time the value was read, value)
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._valid_after = float("-inf")
+        self._loading: dict[K, asyncio.Future[V]] = {}
 
     @staticmethod
     def ticket() -> float:
@@ -70,19 +71,39 @@ class ExpiringMap(Generic[K, V]):
         keep: Callable[[V], bool] = lambda _: True,
     ) -> V:
         """The fresh value, else `load()` within `within` seconds (kept if `keep` says so); when the
-        database is unavailable or too slow, the stale value, else the database's error."""
+        database is unavailable or too slow, the stale value, else the database's error.
+
+        The load runs as a task of its own, one per key at a time, and is waited for, not
+        cancelled: a cancelled asyncpg query can hold its caller until the connection has been
+        released (up to the command timeout), far past the deadline. A load that outlives the
+        wait goes on and fills the map for the next caller."""
         value = self.get(key)
         if value is not _ABSENT:
             return value  # type: ignore[return-value]
-        read_at = self.ticket()
-        try:
-            async with asyncio.timeout(within):
-                loaded = await load()
-        except DATABASE_UNAVAILABLE:
+        task = self._loading.get(key)
+        if task is None:
+            task = self._loading[key] = asyncio.ensure_future(self._load(key, load, keep))
+            task.add_done_callback(lambda done: self._landed(key, done))
+        done, _ = await asyncio.wait((task,), timeout=within)
+        failure = task.exception() if done else TimeoutError(f"no answer within {within} s")
+        if failure is None:
+            return task.result()
+        if isinstance(failure, DATABASE_UNAVAILABLE):
             stale = self.get_stale(key)
-            if stale is _ABSENT:
-                raise
-            return stale  # type: ignore[return-value]
+            if stale is not _ABSENT:
+                return stale  # type: ignore[return-value]
+        raise failure
+
+    def _landed(self, key: K, task: asyncio.Future[V]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # seen: every waiter may have given up on its deadline
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V]],
+                    keep: Callable[[V], bool]) -> V:
+        read_at = self.ticket()
+        loaded = await load()
         if keep(loaded):
             self.put(key, loaded, read_at)
         return loaded

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from service.app import create_app
+from service.app_keys import AUTHENTICATOR, RECOMMENDERS
 from service.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
@@ -74,6 +75,27 @@ class TestStalledDatabase:
         assert status == 200
         assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1"]
         assert headers["X-Degraded"] == "postgres-timeout"
+
+    async def test_deadline_holds_when_key_and_recommender_must_be_read_again(
+        self, api: Api, proxy: TcpProxy
+    ):
+        # A lost invalidation channel demotes the key and recommender caches; reading them again
+        # from a stalled Postgres must not hold the request past its deadline (a cancelled
+        # asyncpg query once held it until the command timeout, 3 s here).
+        app = api.client.app
+        proxy.stall()
+        try:
+            app[AUTHENTICATOR].expire_all()
+            app[RECOMMENDERS].expire_all()
+            started = time.monotonic()
+            status, answer, _ = await api.post(
+                TRANSFORM, event("1"), headers={"X-Deadline-Ms": "300"})
+            took = time.monotonic() - started
+        finally:
+            proxy.resume()
+        assert took < 0.3, f"answered after {took:.3f} s"
+        assert status == 200  # the stale key and recommender, the cached item
+        assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1"]
 
     async def test_default_deadline_applies(self, database_url, proxy, aiohttp_client, make_key,
                                             settings: Settings):
