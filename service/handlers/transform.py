@@ -81,8 +81,10 @@ async def transform_event(
     # Serialised rows where the answer can be assembled from them: not for an event holding
     # integers beyond 64 bits, read and written by the standard library, which takes no fragments.
     as_json = enricher.serves_json and not json_codec.is_exact(event)
-    derived_key = pinpoint.fast_path_key(parsed, enricher) if as_json else None
     resolver = request.app[RESOLVER]
+    # Rows kept on L1 entries: not when L1 is off (ENRICHER_CACHE_MAX_ENTRIES=0).
+    derived_key = (pinpoint.fast_path_key(parsed, enricher)
+                   if as_json and resolver.local.enabled else None)
     resolved = await resolver.resolve(
         recommender.catalog_id, parsed.item_ids, deadline=request[DEADLINE],
         derived_key=derived_key, checked=True,
