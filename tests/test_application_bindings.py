@@ -180,3 +180,18 @@ class TestMigration:
                 await conn.close()
         finally:
             await drop_database(pg_server_url, name)
+
+
+async def test_a_project_whose_recommender_keeps_placeholders(projects: Api):
+    """The event is read before its recommender is known; a policy other than `skip` still gets
+    its answer (placeholders for the unknown item, in place)."""
+    status, body, _ = await projects.put("/v1/recommenders/holes", {
+        "catalog": "movies", "application_ids": ["project-holes"], "missing_items": "placeholder",
+        "attributes": [{"name": "Title", "field": "title", "placeholder": "?"}]})
+    assert status == 201, body
+    event = {"ApplicationId": "project-holes",
+             "Endpoints": {"e1": {"ChannelType": "EMAIL", "RecommendationItems": ["nope", "1"]}}}
+    status, answer, _ = await projects.post("/v1/transform", event)
+    assert status == 200, answer
+    assert answer == {"e1": {"ChannelType": "EMAIL", "RecommendationItems": ["nope", "1"],
+                             "Recommendations": {"Title": ["?", "Fleabag"]}}}

@@ -55,6 +55,8 @@ async def transform_by_application(request: web.Request) -> web.Response:
     recommender = await request.app[RECOMMENDERS].for_application(
         request[PRINCIPAL].tenant_id, application_id, request[DEADLINE]
     )
+    if raw is not None and event is raw and not recommender.enricher.serves_json:
+        event = body  # read before the recommender was known; its policy needs the general path
     return await transform_event(request, recommender, event)
 
 
