@@ -18,8 +18,11 @@ stale entries), and the next request asks again.
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import asyncpg
@@ -46,6 +49,8 @@ class Flight:
         # IDs changed by a write while the query ran: answered to the waiters, never cached.
         self.tainted: set[str] = set()
 
+
+_item_id = operator.itemgetter("id")
 
 # Called once per answered flight, to keep its values in the cache tiers.
 Remember = Callable[[Flight, dict[str, Any]], None]
@@ -79,6 +84,18 @@ class ItemBatcher:
         """Ask for `ids`; returns each future answer (id → row or ABSENT) with the IDs it holds."""
         waits: dict[asyncio.Future[dict[str, Any]], list[str]] = {}
         pending = self._pending.get(catalog_id)
+        in_flight = self._in_flight
+        keys = list(zip(repeat(catalog_id), ids))
+        if in_flight.keys().isdisjoint(keys):
+            # The usual case, none of the IDs asked for already: all join the pending batch, in
+            # a few C-speed steps instead of a Python loop over the IDs.
+            if pending is None:
+                pending = self._open(catalog_id)
+            pending.ids.update(dict.fromkeys(ids))
+            in_flight.update(zip(keys, repeat(pending)))
+            if epoch is not None:
+                pending.epoch = epoch if pending.epoch is None else max(pending.epoch, epoch)
+            return {pending.future: list(ids)}
         joined = 0
         for item_id in ids:
             flight = self._in_flight.get((catalog_id, item_id))
@@ -152,14 +169,13 @@ class ItemBatcher:
         self.metrics.db_queries.labels("ok").inc()
         self.metrics.db_query_ids.observe(len(ids))
         values: dict[str, Any] = dict.fromkeys(ids, ABSENT)
-        for row in rows:
-            values[row["id"]] = row
+        values.update(zip(map(_item_id, rows), rows, strict=True))
         self._land(flight, ids)
         flight.future.set_result(values)
         self.remember(flight, values)
 
     def _land(self, flight: Flight, ids: list[str]) -> None:
-        for item_id in ids:
-            key = (flight.catalog_id, item_id)
-            if self._in_flight.get(key) is flight:
-                del self._in_flight[key]
+        # Every ID of a flight maps to it until it lands: `fetch` claims only unclaimed IDs, and
+        # only here are claims released. So its keys can go without checking each one.
+        deque(map(self._in_flight.pop, zip(repeat(flight.catalog_id), ids), repeat(None)),
+              maxlen=0)

@@ -145,10 +145,8 @@ class ItemResolver:
                 unanswered.extend(future_ids)
                 continue
             values = future.result()
-            for item_id in future_ids:
-                value = values[item_id]
-                if value is not ABSENT:
-                    resolved[item_id] = value
+            answered = map(values.__getitem__, future_ids)
+            self._take(resolved, dict(zip(future_ids, answered, strict=True)), None)
         if unanswered:
             self._fall_back(resolved, stale, unanswered)
         return resolved
@@ -192,16 +190,20 @@ class ItemResolver:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
 
-    def _take(self, resolved: Resolved, values: dict[str, Any], tier: str) -> None:
+    def _take(self, resolved: Resolved, values: dict[str, Any], tier: str | None) -> None:
+        """Put the items of `values` (id → item or ABSENT) into `resolved`; count the hits of a
+        cache tier (None: Postgres, counted by the batcher)."""
         if not values:
             return
         resolved.update(values)
         negative = 0
-        if ABSENT in values.values():  # rare: drop the negative entries again
+        if ABSENT in values.values():  # drop the negative entries again
             for item_id, value in values.items():
                 if value is ABSENT:
                     negative += 1
                     del resolved[item_id]
+        if tier is None:
+            return
         if negative:
             self._count[tier, "negative_hit"].inc(negative)
         if len(values) > negative:
