@@ -242,7 +242,7 @@ class Bench:
             if scenario.driver == "shim":
                 result, _ = run_shim(url=server.base_url + TRANSFORM_PATH, api_key=db.api_key,
                                      events=events, invokers=connections, seconds=args.duration,
-                                     say=say)
+                                     say=say, rate=scenario.rate)
             else:
                 result = run_wrk(**load, seconds=args.duration)
             cpu_used = server.cpu_seconds() - cpu_before

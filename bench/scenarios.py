@@ -18,6 +18,7 @@ class Scenario:
     connections: int | None = None  # wrk connections or shim invokers; None: --connections
     processes: int = 1  # server processes: `serve --workers N`, and N floor processes
     driver: str = "wrk"  # "wrk", or "shim": the real Lambda shim in `connections` processes
+    rate: float | None = None  # shim: invocations a second in all (None: back to back)
     service_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -28,6 +29,10 @@ SCENARIOS = (
              service_env={"ENRICHER_CACHE_MAX_ENTRIES": "0"}),
     Scenario("c256", "256 connections (warm)", "hot", connections=256),
     Scenario("shim", "Lambda shim, 64 invocations (warm)", "hot", driver="shim"),
+    # The same 64 containers, paced below saturation: the latency a shim invocation has when the
+    # server is not queueing (back to back, p99 is mostly time spent waiting in line).
+    Scenario("shim-paced", "Lambda shim, 64 at 200 invocations/s", "hot", driver="shim",
+             rate=200),
     Scenario("workers2", "serve --workers 2 (warm)", "hot", processes=2),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}

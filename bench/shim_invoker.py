@@ -1,11 +1,12 @@
 """One warm Lambda container running the real shim in a loop (standard library only).
 
-Run as `python -I -S shim_invoker.py SHIM_DIR EVENTS_FILE INDEX STRIDE SECONDS` with ENRICHER_URL
-and ENRICHER_API_KEY set. It parses its share of the events (every STRIDE-th line from INDEX),
-prints "ready", waits for a line on stdin (so all invokers start together), then calls
-`lambda_shim.handler(event, context)` back to back for SECONDS, as a container Pinpoint keeps busy
-would, and prints one JSON line: each invocation's latency in ms, the errors it raised, and the
-seconds it ran.
+Run as `python -I -S shim_invoker.py SHIM_DIR EVENTS_FILE INDEX STRIDE SECONDS [INTERVAL]` with
+ENRICHER_URL and ENRICHER_API_KEY set. It parses its share of the events (every STRIDE-th line from
+INDEX), prints "ready", waits for a line on stdin (so all invokers start together), then calls
+`lambda_shim.handler(event, context)` for SECONDS — back to back, as a container Pinpoint keeps
+busy would, or, with INTERVAL, one invocation every INTERVAL seconds (staggered by INDEX; a late
+one starts at once) — and prints one JSON line: each invocation's latency in ms, the errors it
+raised, and the seconds it ran.
 """
 
 import json
@@ -32,6 +33,7 @@ class FakeContext:
 def main():
     events_file, index, stride, seconds = sys.argv[2:6]  # argv[1] went on sys.path above
     index, stride, seconds = int(index), int(stride), float(seconds)
+    interval = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     with open(events_file, encoding="utf-8") as lines:
         events = [json.loads(line) for n, line in enumerate(lines) if n % stride == index % stride]
     print("ready", flush=True)
@@ -40,7 +42,13 @@ def main():
     began = time.monotonic()
     stop = began + seconds
     count = 0
+    next_start = began + interval * index / stride  # paced invokers start staggered
     while time.monotonic() < stop:
+        if interval:
+            wait = next_start - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            next_start += interval
         event = events[count % len(events)]
         count += 1
         started = time.perf_counter()
