@@ -220,8 +220,7 @@ class Enricher:
             for a in spec.attributes
         ) + b"}"
         # A raw endpoint (service/raw_event.py) as an answer member: its ID (JSON string contents,
-        # without the quotes), then its own text
-        # without the closing brace, then Recommendations, last.
+        # without the quotes), then its own text without the closing brace, then Recommendations.
         self.endpoint_template = (b'"%b":%b,"Recommendations":' + self.recommendations_template
                                   + b"}")
 
@@ -248,10 +247,7 @@ class Enricher:
             # per locale: the values are the item's own, without the general renderer.
             return tuple([orjson.dumps(placeholder if (value := get(item)) is None else value)
                           for get, placeholder in plain])
-        return tuple(map(orjson.dumps, (
-            self._placeholders[i] if value is None else value
-            for i, value in enumerate(self._raw_row(item, locale))
-        )))
+        return tuple(map(orjson.dumps, self._filled_row(item, locale)))
 
     def recommendations(
         self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,
@@ -361,10 +357,14 @@ class Enricher:
         key = (item["id"], item.get("version"), locale)
         row = self._rows.get(key)
         if row is None:
-            row = tuple(self._placeholders[i] if value is None else value
-                        for i, value in enumerate(self._raw_row(item, locale)))
+            row = self._filled_row(item, locale)
             self._rows.put(key, row)
         return row
+
+    def _filled_row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
+        """One item's attribute values, placeholders filled in (not cached)."""
+        return tuple(self._placeholders[i] if value is None else value
+                     for i, value in enumerate(self._raw_row(item, locale)))
 
     def _raw_row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
         """One item's attribute values, None where the item has nothing (not cached)."""

@@ -19,9 +19,6 @@ class JsonFormatter(logging.Formatter):
     _second = -1
     _second_text = ""
 
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        return self.timestamp(record.created)
-
     def timestamp(self, created: float) -> str:
         second = int(created)
         if second != self._second:
@@ -30,17 +27,18 @@ class JsonFormatter(logging.Formatter):
         return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": self._timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        fields = {key: value for key, value in record.__dict__.items()
+                  if key not in _STANDARD and not key.startswith("_")}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            fields["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname.lower(), record.name,
+                         record.getMessage(), fields)
+
+    def line(self, created: float, level: str, logger: str, message: str,
+             fields: dict[str, Any]) -> str:
+        """One log line: time, level, logger and message first, then the fields."""
+        entry = {"ts": self.timestamp(created), "level": level, "logger": logger, "msg": message,
+                 **fields}
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -104,12 +102,9 @@ def write_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> 
     if handler is None:
         logger.info(message, extra=fields)
         return
-    formatter = handler.formatter
-    entry = {"ts": formatter.timestamp(time.time()), "level": "info", "logger": logger.name,
-             "msg": message, **fields}
-    line = orjson.dumps(entry, default=str).decode() + handler.terminator
-    with handler.lock:  # type: ignore[union-attr]
-        handler.stream.write(line)
+    line = handler.formatter.line(time.time(), "info", logger.name, message, fields)
+    with handler.lock:
+        handler.stream.write(line + handler.terminator)
 
 
 def _direct_handler(logger: logging.Logger) -> Any:

@@ -53,6 +53,8 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 
 def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
 # Client disconnects (also OSError) are turned into ClientGone where the body is read, so they never
 # land here as "database down".
 _DATABASE_DOWN = DATABASE_UNAVAILABLE
@@ -84,7 +86,6 @@ def _count_request(request: web.Request, status: int, seconds: float) -> None:
 @web.middleware
 async def request_context(request: web.Request, handler) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER)
-    # 32 random hex digits, as uuid4().hex without building a UUID object.
     request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else new_request_id()
     request[REQUEST_ID] = request_id
     started = time.perf_counter()

@@ -181,7 +181,7 @@ def enrich_event(
 def fast_path_key(parsed: ParsedEvent, enricher: Enricher) -> tuple[int, str | None] | None:
     """The derived key to resolve this event's IDs under, when `enrich_event_json` can serve it
     from rows kept on L1 entries: one locale for the whole event (the usual batch)."""
-    if len(parsed.locales) == 1 and enricher.serves_json:
+    if len(parsed.locales) == 1:
         return enricher.derived_key(next(iter(parsed.locales)))
     return None
 
@@ -189,7 +189,8 @@ def fast_path_key(parsed: ParsedEvent, enricher: Enricher) -> tuple[int, str | N
 def enrich_event_json(
     parsed: ParsedEvent, enricher: Enricher, resolved: Resolved, *, raw: bool = False,
 ) -> tuple[dict[str, Any] | bytes, int, dict[str, tuple[Any, JsonRow | bool]]]:
-    """`enrich_event` for the transform's common case (missing_items `skip`), with each
+    """`enrich_event` for the transform's common case (missing_items `skip`: the caller checks
+    `enricher.serves_json`), with each
     endpoint's Recommendations assembled from serialised rows instead of built as objects and
     serialised again. Each distinct (item, locale) is rendered once, or not at all when
     `resolved.derived` holds its row already (resolved under `fast_path_key`).
@@ -201,9 +202,6 @@ def enrich_event_json(
 
     Also returns the rows rendered here for items resolved as items (id → (item, row)), for the
     caller to keep on their L1 entries when it resolved under a derived key."""
-    if not enricher.serves_json:
-        answer, unresolved = enrich_event(parsed, enricher, resolved)
-        return answer, unresolved, {}
     json_row = enricher.json_row
     # Rows found ready on L1 (maybe L1's own table, shared: only read here), and rows rendered
     # here, per locale. Kept rows exist only for an event of one locale (`fast_path_key`).

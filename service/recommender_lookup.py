@@ -57,7 +57,8 @@ class _RenderCaches:
 
     The lookup cache reloads a recommender every few seconds; a new RenderCache each time would
     throw away every rendered row (and the rows kept on L1 under its ID) with it. A definition is
-    its ID and `updated_at`: a changed recommender gets a new cache, and its old one is dropped."""
+    its ID with its `updated_at`, spec and catalog name: a changed recommender gets a new cache,
+    and its old one is dropped."""
 
     def __init__(self) -> None:
         self._by_id: dict[int, tuple[object, RenderCache]] = {}

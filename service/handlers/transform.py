@@ -46,18 +46,15 @@ async def transform(request: web.Request) -> web.Response:
 async def transform_by_application(request: web.Request) -> web.Response:
     """One shim for many Pinpoint projects: the event's ApplicationId picks the recommender."""
     body = await read_json_body(request, request.app[SETTINGS].max_body_bytes)
-    raw = read_raw_event(body, _limits(request))
-    application_id = raw.application_id if raw is not None else None
-    event: object = raw
+    event: object = read_raw_event(body, _limits(request))
+    application_id = event.application_id if isinstance(event, RawEvent) else None
     if application_id is None or not APPLICATION_ID_PATTERN.match(application_id):
         event = parse_json(body)  # the general path, which says what is wrong with it
         application_id = pinpoint.event_application_id(event)
     recommender = await request.app[RECOMMENDERS].for_application(
         request[PRINCIPAL].tenant_id, application_id, request[DEADLINE]
     )
-    if raw is not None and event is raw and not recommender.enricher.serves_json:
-        event = body  # read before the recommender was known; its policy needs the general path
-    return await transform_event(request, recommender, event)
+    return await transform_event(request, recommender, body, event)
 
 
 def _limits(request: web.Request) -> pinpoint.EventLimits:
@@ -71,14 +68,17 @@ def _event_limits(max_endpoints: int, max_items_per_endpoint: int) -> pinpoint.E
 
 
 async def transform_event(
-    request: web.Request, recommender: Recommender, event: bytes | object
+    request: web.Request, recommender: Recommender, body: bytes, event: object = None
 ) -> web.Response:
-    """Serve an event: its body (bytes), read here; or what a caller already read of it."""
+    """Serve the event in `body`; `event` is what a caller already read of it, if anything (read
+    before the recommender was known, a raw read serves only a policy that takes it)."""
     enricher = recommender.enricher
     limits = _limits(request)
-    if isinstance(event, bytes):
-        event = (read_raw_event(event, limits) if enricher.serves_json else None) \
-            or parse_json(event)
+    if isinstance(event, RawEvent) and not enricher.serves_json:
+        event = None
+    if event is None:
+        event = (read_raw_event(body, limits) if enricher.serves_json else None) \
+            or parse_json(body)
     parsed = event if isinstance(event, RawEvent) else pinpoint.parse_event(event, limits)
     # Serialised rows where the answer can be assembled from them: not for an event holding
     # integers beyond 64 bits, read and written by the standard library, which takes no fragments.
