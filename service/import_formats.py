@@ -121,8 +121,12 @@ class NdjsonReader:
     def _parse(self, number: int, line: bytes | None) -> ParsedLine:
         if line is None:
             return ParsedLine(number, None, None, self.too_long)
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM, as Windows tools write
         try:
             body = json_codec.loads_line(line)
+        except json_codec.TooDeep as exc:
+            return ParsedLine(number, None, None, f"refused: {exc}")
         except ValueError as exc:
             return ParsedLine(number, None, None, f"not valid JSON: {exc}")
         if not isinstance(body, dict):

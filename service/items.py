@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from service.errors import FieldError, ValidationFailed
+from service.json_codec import ExactNumber
 
 MAX_ID_LENGTH = 256
 MAX_TITLE_LENGTH = 2000
@@ -108,10 +109,14 @@ class _Checker:
         return value
 
     def free_json(self, value: Any, field: str) -> None:
-        """Postgres jsonb cannot hold NUL characters, in keys or strings."""
+        """Postgres jsonb cannot hold NUL characters, in keys or strings; and a number orjson
+        cannot hold would not read back as it was written."""
         if isinstance(value, str):
             if "\x00" in value:
                 self.fail(field, "must not contain the NUL character")
+        elif isinstance(value, ExactNumber):
+            self.fail(field, f"{value.text[:40]} is a number beyond what is stored exactly "
+                             "(64-bit integers, double-precision floats); send it as a string")
         elif isinstance(value, dict):
             for key, inner in value.items():
                 if "\x00" in key:
@@ -127,7 +132,7 @@ def json_type(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | ExactNumber):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -199,7 +204,7 @@ def _parse_price(price: object, check: _Checker) -> tuple[str | None, str | None
             check.fail(f"price.{key}", "is not a price field (expected amount and currency)")
     amount = price.get("amount")
     currency = price.get("currency")
-    if isinstance(amount, int | float) and not isinstance(amount, bool):
+    if isinstance(amount, int | float | ExactNumber) and not isinstance(amount, bool):
         check.fail("price.amount",
                    'must be a decimal string like "19.99", not a JSON number '
                    "(a float has already lost the cents)")

@@ -10,9 +10,11 @@ then each endpoint's text into the few fields the transform needs (`Recommendati
 bytes, byte for byte.
 
 Anything unusual (a malformed endpoint, an invalid ID, a limit passed, a `Recommendations` key
-already there, `\\u` escapes, non-UTF-8 bytes, invalid JSON) returns None, and the caller takes the
-general path (service/pinpoint.py), which reads the event with orjson and says precisely what is
-wrong. Both paths answer the same event the same way; tests/test_raw_event.py holds them to it.
+already there, `\\u` escapes, non-UTF-8 bytes, invalid JSON, nesting past json_codec.MAX_DEPTH, or
+any other failure to read it) returns None, and the caller takes the general path
+(service/pinpoint.py), which reads the event with orjson and says precisely what is wrong. Both
+paths answer the same event the same way; tests/test_raw_event.py and tests/test_hostile_json.py
+hold them to it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from service.items import MAX_ID_LENGTH
+from service.json_codec import MAX_DEPTH, nesting_exceeds
 from service.pinpoint import EventLimits, ParsedEvent
 
 
@@ -51,6 +54,11 @@ class _Event(Struct, gc=False):
 _read_event = msgspec.json.Decoder(_Event).decode
 _read_endpoint = msgspec.json.Decoder(_Endpoint).decode
 
+# An endpoint sits two levels down (the event, its Endpoints); one no longer than this cannot
+# nest past MAX_DEPTH, which is every usual one, so their nesting costs one len() each.
+_ENDPOINT_DEPTH = MAX_DEPTH - 2
+_SHORT_ENDPOINT = 2 * _ENDPOINT_DEPTH + 1
+
 
 class RawEvent(ParsedEvent):
     """A ParsedEvent whose endpoints are their raw JSON (msgspec.Raw), none malformed."""
@@ -71,7 +79,10 @@ def read_raw_event(body: bytes, limits: EventLimits) -> RawEvent | None:
             return None
         # Each endpoint's few fields from its own text: cheaper than a second pass over the body.
         views = list(map(_read_endpoint, raws.values()))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    # RecursionError: msgspec skipping a value nested past the interpreter's stack.
+    except (msgspec.MsgspecError, RecursionError, ValueError):
+        return None
+    if _nests_too_deep(body, raws):
         return None
     event = RawEvent()
     event.application_id = read.ApplicationId or None
@@ -89,6 +100,17 @@ def read_raw_event(body: bytes, limits: EventLimits) -> RawEvent | None:
         event.locales.add(locale)
     event.item_ids = list(dict.fromkeys(every_id))
     return event
+
+
+def _nests_too_deep(body: bytes, raws: dict[str, Raw]) -> bool:
+    """Does the event nest past MAX_DEPTH? Mostly without a scan: what lies outside the
+    endpoints is short, and so is each endpoint."""
+    lengths = list(map(len, raws.values()))
+    if len(body) - sum(lengths) > 2 * MAX_DEPTH + 1 and nesting_exceeds(body):
+        return True
+    if max(lengths) <= _SHORT_ENDPOINT:
+        return False
+    return any(nesting_exceeds(raw, _ENDPOINT_DEPTH) for raw in raws.values())
 
 
 def _is_utf8(body: bytes) -> bool:

@@ -9,6 +9,8 @@ from aiohttp import web
 from service import json_codec
 from service.errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMedia
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
 
 def is_json_type(content_type: str) -> bool:
     return content_type == "application/json" or (
@@ -50,6 +52,8 @@ async def read_json_body(request: web.Request, max_bytes: int) -> bytes:
         raise UnsupportedMedia(f"JSON must be UTF-8 (got charset {charset!r})",
                                field="Content-Type")
     body = await read_body(request, max_bytes)
+    if body.startswith(UTF8_BOM):
+        body = body[len(UTF8_BOM):]  # RFC 8259 8.1: a parser may ignore one; Windows tools add it
     if not body.strip():
         raise BadRequest("the request body is empty; send a JSON document", field="body")
     return body
@@ -58,5 +62,7 @@ async def read_json_body(request: web.Request, max_bytes: int) -> bytes:
 def parse_json(body: bytes) -> Any:
     try:
         return json_codec.loads(body)
+    except json_codec.TooDeep as exc:
+        raise BadRequest(f"the body is refused: {exc}", field="body") from exc
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from exc
