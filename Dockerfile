@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY migrations ./migrations
 RUN pip install --no-cache-dir . \
-    && python -c "import service.migrations as m; print(m.migrations_dir())"
+    && python -c "import service.storage.migrations as m; print(m.migrations_dir())"
 
 # --- runtime stage: no compilers, no sources, a user without privileges ----------------------
 FROM python:3.12-slim-bookworm

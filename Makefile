@@ -29,6 +29,7 @@ test: $(VENV)/.test-deps
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check service tests bench
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 # The floor and catalog-enricher side by side (README "Performance"); pass options with ARGS=.

@@ -32,7 +32,7 @@ from bench.scenarios import BY_NAME, SCENARIOS, Scenario
 from bench.servers import ServerProcess, floor_command, free_port, service_command, service_env
 from bench.shim_load import run_shim
 from bench.wrk_runner import LoadResult, WrkMissing, ensure_wrk, run_wrk
-from service.embedded_postgres import embedded_postgres
+from service.storage.embedded_postgres import embedded_postgres
 
 # Throwaway databases on a Postgres server are the tests' business too: one way to reach and drop them.
 from tests.support.databases import can_connect, drop_database

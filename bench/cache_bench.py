@@ -34,11 +34,11 @@ from aiohttp.test_utils import TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import migrated_tenant
-from service.app import create_app
-from service.db import connect, init_connection
-from service.local_cache import LocalCache
-from service.settings import Settings
+from service.resolution.local_cache import LocalCache
+from service.runtime.settings import Settings
 from service.storage import items as item_store
+from service.storage.db import connect, init_connection
+from service.web.app import create_app
 
 SERVER_URL = os.environ.get("BENCH_DATABASE_URL",
                             "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -177,7 +177,7 @@ async def drive_resolver(settings: Settings, events: list[bytes], seconds: float
     """Resolutions per second of each event's IDs, without HTTP or rendering: the cache alone."""
     import orjson
 
-    from service.app_keys import POOL, RESOLVER
+    from service.web.app_keys import POOL, RESOLVER
 
     batches = [[i for e in orjson.loads(body)["Endpoints"].values()
                 for i in e["RecommendationItems"]] for body in events]
@@ -199,7 +199,7 @@ async def drive_resolver(settings: Settings, events: list[bytes], seconds: float
 
 
 def _queries(app) -> float:
-    from service.app_keys import METRICS
+    from service.web.app_keys import METRICS
 
     registry = app[METRICS].registry
     return sum(registry.get_sample_value("enricher_db_queries_total", {"outcome": o}) or 0

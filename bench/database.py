@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import asyncpg
 
 from bench.catalog import COPY_COLUMNS, copy_records
-from service.auth import generate_key
-from service.db import connect
-from service.migrations import apply_migrations
-from service.recommenders import parse_recommender
-from service.settings import Settings
+from service.enrichment.recommenders import parse_recommender
+from service.runtime.settings import Settings
 from service.storage import catalogs as catalog_store
 from service.storage import recommenders as recommender_store
 from service.storage import tenants as tenant_store
+from service.storage.db import connect
+from service.storage.migrations import apply_migrations
+from service.web.auth import generate_key
 from tests.support.databases import with_database
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.database import migrated_tenant  # noqa: E402
-from service.db import connect  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.runtime.settings import Settings  # noqa: E402
+from service.storage.db import connect  # noqa: E402
 from tests.support.databases import create_database, drop_database, with_database  # noqa: E402
 
 GENRES = ("Comedy", "Drama", "Horror", "Documentary", "Animation", "Thriller")

@@ -20,15 +20,15 @@ from pathlib import Path
 import asyncpg
 
 from service import __version__
-from service.auth import SCOPES, generate_key, validate_scopes
-from service.cli_import import add_import_parser, import_file
-from service.db import connect
-from service.embedded_postgres import embedded_postgres
+from service.catalog.cli_import import add_import_parser, import_file
 from service.errors import MigrationError, ProblemError, SettingsError
-from service.logs import setup_logging
-from service.migrations import apply_migrations
-from service.settings import Settings
+from service.runtime.logs import setup_logging
+from service.runtime.settings import Settings
 from service.storage import tenants as tenant_store
+from service.storage.db import connect
+from service.storage.embedded_postgres import embedded_postgres
+from service.storage.migrations import apply_migrations
+from service.web.auth import SCOPES, generate_key, validate_scopes
 
 SHIM_PATH = Path(__file__).with_name("lambda_shim.py")
 
@@ -167,7 +167,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 
 async def create_tenant(conn: asyncpg.Connection, name: str) -> int:
-    from service.recommenders import NAME_PATTERN
+    from service.enrichment.recommenders import NAME_PATTERN
 
     if not NAME_PATTERN.match(name):
         print("catalog-enricher: a tenant name is 1-64 letters, digits, '_', '.' or '-'",
@@ -193,13 +193,13 @@ async def create_key(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 
 async def print_pinpoint_config(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    from service.pinpoint_setup import (
+    from service.adapters.pinpoint_setup import (
         PinpointSetup,
         SetupError,
         missing_for_pinpoint,
         recommender_configuration,
     )
-    from service.recommender_lookup import recommender_from_row
+    from service.enrichment.recommender_lookup import recommender_from_row
     from service.storage import recommenders as recommender_store
 
     tenant = await tenant_store.get_tenant(conn, args.tenant)

@@ -7,13 +7,13 @@ import shlex
 import asyncpg
 import orjson
 
-from service.auth import generate_key
+from service.enrichment.recommenders import parse_recommender
 from service.items import parse_item
-from service.recommenders import parse_recommender
 from service.storage import catalogs as catalog_store
 from service.storage import items as item_store
 from service.storage import recommenders as recommender_store
 from service.storage import tenants as tenant_store
+from service.web.auth import generate_key
 
 TENANT = "demo"
 CATALOG = "demo-movies"

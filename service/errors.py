@@ -17,7 +17,7 @@
         │   └── ImportRejected  422   an import that landed nothing; lists the bad lines
         └── Unavailable         503   Postgres unreachable or migrations not current
 
-Handlers and data modules raise these; one middleware (service/middlewares.py) turns them into
+Handlers and data modules raise these; one middleware (service/web/middlewares.py) turns them into
 responses. Messages are written for the caller and never include secrets or SQL.
 """
 

@@ -22,16 +22,16 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from service.app import create_app
-from service.app_keys import REQUESTS_IN_FLIGHT
-from service.db import connect
 from service.demo import curl_line, load_demo
-from service.embedded_postgres import embedded_postgres
-from service.gc_tuning import tune_for_serving
-from service.logs import batch_log_lines, flush_log_lines, setup_logging
-from service.migrations import apply_migrations
-from service.request_tracker import RequestTracker
-from service.settings import Settings
+from service.runtime.gc_tuning import tune_for_serving
+from service.runtime.logs import batch_log_lines, flush_log_lines, setup_logging
+from service.runtime.settings import Settings
+from service.storage.db import connect
+from service.storage.embedded_postgres import embedded_postgres
+from service.storage.migrations import apply_migrations
+from service.web.app import create_app
+from service.web.app_keys import REQUESTS_IN_FLIGHT
+from service.web.request_tracker import RequestTracker
 
 log = logging.getLogger(__name__)
 

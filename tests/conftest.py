@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from service import auth
-from service.app import create_app
-from service.db import connect
-from service.migrations import apply_migrations
-from service.settings import Settings
+from service.runtime.settings import Settings
 from service.storage import tenants as tenant_store
+from service.storage.db import connect
+from service.storage.migrations import apply_migrations
+from service.web import auth
+from service.web.app import create_app
 from tests.support.api import Api
 from tests.support.databases import (
     can_connect,
@@ -37,7 +37,7 @@ def pg_server_url() -> Iterator[str]:
         yield url
         return
     # No Postgres here: run the suite on an embedded one, as a new user's machine would.
-    from service.embedded_postgres import embedded_postgres
+    from service.storage.embedded_postgres import embedded_postgres
 
     with tempfile.TemporaryDirectory(prefix="ce-test-pg-") as folder, \
             embedded_postgres(Path(folder)) as embedded_url:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from service import lambda_shim
-from service.db import connect
-from service.migrations import apply_migrations, discover
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.storage.db import connect
+from service.storage.migrations import apply_migrations, discover
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.databases import create_database, drop_database, with_database

@@ -7,7 +7,7 @@ import sys
 
 import asyncpg
 
-from service.auth import hash_key
+from service.web.auth import hash_key
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 

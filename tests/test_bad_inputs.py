@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 

@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.web.app import create_app
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.tcp_proxy import TcpProxy, url_through

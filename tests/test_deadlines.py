@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service.app import create_app
-from service.app_keys import AUTHENTICATOR, RECOMMENDERS
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.web.app import create_app
+from service.web.app_keys import AUTHENTICATOR, RECOMMENDERS
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.tcp_proxy import TcpProxy, url_through

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.expiring_map import ExpiringMap
+from service.resolution.expiring_map import ExpiringMap
 
 
 async def test_concurrent_callers_share_one_load():

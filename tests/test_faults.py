@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
-from service.app_keys import RESOLVER
-from service.db import connect
-from service.migrations import apply_migrations
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.storage.db import connect
+from service.storage.migrations import apply_migrations
+from service.web.app import create_app
+from service.web.app_keys import RESOLVER
 from tests.conftest import KeyMaker
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender

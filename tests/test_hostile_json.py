@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.adapters.pinpoint import EventLimits
+from service.adapters.raw_event import read_raw_event
 from service.json_codec import MAX_DEPTH, nesting_exceeds
-from service.pinpoint import EventLimits
-from service.raw_event import read_raw_event
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 

@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog
 from tests.support.imports import (

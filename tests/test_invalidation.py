@@ -12,9 +12,9 @@ import asyncpg
 import orjson
 import pytest
 
-from service.app import create_app
-from service.app_keys import LISTENER
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.web.app import create_app
+from service.web.app_keys import LISTENER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import item_queries, sample

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 

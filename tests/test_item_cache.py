@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from service.app import create_app
-from service.app_keys import RESOLVER
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.web.app import create_app
+from service.web.app_keys import RESOLVER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import item_queries, sample

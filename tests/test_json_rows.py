@@ -10,8 +10,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.enrich import Enricher
-from service.recommenders import parse_recommender
+from service.enrichment.enrich import Enricher
+from service.enrichment.recommenders import parse_recommender
 
 PLAIN = parse_recommender({"catalog": "c", "attributes": [
     {"name": "Title", "field": "title", "placeholder": "n/a"},

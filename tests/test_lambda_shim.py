@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from service.app import create_app
 from service.cli import write_shim_zip
+from service.web.app import create_app
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.tcp_proxy import TcpProxy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.local_cache import ABSENT, LocalCache
+from service.resolution.local_cache import ABSENT, LocalCache
 
 
 class Clock:

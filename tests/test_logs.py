@@ -8,8 +8,8 @@ import logging
 import orjson
 import pytest
 
-from service import logs
-from service.logs import batch_log_lines, flush_log_lines, setup_logging, write_info
+from service.runtime import logs
+from service.runtime.logs import batch_log_lines, flush_log_lines, setup_logging, write_info
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from service.errors import MigrationError
-from service.migrations import Migration, apply_migrations, discover, pending_versions
+from service.storage.migrations import Migration, apply_migrations, discover, pending_versions
 from tests.support.databases import create_database, drop_database, with_database
 
 

@@ -9,7 +9,7 @@ import pytest
 from babel import Locale, localedata
 from babel.numbers import format_currency
 
-from service.money_format import MoneyLayout, derive_layout, format_money
+from service.enrichment.money_format import MoneyLayout, derive_layout, format_money
 
 CURRENCIES = ("USD", "EUR", "JPY", "INR", "KWD", "CHF")
 

@@ -25,9 +25,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.app import create_app
-from service.handlers.openapi import OPENAPI_PATH
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.web.app import create_app
+from service.web.handlers.openapi import OPENAPI_PATH
 from tests.conftest import KeyMaker
 from tests.support.databases import create_database, drop_database, run, with_database
 
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def documented_operations() -> dict[tuple[str, str], str]:
-    """(METHOD, path) -> operationId, from service/openapi.json."""
+    """(METHOD, path) -> operationId, from service/web/openapi.json."""
     document = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
     return {
         (method.upper(), path): operation["operationId"]
@@ -62,13 +62,13 @@ class TestDocumentMatchesRoutes:
         missing = sorted(f"{m} {p} (name {n})" for (m, p), n in routed_operations().items()
                          if (m, p) not in documented)
         assert not missing, (
-            "routes missing from service/openapi.json; add an operation under `paths` with "
+            "routes missing from service/web/openapi.json; add an operation under `paths` with "
             "`operationId` set to the route name:\n  " + "\n  ".join(missing))
 
     def test_no_documented_operation_without_a_route(self):
         routed = routed_operations()
         stale = sorted(f"{m} {p}" for (m, p) in documented_operations() if (m, p) not in routed)
-        assert not stale, "service/openapi.json documents routes that do not exist:\n  " + \
+        assert not stale, "service/web/openapi.json documents routes that do not exist:\n  " + \
             "\n  ".join(stale)
 
     def test_operation_ids_are_the_route_names(self):

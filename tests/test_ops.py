@@ -8,9 +8,9 @@ import os
 import orjson
 import pytest
 
-from service.app import create_app
-from service.middlewares import new_request_id
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.web.app import create_app
+from service.web.middlewares import new_request_id
 from tests.support.databases import create_database, drop_database, with_database
 
 

@@ -18,8 +18,8 @@ from botocore.stub import Stubber
 from botocore.validate import ParamValidator
 
 from service.cli import build_parser, print_pinpoint_config
-from service.db import connect
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.storage.db import connect
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog
 

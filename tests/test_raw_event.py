@@ -1,4 +1,4 @@
-"""The transform's fast reader (service/raw_event.py) against the general path.
+"""The transform's fast reader (service/adapters/raw_event.py) against the general path.
 
 The fast path returns each endpoint's own bytes; the general path parses and re-serialises. For any
 event both can serve, the two answers must mean the same, and the fast one must hold every endpoint
@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.app_keys import POOL, RECOMMENDERS
-from service.pinpoint import EventLimits
-from service.raw_event import read_raw_event
+from service.adapters.pinpoint import EventLimits
+from service.adapters.raw_event import read_raw_event
 from service.storage import tenants as tenant_store
+from service.web.app_keys import POOL, RECOMMENDERS
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 

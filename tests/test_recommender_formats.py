@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from service.enrich import Enricher, fill_template, plain_price, truncate_words
-from service.locales import fallback_chain, normalize_tag
-from service.recommenders import parse_recommender
+from service.enrichment.enrich import Enricher, fill_template, plain_price, truncate_words
+from service.enrichment.locales import fallback_chain, normalize_tag
+from service.enrichment.recommenders import parse_recommender
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.tcp_proxy import TcpProxy

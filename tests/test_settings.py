@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from service.errors import SettingsError
-from service.settings import Settings, mask_url
+from service.runtime.settings import Settings, mask_url
 
 
 class TestFromEnv:

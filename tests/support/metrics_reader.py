@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.app_keys import METRICS
+from service.web.app_keys import METRICS
 
 
 def sample(app: web.Application, name: str, **labels: str) -> float:

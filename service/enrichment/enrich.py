@@ -1,0 +1,395 @@
+"""The generic core: item IDs plus resolved items become a recommender's attribute values.
+
+Nothing here knows about Pinpoint or Personalize (their adapters are service/adapters/pinpoint.py and
+service/adapters/personalize.py). `Enricher.recommendations(ids, resolved, locale)` applies the
+recommender's missing-item policy and per-message cap, then renders each attribute for each kept
+item: field value (localized through the locale chain), then format (currency), then truncate,
+then template. Rendered rows are memoized per (item, locale) for the life of one Enricher (one
+request), so an item recommended to many endpoints is rendered once. A caller that passes a
+`notes` list gets one `ItemNote` per item ID saying what became of it (the preview route does).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from babel.numbers import get_currency_precision
+
+from service.enrichment.locales import babel_locale, fallback_chain, normalized_overrides
+from service.enrichment.money_format import format_money
+from service.enrichment.recommenders import AttributeSpec, RecommenderSpec
+
+ELLIPSIS = "…"
+LOCALIZABLE = frozenset(("title", "genre", "image_url", "url"))
+
+Recommendations = dict[str, str | list[str]]
+
+
+@dataclass(frozen=True)
+class ItemNote:
+    """What became of one recommended item ID, for people writing message templates."""
+
+    id: str
+    status: str  # used | unknown | unavailable | over_limit
+    note: str
+    empty_fields: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "status": self.status, "note": self.note}
+        if self.empty_fields:
+            data["empty_fields"] = list(self.empty_fields)
+        return data
+
+
+# Babel takes ~140 µs a call, most of a transform's time; prices and locales repeat a lot, so
+# each (amount, currency, locale chain) is formatted once per process.
+@functools.lru_cache(maxsize=65_536)
+def format_price(amount: str, currency: str, chain: tuple[str, ...]) -> str:
+    """`19.99 USD` as the first locale of the chain that CLDR knows writes money: `$19.99`,
+    `19,99 €`, `￥2,000`."""
+    locale = next((found for tag in chain if (found := babel_locale(tag))), None)
+    return format_money(Decimal(amount), currency, locale or babel_locale("en_US"))
+
+
+@functools.lru_cache(maxsize=65_536)
+def plain_price(amount: str, currency: str | None) -> str:
+    """`19.990000` (as stored) → `19.99 USD`: the currency's own decimals, more only if needed."""
+    value = Decimal(amount)
+    if not currency:
+        return _plain_decimal(value)
+    digits = get_currency_precision(currency)
+    exact = value.normalize()
+    places = max(digits, -exact.as_tuple().exponent)  # type: ignore[operator]
+    return f"{value.quantize(Decimal(1).scaleb(-places)):f} {currency}"
+
+
+def _plain_decimal(value: Decimal) -> str:
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def truncate_words(text: str, limit: int) -> str:
+    """At most `limit` characters, cut on a word boundary where one is near, with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    if limit == 1:
+        return ELLIPSIS
+    cut = text[: limit - 1]
+    if not text[limit - 1].isspace():  # the cut falls inside a word
+        space = cut.rfind(" ")
+        if space >= (limit - 1) // 2:  # a boundary in the second half: cut there instead
+            cut = cut[:space]
+    return cut.rstrip(" ,;:.-\u2013\u2014") + ELLIPSIS  # no dangling punctuation or dash
+
+
+_PLACEHOLDER = re.compile(r"\{(value|id)\}")
+# A URL has no whitespace and starts with a scheme (`https:`, `myapp:`) or a `/`.
+_URL_TEMPLATE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|/)\S*$")
+
+
+def fill_template(template: str, value: str, item_id: str) -> str:
+    """Put values into a template. In a URL template (a scheme or `/` first, no whitespace) they
+    are percent-encoded for where they stand: a path keeps its `/`, a query or fragment value
+    keeps nothing. Any other template (`{value}?w=600`, `Watch: {value}`) takes them as they are."""
+    if not _URL_TEMPLATE.match(template):
+        return _PLACEHOLDER.sub(
+            lambda m: value if m.group(1) == "value" else item_id, template
+        )
+
+    def replace(match: re.Match[str]) -> str:
+        raw = value if match.group(1) == "value" else item_id
+        before = template[: match.start()]
+        return quote(raw, safe="" if "?" in before or "#" in before else "/")
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
+def field_text(item: Mapping[str, Any], field: str,
+               overrides: Sequence[Mapping[str, Any]]) -> str | None:
+    """The raw text of one item field (None when the item has no value there); `overrides` are
+    the item's per-locale texts along the locale chain, most specific first."""
+    if field in LOCALIZABLE:
+        for localized in overrides:
+            if field in localized:
+                return localized[field]
+    if field == "price":
+        amount = item["price_amount"]
+        return None if amount is None else plain_price(amount, item["price_currency"])
+    if field == "available":
+        return "true" if item["available"] else "false"
+    if field.startswith("attributes."):
+        value = item["attributes"].get(field[len("attributes."):])
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return orjson.dumps(value).decode()
+    return item[field]
+
+
+def is_usable(item: Mapping[str, Any] | None) -> bool:
+    """Present in the catalog and available: an item a message may show."""
+    return item is not None and bool(item["available"])
+
+
+# Fields whose text is the stored value itself, when no format, truncate or template applies.
+_PLAIN_TEXT_FIELDS = frozenset(("id", "title", "genre", "image_url", "url"))
+
+
+def _price_text(item: Mapping[str, Any]) -> str | None:
+    amount = item["price_amount"]
+    return None if amount is None else plain_price(amount, item["price_currency"])
+
+
+def _plain_getters(spec: RecommenderSpec) -> tuple[tuple[Callable, str], ...] | None:
+    """(value getter, placeholder) per attribute, if every attribute is a plain field (as
+    `field_text` reads it for an item without per-locale texts), else None."""
+    getters = []
+    for a in spec.attributes:
+        if a.format or a.truncate or a.template:
+            return None
+        if a.field in _PLAIN_TEXT_FIELDS:
+            getters.append((operator.itemgetter(a.field), a.placeholder))
+        elif a.field == "price":
+            getters.append((_price_text, a.placeholder))
+        else:
+            return None
+    return tuple(getters)
+
+
+RenderKey = tuple[str, Any, str | None]
+RenderedRow = tuple[str | None, ...]
+# A rendered row as JSON: each attribute's value serialised (b'"$19.99"'), ready to be joined.
+JsonRow = tuple[bytes, ...]
+
+_render_cache_ids = itertools.count(1)
+
+
+class RenderCache:
+    """Rendered attribute rows of one recommender, shared by all its requests.
+
+    Keyed by item ID, the item's `version` (a new one for every content change, migration 0006) and
+    the endpoint locale, so a changed item is simply rendered anew; a changed recommender comes with
+    a new cache. Bounded by entries; when full it
+    is emptied rather than kept in LRU order, which would cost bookkeeping on every hit.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        # Names this cache's renders where they are kept elsewhere (on L1 entries, with a locale).
+        self.id = next(_render_cache_ids)
+        self._rows: dict[RenderKey, RenderedRow] = {}
+        # The dict's own `get`, bound once: called for every item of every endpoint, a Python
+        # method around it cost a fifth of the enrichment. `put` only ever clears this same dict.
+        self.get: Callable[[RenderKey], RenderedRow | None] = self._rows.get
+
+    def put(self, key: RenderKey, row: RenderedRow) -> None:
+        if len(self._rows) >= self.max_entries:
+            self._rows.clear()
+        self._rows[key] = row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class Enricher:
+    """Renders one recommender's attributes. Give it the recommender's RenderCache to share rows
+    across requests; without one (a dry run) it keeps its own for the request."""
+
+    def __init__(self, spec: RecommenderSpec, renders: RenderCache | None = None) -> None:
+        self.spec = spec
+        self._rows = renders if renders is not None else RenderCache()
+        self._names = tuple(a.name for a in spec.attributes)
+        self._placeholders = tuple(a.placeholder for a in spec.attributes)
+        self._columns = tuple((index, a.name, a.first) for index, a in enumerate(spec.attributes))
+        self._plain = _plain_getters(spec)
+        # Serialised answers are bytes templates, filled per endpoint with each attribute's
+        # values joined by commas (or, for a `first` attribute, the first item's value).
+        self.first_indexes = tuple(index for index, a in enumerate(spec.attributes) if a.first)
+        self.recommendations_template = b"{" + b",".join(
+            orjson.dumps(a.name).replace(b"%", b"%%") + (b":%b" if a.first else b":[%b]")
+            for a in spec.attributes
+        ) + b"}"
+        # A raw endpoint (service/adapters/raw_event.py) as an answer member: its ID (JSON string contents,
+        # without the quotes), then its own text without the closing brace, then Recommendations.
+        self.endpoint_template = (b'"%b":%b,"Recommendations":' + self.recommendations_template
+                                  + b"}")
+
+    @property
+    def serves_json(self) -> bool:
+        """Can `json_row` and the templates serve this recommender's transform? Yes for
+        missing_items `skip`, where a message shows its usable items and nothing stands in."""
+        return self.spec.missing_items == "skip"
+
+    def derived_key(self, locale: str | None) -> tuple[int, str | None]:
+        """What this recommender's JSON rows for `locale` are kept under on L1 entries."""
+        return (self._rows.id, locale)
+
+    def json_row(self, item: Mapping[str, Any] | None, locale: str | None) -> JsonRow | bool:
+        """One item's attribute values serialised, or False when a message may not show it.
+
+        Not kept in the RenderCache: the transform keeps these rows on L1 entries, and a cache
+        of its own would mostly hold items seen once (it cost a fifth of a cold event)."""
+        if item is None or not item["available"]:
+            return False
+        plain = self._plain
+        if plain is not None and not item["locales"]:
+            # Every attribute a field as stored (no format, truncate or template) and no texts
+            # per locale: the values are the item's own, without the general renderer.
+            return tuple([orjson.dumps(placeholder if (value := get(item)) is None else value)
+                          for get, placeholder in plain])
+        return tuple(map(orjson.dumps, self._filled_row(item, locale)))
+
+    def recommendations(
+        self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,
+        notes: list[ItemNote] | None = None,
+    ) -> Recommendations | None:
+        """The Recommendations object for one recipient, or None to leave the recipient out."""
+        slots = self._select(ids, resolved, notes)
+        if slots is None:
+            return None
+        # Rows come from the render cache (inlined: this runs for every item of every endpoint).
+        cached = self._rows.get
+        placeholders = self._placeholders
+        rows = []
+        first_row = None
+        for item in slots:
+            if item is None:
+                rows.append(placeholders)
+                continue
+            row = cached((item["id"], item.get("version"), locale)) or self._row(item, locale)
+            rows.append(row)
+            # `first` shows the first resolved item, even where placeholders stand before it.
+            if first_row is None:
+                first_row = row
+        columns = list(zip(*rows, strict=True))
+        result: Recommendations = {
+            name: first_row[index] if first else list(columns[index])  # type: ignore[index]
+            for index, name, first in self._columns
+        }
+        if notes is not None:
+            self._note_empty_fields(notes, resolved, locale)
+        return result
+
+    def attributes_of(self, item: Mapping[str, Any], locale: str | None) -> dict[str, str]:
+        """One item's attribute values, each a single string (as Personalize metadata is)."""
+        return dict(zip(self._names, self._row(item, locale), strict=True))
+
+    def placeholders(self) -> dict[str, str]:
+        return {a.name: a.placeholder for a in self.spec.attributes}
+
+    def _select(
+        self, ids: Sequence[str], resolved: Mapping[str, Any], notes: list[ItemNote] | None
+    ) -> list[Any] | None:
+        """The items a message shows (None marks a placeholder), or None to leave it out."""
+        spec = self.spec
+        cap = spec.recommendations_per_message
+        if notes is None and spec.missing_items == "skip":
+            # The transform's common case, kept tight: usable items in order, up to the cap.
+            kept = []
+            for item_id in ids:
+                item = resolved.get(item_id)
+                if item is not None and item["available"]:
+                    kept.append(item)
+                    if len(kept) == cap:
+                        break
+            return kept or None
+        slots: list[Any] = []
+        found = 0
+        dropped = False
+        for item_id in ids:
+            if len(slots) == cap:
+                if notes is None:
+                    break
+                notes.append(ItemNote(item_id, "over_limit", "not used: the message already "
+                                      f"holds recommendations_per_message ({cap}) items"))
+                continue
+            item = resolved.get(item_id)
+            if is_usable(item):
+                found += 1
+                slots.append(item)
+                if notes is not None:
+                    notes.append(ItemNote(item_id, "used", f"shown at position {len(slots)}"))
+                continue
+            if spec.missing_items == "drop_endpoint":
+                dropped = True
+                if notes is None:
+                    return None
+                outcome = "the endpoint is left out (missing_items: drop_endpoint)"
+            elif spec.missing_items == "placeholder":
+                slots.append(None)
+                outcome = (f"placeholders shown at position {len(slots)} "
+                           "(missing_items: placeholder)")
+            else:
+                outcome = "skipped (missing_items: skip)"
+            if notes is not None:
+                status, why = (("unknown", f"not in catalog {spec.catalog!r}") if item is None
+                               else ("unavailable", "marked unavailable"))
+                notes.append(ItemNote(item_id, status, f"{why}; {outcome}"))
+        if dropped or found == 0:
+            return None
+        return slots
+
+    def _note_empty_fields(
+        self, notes: list[ItemNote], resolved: Mapping[str, Any], locale: str | None
+    ) -> None:
+        """Say which attributes of each used item fell back to their placeholder."""
+        for index, note in enumerate(notes):
+            if note.status != "used":
+                continue
+            row = self._raw_row(resolved[note.id], locale)
+            empty = tuple(a.name for a, value in zip(self.spec.attributes, row, strict=True)
+                          if value is None)
+            if empty:
+                notes[index] = ItemNote(note.id, note.status, note.note, empty)
+
+    def _row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
+        """One item's attribute values, placeholders filled in, through the render cache."""
+        key = (item["id"], item.get("version"), locale)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._filled_row(item, locale)
+            self._rows.put(key, row)
+        return row
+
+    def _filled_row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
+        """One item's attribute values, placeholders filled in (not cached)."""
+        return tuple(self._placeholders[i] if value is None else value
+                     for i, value in enumerate(self._raw_row(item, locale)))
+
+    def _raw_row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
+        """One item's attribute values, None where the item has nothing (not cached)."""
+        chain = fallback_chain(locale, self.spec.locale)
+        by_tag = normalized_overrides(item["locales"])
+        overrides = [by_tag[tag] for tag in chain if tag in by_tag]
+        return tuple(self._render(a, item, chain, overrides) for a in self.spec.attributes)
+
+    def _render(
+        self, attribute: AttributeSpec, item: Mapping[str, Any], chain: Sequence[str],
+        overrides: Sequence[Mapping[str, Any]],
+    ) -> str | None:
+        """The attribute's value for one item, or None when the item has nothing there."""
+        if attribute.format == "currency":
+            amount = item["price_amount"]
+            if amount is None:
+                return None
+            text = format_price(amount, item["price_currency"], chain)
+        else:
+            text = field_text(item, attribute.field, overrides)
+            if text is None:
+                return None
+        if attribute.truncate:
+            text = truncate_words(text, attribute.truncate)
+        if attribute.template:
+            text = fill_template(attribute.template, text, item["id"])
+        return text
+

@@ -1,0 +1,52 @@
+"""What a failing Postgres looks like to asyncpg, and the one retry a dead pooled connection earns.
+
+Kept apart from service/storage/db.py (the pool and its codecs) so the caches and
+lookups can use it without import cycles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What a pooled connection that died under us raises (Postgres restarted, backend terminated,
+# network cut): the statement never ran, and a fresh connection may well succeed.
+DEAD_CONNECTION = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    ConnectionResetError,
+    BrokenPipeError,
+)
+# Postgres unreachable, refusing, or failing at the connection level (not a bad statement).
+DATABASE_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InterfaceError,
+    # Postgres refusing new connections (max_connections reached) is unavailable too.
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+async def read_retrying(read: Callable[[], Awaitable[T]], *, on_retry: Callable[[], None]) -> T:
+    """Run a read; if its pooled connection turns out dead, run it once more on a fresh one.
+
+    After a Postgres restart the pool still holds connections to the old server, and asyncpg
+    learns they are dead only by using them. Reads are safe to repeat; writes never come here.
+    """
+    try:
+        return await read()
+    except DEAD_CONNECTION as exc:
+        log.info("dead pooled connection; retrying once", extra={"error": type(exc).__name__})
+        on_retry()
+        return await read()

@@ -1,0 +1,34 @@
+"""Typed keys for what the app and each request carry; the only place such keys are defined."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from service.enrichment.recommender_lookup import RecommenderLookup
+from service.resolution.deadline import Deadline
+from service.resolution.invalidation import InvalidationListener
+from service.resolution.resolver import ItemResolver
+from service.resolution.shared_cache import SharedCache
+from service.runtime.metrics import Metrics
+from service.runtime.settings import Settings
+from service.web.auth import Authenticator, Principal
+from service.web.request_tracker import RequestTracker
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+RESOLVER = web.AppKey("resolver", ItemResolver)
+RECOMMENDERS = web.AppKey("recommenders", RecommenderLookup)
+REQUESTS_IN_FLIGHT = web.AppKey("requests_in_flight", RequestTracker)
+METRICS = web.AppKey("metrics", Metrics)
+SHARED_CACHE = web.AppKey("shared_cache", SharedCache)
+LISTENER = web.AppKey("invalidation_listener", InvalidationListener)
+# Bounds the bulk imports running at once in this process (each holds a connection of its own).
+IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
+DEADLINE = web.RequestKey("deadline", Deadline)

@@ -1,0 +1,67 @@
+"""The route table: every route the service answers, each with a name.
+
+Every route here is described in service/web/openapi.json under the same method, path and
+`operationId` (the route name); tests/test_openapi.py fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.web.handlers import (
+    catalogs,
+    decorate,
+    item_import,
+    items,
+    metrics,
+    openapi,
+    ops,
+    preview,
+    recommenders,
+    transform,
+)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes([
+        web.get("/healthz", ops.healthz, name="healthz"),
+        web.get("/readyz", ops.readyz, name="readyz"),
+        web.get("/metrics", metrics.metrics, name="metrics", allow_head=False),
+        web.post("/v1/recommenders/{recommender}/transform", transform.transform,
+                 name="transform"),
+        web.put("/v1/recommenders/{recommender}", recommenders.put_recommender,
+                name="put_recommender"),
+        web.get("/v1/recommenders/{recommender}", recommenders.get_recommender,
+                name="get_recommender", allow_head=False),
+        web.delete("/v1/recommenders/{recommender}", recommenders.delete_recommender,
+                   name="delete_recommender"),
+        web.get("/v1/recommenders", recommenders.list_recommenders, name="list_recommenders",
+                allow_head=False),
+        # Names cannot hold ':', so the regex keeps `a:b:preview` from matching as name `a:b`.
+        web.post("/v1/recommenders/{recommender:[^/:]+}:preview", preview.preview,
+                 name="preview_recommender"),
+        web.post("/v1/recommenders/{recommender}/decorate", decorate.decorate,
+                 name="decorate"),
+        web.post("/v1/transform", transform.transform_by_application,
+                 name="transform_by_application"),
+        web.put("/v1/catalogs/{catalog}", catalogs.put_catalog, name="put_catalog"),
+        web.get("/v1/catalogs/{catalog}", catalogs.get_catalog, name="get_catalog",
+                allow_head=False),
+        web.put("/v1/catalogs/{catalog}/items/{item_id}", items.put_item, name="put_item"),
+        web.get("/v1/catalogs/{catalog}/items/{item_id}", items.get_item, name="get_item",
+                allow_head=False),
+        # Catalog API (issue 4).
+        web.get("/v1/catalogs", catalogs.list_catalogs, name="list_catalogs", allow_head=False),
+        web.delete("/v1/catalogs/{catalog}", catalogs.delete_catalog, name="delete_catalog"),
+        web.patch("/v1/catalogs/{catalog}/items/{item_id}", items.patch_item,
+                  name="patch_item"),
+        web.delete("/v1/catalogs/{catalog}/items/{item_id}", items.delete_item,
+                   name="delete_item"),
+        web.get("/v1/catalogs/{catalog}/items", items.list_items, name="list_items",
+                allow_head=False),
+        web.post("/v1/catalogs/{catalog}/items:batchGet", items.batch_get_items,
+                 name="batch_get_items"),
+        web.post("/v1/catalogs/{catalog}/items:import", item_import.import_catalog_items,
+                 name="import_items"),
+        web.get("/openapi.json", openapi.openapi, name="openapi", allow_head=False),
+    ])
