@@ -89,6 +89,7 @@ class Settings:
     tenant_max_in_flight: int = 8
     tenant_max_queued: int = 1024
     rate_limit_processes: int = 0  # 0: as many as `serve --workers`
+    rate_limit_timeout: float = 0.2
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -157,6 +158,8 @@ class Settings:
             "tenant_max_in_flight": reader.integer("ENRICHER_TENANT_MAX_IN_FLIGHT", 8, 0, 100_000),
             "tenant_max_queued": reader.integer("ENRICHER_TENANT_MAX_QUEUED", 1024, 0, 1_000_000),
             "rate_limit_processes": reader.integer("ENRICHER_RATE_LIMIT_PROCESSES", 0, 0, 10_000),
+            "rate_limit_timeout": reader.integer("ENRICHER_RATE_LIMIT_TIMEOUT_MS", 200, 1,
+                                                 10_000) / 1000,
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:

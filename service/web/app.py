@@ -72,10 +72,12 @@ async def shared_cache_context(app: web.Application) -> AsyncIterator[None]:
 async def tenant_gate_context(app: web.Application) -> AsyncIterator[None]:
     """Tenants' rate limits (counted in Redis when REDIS_URL is set) and slots in flight."""
     settings = app[SETTINGS]
-    redis = redis_for_rates(settings.redis_url, settings.redis_timeout) \
+    redis = redis_for_rates(settings.redis_url, settings.rate_limit_timeout) \
         if settings.redis_url else None
-    counter = RateCounter(redis, prefix=settings.redis_prefix, timeout=settings.redis_timeout,
+    counter = RateCounter(redis, prefix=settings.redis_prefix,
+                          timeout=settings.rate_limit_timeout,
                           share=settings.rate_limit_processes or 1, metrics=app[METRICS])
+    await counter.warm_up()  # a Redis down at start is logged, not fatal
     slots = TenantSlots(settings.tenant_max_in_flight, settings.tenant_max_queued)
     app[TENANT_GATE] = TenantGate(counter, slots, app[METRICS])
     try:
