@@ -11,7 +11,8 @@ counts against one budget; the requests of one turn of the event loop share one 
 Redis, or for `RETRY_REDIS_AFTER` seconds after a Redis call failed or took longer than
 `ENRICHER_RATE_LIMIT_TIMEOUT_MS`, the same algorithm runs in this process with the limit shared
 out: each of `share` processes admits `1/share` of it, starting from buckets spent but for one
-request (what Redis had just admitted is unknown). A request is never refused, or failed, because Redis is down.
+request (what Redis had just admitted is unknown). A request is never refused, or failed,
+because Redis is down.
 
 Why not the `limits` library: its strategies are fixed, moving and sliding windows, which have no
 burst parameter (a fixed window also admits twice the limit across a window's edge, a moving window
@@ -241,4 +242,4 @@ def redis_for_rates(url: str, timeout: float) -> Any:
         url, max_connections=REDIS_CONNECTIONS, timeout=timeout,
         socket_timeout=timeout, socket_connect_timeout=timeout,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
