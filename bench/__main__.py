@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from bench import database, profile
+from bench import database, fairness, profile
 from bench.catalog import hot_ids, write_events
 from bench.report import Row, heading, machine, notes, table
 from bench.scenarios import BY_NAME, SCENARIOS, Scenario
@@ -165,6 +165,8 @@ class Bench:
                              args.scenario_list[0])
         self.floor_answers: dict[str, object] = {}
         self.facts: dict[str, str] = {}
+        self.b_key: str | None = None  # the fairness scenario's tenant B
+        self.fairness: dict[str, fairness.FairnessResult] = {}
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -181,7 +183,7 @@ class Bench:
         say(f"database {self.db_name}: loading {self.args.items:,} items")
         self._db = asyncio.run(database.load(self.server_url, self.db_name, self.args.items, say))
         rng = random.Random(self.args.seed)
-        hot = hot_ids(rng, self.args.items, self.args.hot_items)
+        hot = self.hot = hot_ids(rng, self.args.items, self.args.hot_items)
         kinds = {s.events for s in self.args.scenario_list}
         self.events: dict[str, Path] = {}
         if "hot" in kinds:
@@ -204,6 +206,9 @@ class Bench:
 
     def run(self) -> None:
         for scenario in self.args.scenario_list:
+            if scenario.driver == "fairness":
+                self.rows += self.measure_fairness(scenario)
+                continue
             floor = self.measure(scenario, "floor")
             service = self.measure(scenario, "service")
             floor.vs_floor = 1.0
@@ -261,6 +266,41 @@ class Bench:
         say(f"{scenario.name}: {server_kind} {row.per_second:,.0f} events/s, p99 {row.p99_ms:.1f} ms")
         return row
 
+    def measure_fairness(self, scenario: Scenario) -> list[Row]:
+        """Tenant B's usual load alone, then under tenant A's flood, on one service process."""
+        args, db = self.args, self.db
+        if self.b_key is None:
+            self.b_key = asyncio.run(database.add_second_tenant(db, "bench-b", self.hot))
+        port = free_port()
+        extra = {**scenario.service_env, **args.env_by_scenario[scenario.name]}
+        log = self.workdir / f"{scenario.name}-service.log"
+        say(f"{scenario.name}: service starting")
+        server = self.current = ServerProcess("service", service_command(port, 1),
+                                              env=service_env(db.url, extra), port=port,
+                                              listeners=1, log_path=log)
+        try:
+            server.wait_ready(60)
+            result = fairness.measure(
+                wrk=self.wrk, base_url=server.base_url, path=TRANSFORM_PATH,
+                events=self.events["hot"], a_key=db.api_key, b_key=self.b_key,
+                threads=args.threads, connections=scenario.connections or args.connections,
+                seconds=args.duration, warmup=args.warmup, timeout_s=args.timeout,
+                workdir=self.workdir, say=say)
+        finally:
+            self.current = None
+            server.stop()
+        if result.b_errors:
+            say(f"{scenario.name}: B had {len(result.b_errors)} errors, e.g. {result.b_errors[0]}")
+        self.fairness[scenario.name] = result
+        say(f"{scenario.name}: B p99 {result.alone.p99_ms:.1f} ms alone, "
+            f"{result.flooded.p99_ms:.1f} ms under the flood (x{result.p99_ratio:.2f})")
+        return [
+            self.row(scenario, "B alone", fairness.B_CLIENTS, result.alone, server.peak_rss),
+            self.row(scenario, "B+flood", fairness.B_CLIENTS, result.flooded, server.peak_rss),
+            self.row(scenario, "A flood", scenario.connections or args.connections,
+                     result.flood, server.peak_rss),
+        ]
+
     def check_answer(self, scenario: Scenario, server_kind: str, base_url: str,
                      events: Path) -> None:
         """Both servers must give the same answer to the same event before either is timed."""
@@ -312,6 +352,12 @@ class Bench:
         print(heading(self.facts, self.settings()))
         print(table(self.rows))
         print(notes())
+        for name, result in self.fairness.items():
+            print(f"\n{name}: tenant B ({fairness.B_CLIENTS} clients, {fairness.B_RATE:.0f} events/s "
+                  f"in all) p99 {result.alone.p99_ms:.1f} ms alone, {result.flooded.p99_ms:.1f} ms "
+                  f"while tenant A floods ({result.flood.per_second:,.0f} events/s): "
+                  f"x{result.p99_ratio:.2f} (target <= 1.5); B errors: "
+                  f"{result.alone.errors + result.flooded.errors}")
         summary = getattr(self, "profile_summary", None)
         if summary:
             print(f"\nprofile of the service under the {self.profiled.name} load "

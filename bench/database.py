@@ -41,6 +41,14 @@ RECOMMENDER_SPEC = {
         {"name": "Price", "field": "price"},
     ],
 }
+# Tenant B of the fairness scenario: its own catalog holding a copy of the hot items.
+COPY_HOT_ITEMS = """
+INSERT INTO items (catalog_id, id, title, genre, price_amount, price_currency, image_url, url,
+                   available, attributes, locales)
+SELECT $2, id, title, genre, price_amount, price_currency, image_url, url, available, attributes,
+       locales
+FROM items WHERE catalog_id = $1 AND id = ANY($3::text[])
+"""
 COUNT_TRANSACTIONS = """
 SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1
 """
@@ -117,6 +125,28 @@ async def load(server: str, name: str, items: int, progress) -> BenchDatabase:
     finally:
         await copier.close()
     return BenchDatabase(server, name, url, key.key)
+
+
+async def add_second_tenant(db: BenchDatabase, name: str, hot: list[str]) -> str:
+    """Another tenant with its own catalog (the hot items) and a recommender of the same name;
+    returns its transform key. Both tenants' events then take the same path and IDs."""
+    conn = await connect(Settings(database_url=db.url))
+    try:
+        async with conn.transaction():
+            tenant = await tenant_store.create_tenant(conn, name)
+            catalog, _ = await catalog_store.upsert_catalog(conn, tenant.id, CATALOG, name)
+            source = await catalog_store.find_catalog(conn, (await tenant_store.get_tenant(
+                conn, TENANT)).id, CATALOG)
+            await conn.execute(COPY_HOT_ITEMS, source.id, catalog.id, hot)
+            spec = parse_recommender(RECOMMENDER_SPEC, RECOMMENDER)
+            await recommender_store.upsert_recommender(conn, tenant.id, RECOMMENDER, catalog.id,
+                                                       spec.as_json())
+            key = generate_key()
+            await tenant_store.insert_key(conn, tenant.id, key.prefix, key.key_hash,
+                                          ["transform"], "bench")
+    finally:
+        await conn.close()
+    return key.key
 
 
 async def committed_transactions(server: str, name: str, *, timeout: float = 15.0) -> int:

@@ -17,7 +17,8 @@ class Scenario:
     events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": over the catalog
     connections: int | None = None  # wrk connections or shim invokers; None: --connections
     processes: int = 1  # server processes: `serve --workers N`, and N floor processes
-    driver: str = "wrk"  # "wrk", or "shim": the real Lambda shim in `connections` processes
+    driver: str = "wrk"  # "wrk", "shim": the real Lambda shim in `connections` processes, or
+    # "fairness": the service alone, tenant B's paced load alone and under tenant A's wrk flood
     rate: float | None = None  # shim: invocations a second in all (None: back to back)
     service_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -34,5 +35,10 @@ SCENARIOS = (
     Scenario("shim-paced", "Lambda shim, 64 at 200 invocations/s", "hot", driver="shim",
              rate=200),
     Scenario("workers2", "serve --workers 2 (warm)", "hot", processes=2),
+    # Issue 14: one tenant's flood must not queue another's requests (bench/fairness.py); the
+    # same with the per-tenant cap of requests in flight turned off, to show what it does.
+    Scenario("fairness", "fairness", "hot", driver="fairness"),
+    Scenario("fairness-nocap", "fairness, no in-flight cap", "hot", driver="fairness",
+             service_env={"ENRICHER_TENANT_MAX_IN_FLIGHT": "0"}),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}

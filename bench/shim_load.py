@@ -30,16 +30,18 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def run_shim(*, url: str, api_key: str, events: Path, invokers: int, seconds: float,
-             say, rate: float | None = None) -> tuple[LoadResult, list[str]]:
+             say, rate: float | None = None,
+             invoker: Path = INVOKER) -> tuple[LoadResult, list[str]]:
     """Run `invokers` concurrent containers for `seconds`, back to back or, with `rate`, at that
-    many invocations a second in all; also returns a few error messages."""
+    many invocations a second in all; also returns a few error messages. `invoker` may be another
+    script with the same arguments (bench/paced_invoker.py: plain HTTP, no shim, no retry)."""
     pacing = [] if rate is None else [str(invokers / rate)]
     env = {**os.environ, "ENRICHER_URL": url, "ENRICHER_API_KEY": api_key}
     processes: list[subprocess.Popen] = []
     try:
         for index in range(invokers):
             processes.append(subprocess.Popen(
-                [sys.executable, "-I", "-S", str(INVOKER), str(SHIM_DIR), str(events), str(index),
+                [sys.executable, "-I", "-S", str(invoker), str(SHIM_DIR), str(events), str(index),
                  str(invokers), str(seconds), *pacing],
                 env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 start_new_session=True,

@@ -2,7 +2,8 @@
 
 Keys and other results meant for the user go to stdout; logs go to stderr as JSON lines. Commands
 that touch the database use DATABASE_URL, or the embedded Postgres in ENRICHER_DATA_DIR when it is
-unset (the same one `serve` uses).
+unset (the same one `serve` uses). The key and tenant commands call the same functions as the HTTP
+routes (service/storage/api_keys.py, tenants.py), and each write leaves an audit line.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import getpass
 import json
 import sys
 import zipfile
@@ -22,13 +24,16 @@ import asyncpg
 from service import __version__
 from service.catalog.cli_import import add_import_parser, import_file
 from service.errors import MigrationError, ProblemError, SettingsError
+from service.key_rules import check_prefix, parse_duration
+from service.runtime.audit import audit, outcome_of
 from service.runtime.logs import setup_logging
 from service.runtime.settings import Settings
+from service.storage import api_keys
 from service.storage import tenants as tenant_store
 from service.storage.db import connect
 from service.storage.embedded_postgres import embedded_postgres
 from service.storage.migrations import apply_migrations
-from service.web.auth import SCOPES, generate_key, validate_scopes
+from service.web.auth import SCOPES
 
 SHIM_PATH = Path(__file__).with_name("lambda_shim.py")
 
@@ -55,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     tenant_commands = tenants.add_subparsers(dest="tenants_command", required=True)
     create_tenant = tenant_commands.add_parser("create", help="create a tenant")
     create_tenant.add_argument("name")
+    list_tenants = tenant_commands.add_parser("list", help="list tenants, their keys and limits")
+    list_tenants.add_argument("--json", action="store_true", help="print a JSON array")
+    limit = tenant_commands.add_parser(
+        "limit", help="set or clear a tenant's rate limit (every process, within a second)")
+    limit.add_argument("name")
+    limit_value = limit.add_mutually_exclusive_group(required=True)
+    limit_value.add_argument("--rps", type=int, help="requests a second, on average (1-1000000)")
+    limit_value.add_argument("--clear", action="store_true", help="remove the limit")
+    limit.add_argument("--burst", type=int, default=0,
+                       help="requests more that may come at once after a quiet spell (default 0)")
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -63,6 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     create_key.add_argument("--scope", action="append", required=True, choices=SCOPES,
                             help="a scope to grant; repeat the flag for more")
     create_key.add_argument("--label", help="a note on what the key is for")
+    create_key.add_argument("--expires-in", metavar="DURATION",
+                            help="expire the key after e.g. 90d, 12h, 30m, 45s (default: never)")
+    list_keys = key_commands.add_parser(
+        "list", help="list a tenant's keys (prefixes, never keys or hashes)")
+    list_keys.add_argument("--tenant", required=True)
+    list_keys.add_argument("--json", action="store_true", help="print a JSON array")
+    revoke_key = key_commands.add_parser(
+        "revoke", help="revoke a key: refused by every process within a second")
+    revoke_key.add_argument("--tenant", required=True)
+    revoke_key.add_argument("prefix", help="the key's prefix: ce_ and 8 characters")
+    rotate_key = key_commands.add_parser(
+        "rotate", help="a new key with the same scopes and label (printed once); the old one "
+        "expires when the grace ends")
+    rotate_key.add_argument("--tenant", required=True)
+    rotate_key.add_argument("prefix", help="the old key's prefix: ce_ and 8 characters")
+    rotate_key.add_argument("--grace", default="24h", metavar="DURATION",
+                            help="how long the old key keeps working (default 24h; 0s: at once)")
+    rotate_key.add_argument("--expires-in", metavar="DURATION",
+                            help="expire the new key after this long (default: never)")
 
     add_import_parser(commands)
 
@@ -124,9 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return with_database(settings, migrate)
     if args.command == "tenants":
-        return with_database(settings, lambda conn: create_tenant(conn, args.name))
+        tenant_action = {"create": lambda conn: create_tenant(conn, args.name),
+                         "list": lambda conn: print_tenants(conn, args),
+                         "limit": lambda conn: limit_tenant(conn, args)}[args.tenants_command]
+        return with_database(settings, tenant_action)
     if args.command == "keys":
-        return with_database(settings, lambda conn: create_key(conn, args))
+        key_action = {"create": create_key, "list": print_keys, "revoke": revoke_key,
+                      "rotate": rotate_key}[args.keys_command]
+        return with_database(settings, lambda conn: key_action(conn, args))
     if args.command == "pinpoint-config":
         return with_database(settings, lambda conn: print_pinpoint_config(conn, args))
     if args.command == "import":
@@ -166,6 +205,27 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return 0
 
 
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's arbitrary user)
+        return "unknown"
+
+
+async def _audited(action: str, tenant: str, target: str | None,
+                   work: Callable[[], Awaitable[str | None]]) -> None:
+    """Run an admin write from the CLI and leave its audit line (refusals included); `work`
+    returns the target when only it knows it (a new key's prefix)."""
+    try:
+        made = await work()
+    except ProblemError as exc:
+        audit(action, via="cli", tenant=tenant, key=None, target=target,
+              outcome=outcome_of(exc.status), user=_operator(), error=exc.detail)
+        raise
+    audit(action, via="cli", tenant=tenant, key=None, target=made or target, outcome="ok",
+          user=_operator())
+
+
 async def create_tenant(conn: asyncpg.Connection, name: str) -> int:
     from service.enrichment.recommenders import NAME_PATTERN
 
@@ -173,23 +233,134 @@ async def create_tenant(conn: asyncpg.Connection, name: str) -> int:
         print("catalog-enricher: a tenant name is 1-64 letters, digits, '_', '.' or '-'",
               file=sys.stderr)
         return 2
-    tenant = await tenant_store.create_tenant(conn, name)
-    print(tenant.name)
+
+    async def work() -> None:
+        tenant = await tenant_store.create_tenant(conn, name)
+        print(tenant.name)
+
+    await _audited("tenant.create", name, name, work)
+    return 0
+
+
+async def print_tenants(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    found = await tenant_store.list_tenants(conn)
+    if args.json:
+        print(json.dumps([t.as_json() for t in found], indent=2))
+        return 0
+    rows = [(t.name, str(t.active_keys),
+             "-" if t.rate_limit_rps is None else
+             f"{t.rate_limit_rps} rps" + (f" + {t.rate_limit_burst} burst"
+                                          if t.rate_limit_burst else ""),
+             t.as_json()["created_at"]) for t in found]
+    print_table(("TENANT", "ACTIVE KEYS", "RATE LIMIT", "CREATED"), rows)
+    return 0
+
+
+async def limit_tenant(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    if args.clear:
+        rps, burst, said = None, 0, "no rate limit"
+    else:
+        if not 1 <= args.rps <= 1_000_000 or not 0 <= args.burst <= 1_000_000:
+            print("catalog-enricher: --rps must be 1-1000000 and --burst 0-1000000",
+                  file=sys.stderr)
+            return 2
+        rps, burst = args.rps, args.burst
+        said = f"{rps} requests a second" + (f", {burst} more at once" if burst else "")
+
+    async def work() -> None:
+        await tenant_store.set_rate_limit(conn, args.name, rps, burst)
+
+    await _audited("tenant.limit", args.name, args.name, work)
+    print(f"tenant {args.name}: {said}", file=sys.stderr)
     return 0
 
 
 async def create_key(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    scopes = validate_scopes(args.scope)
-    tenant = await tenant_store.get_tenant(conn, args.tenant)
-    key = generate_key()
-    await tenant_store.insert_key(conn, tenant.id, key.prefix, key.key_hash, scopes, args.label)
-    print(
-        f"key {key.prefix}… created for tenant {tenant.name} with scopes {', '.join(scopes)}; "
-        "it is printed once on stdout",
-        file=sys.stderr,
-    )
-    print(key.key)
+    expires_in = None if args.expires_in is None else parse_duration(args.expires_in,
+                                                                       "--expires-in")
+    created: list[api_keys.CreatedKey] = []
+
+    async def work() -> str:
+        tenant = await tenant_store.get_tenant(conn, args.tenant)
+        made = await api_keys.create_key(conn, tenant.id, args.scope, label=args.label,
+                                         expires_in=expires_in)
+        created.append(made)
+        return made.info.prefix
+
+    await _audited("key.create", args.tenant, None, work)
+    info = created[0].info
+    expiry = f", expiring {info.as_json()['expires_at']}" if info.expires_at else ""
+    print(f"key {info.prefix}… created for tenant {args.tenant} with scopes "
+          f"{', '.join(info.scopes)}{expiry}; it is printed once on stdout", file=sys.stderr)
+    print(created[0].key)
     return 0
+
+
+async def print_keys(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    tenant = await tenant_store.get_tenant(conn, args.tenant)
+    found: list[api_keys.KeyInfo] = []
+    after = ""
+    while True:  # every key, a page at a time
+        page = await api_keys.list_keys(conn, tenant.id, after=after, limit=1000)
+        found += page
+        if len(page) < 1000:
+            break
+        after = page[-1].prefix
+    found.sort(key=lambda k: (k.created_at, k.prefix))
+    if args.json:
+        print(json.dumps([k.as_json() for k in found], indent=2))
+        return 0
+    rows = []
+    for key in found:
+        shown = key.as_json()
+        rows.append((key.prefix, key.state, ",".join(key.scopes), key.label or "-",
+                     *(str(shown[f] or "-") for f in ("created_at", "last_used_at", "expires_at",
+                                                      "revoked_at", "replaced_by"))))
+    print_table(("PREFIX", "STATE", "SCOPES", "LABEL", "CREATED", "LAST USED", "EXPIRES",
+                 "REVOKED", "REPLACED BY"), rows)
+    return 0
+
+
+async def revoke_key(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    prefix = check_prefix(args.prefix)
+    outcome: list[bool] = []
+
+    async def work() -> None:
+        tenant = await tenant_store.get_tenant(conn, args.tenant)
+        _, revoked = await api_keys.revoke_key(conn, tenant.id, prefix)
+        outcome.append(revoked)
+
+    await _audited("key.revoke", args.tenant, prefix, work)
+    print(f"key {prefix} of tenant {args.tenant} "
+          + ("revoked" if outcome[0] else "was already revoked"), file=sys.stderr)
+    return 0
+
+
+async def rotate_key(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    prefix = check_prefix(args.prefix)
+    grace = parse_duration(args.grace, "--grace", allow_zero=True)
+    expires_in = None if args.expires_in is None else parse_duration(args.expires_in,
+                                                                       "--expires-in")
+    rotated: list[tuple[api_keys.CreatedKey, api_keys.KeyInfo]] = []
+
+    async def work() -> None:
+        tenant = await tenant_store.get_tenant(conn, args.tenant)
+        rotated.append(await api_keys.rotate_key(conn, tenant.id, prefix, grace=grace,
+                                                 expires_in=expires_in))
+
+    await _audited("key.rotate", args.tenant, prefix, work)
+    new, old = rotated[0]
+    print(f"key {new.info.prefix}… replaces {old.prefix} (scopes {', '.join(new.info.scopes)}); "
+          f"{old.prefix} works until {old.as_json()['expires_at']}; the new key is printed once "
+          "on stdout", file=sys.stderr)
+    print(new.key)
+    return 0
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 async def print_pinpoint_config(conn: asyncpg.Connection, args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@
         ├── UnsupportedMedia    415   wrong Content-Type
         ├── ValidationFailed    422   well-formed JSON that breaks the contract; names the fields
         │   └── ImportRejected  422   an import that landed nothing; lists the bad lines
+        ├── TooManyRequests     429   past the tenant's rate limit, or its cap of requests in flight
         └── Unavailable         503   Postgres unreachable or migrations not current
 
 Handlers and data modules raise these; one middleware (service/web/middlewares.py) turns them into
@@ -163,6 +164,22 @@ class ImportRejected(ValidationFailed):
         body = super().as_problem(instance)
         body["rejected"] = self.rejected
         body["errors"] = self.line_errors
+        return body
+
+
+class TooManyRequests(ProblemError):
+    """Past a limit; `headers` carry Retry-After and the RateLimit fields, `violated_policies` the
+    names of the policies (as the IETF draft's quota-exceeded problem does)."""
+
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+
+    def __init__(self, detail: str, *, headers: dict[str, str], violated_policies: list[str]) -> None:
+        super().__init__(detail, headers=headers)
+        self.violated_policies = violated_policies
+
+    def as_problem(self, instance: str) -> dict[str, object]:
+        body = super().as_problem(instance)
+        body["violated-policies"] = self.violated_policies
         return body
 
 

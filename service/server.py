@@ -112,6 +112,8 @@ def _worker_main(settings: Settings) -> None:
 
 
 def run_server(settings: Settings, *, workers: int = 1, demo: bool = False) -> int:
+    if settings.rate_limit_processes == 0:  # counted locally, each worker admits its share
+        settings = dataclasses.replace(settings, rate_limit_processes=workers)
     with contextlib.ExitStack() as stack:
         if not settings.database_url:
             url = stack.enter_context(embedded_postgres(settings.data_dir))

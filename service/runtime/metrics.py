@@ -76,6 +76,19 @@ class Metrics:
         # lookup per request costs a lock and a tuple; the set of keys is small (routes, methods,
         # statuses).
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Keys and limits (issue 14).
+        self.throttled = Counter(
+            "enricher_throttled_requests",
+            "Requests answered 429, by reason: rate (the tenant's rate limit) or in_flight (the "
+            "tenant's cap of requests in flight in this process).",
+            ("reason",), registry=registry,
+        )
+        self.rate_limit_fallbacks = Counter(
+            "enricher_rate_limit_redis_failures",
+            "Rate-limit checks Redis failed or was too slow for; the next second is counted in "
+            "this process, with the limit shared out.",
+            registry=registry,
+        )
         self.listener_reconnects = Counter(
             "enricher_listener_reconnects",
             "Times the invalidation listener lost its connection and listened again.",

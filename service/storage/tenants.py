@@ -1,24 +1,39 @@
-"""Tenants and their API keys."""
+"""Tenants: create, find, list, and their rate limits.
+
+A tenant's keys live in service/storage/api_keys.py; `insert_key`, `find_key` and `KeyRecord`
+are also reachable from here, where callers written before the split look for them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
 from service.errors import Conflict, NotFound
+from service.items import format_timestamp
+from service.storage.api_keys import KeyRecord, find_key, insert_key
+
+__all__ = [
+    "KeyRecord", "Tenant", "TenantInfo", "create_tenant", "find_key", "find_tenant",
+    "get_tenant", "insert_key", "list_tenants", "set_rate_limit",
+]
 
 INSERT_TENANT = "INSERT INTO tenants (name) VALUES ($1) RETURNING id, name"
 SELECT_TENANT = "SELECT id, name FROM tenants WHERE name = $1"
-INSERT_KEY = """
-INSERT INTO api_keys (tenant_id, prefix, key_hash, scopes, label)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id
+SELECT_TENANTS = """
+SELECT t.name, t.created_at, t.rate_limit_rps, t.rate_limit_burst,
+       count(k.id) FILTER (WHERE k.revoked_at IS NULL
+                             AND (k.expires_at IS NULL OR k.expires_at > now())) AS active_keys
+FROM tenants t LEFT JOIN api_keys k ON k.tenant_id = t.id
+GROUP BY t.id
+ORDER BY t.name
 """
-SELECT_KEY_BY_HASH = """
-SELECT k.id, k.prefix, k.scopes, t.id AS tenant_id, t.name AS tenant_name
-FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+# NULL rps clears the limit (the burst goes back to 0 with it).
+SET_RATE_LIMIT = """
+UPDATE tenants SET rate_limit_rps = $2, rate_limit_burst = $3 WHERE name = $1
+RETURNING id
 """
 
 
@@ -29,12 +44,20 @@ class Tenant:
 
 
 @dataclass(frozen=True)
-class KeyRecord:
-    key_id: int
-    prefix: str
-    scopes: tuple[str, ...]
-    tenant_id: int
-    tenant_name: str
+class TenantInfo:
+    """What `tenants list` shows."""
+
+    name: str
+    created_at: datetime
+    rate_limit_rps: int | None
+    rate_limit_burst: int
+    active_keys: int
+
+    def as_json(self) -> dict[str, object]:
+        limit = None if self.rate_limit_rps is None else {
+            "rps": self.rate_limit_rps, "burst": self.rate_limit_burst}
+        return {"name": self.name, "created_at": format_timestamp(self.created_at),
+                "active_keys": self.active_keys, "rate_limit": limit}
 
 
 async def create_tenant(db: asyncpg.Pool | asyncpg.Connection, name: str) -> Tenant:
@@ -57,20 +80,13 @@ async def get_tenant(db: asyncpg.Pool | asyncpg.Connection, name: str) -> Tenant
     return tenant
 
 
-async def insert_key(
-    db: asyncpg.Pool | asyncpg.Connection,
-    tenant_id: int,
-    prefix: str,
-    key_hash: bytes,
-    scopes: list[str],
-    label: str | None,
-) -> int:
-    return await db.fetchval(INSERT_KEY, tenant_id, prefix, key_hash, scopes, label)
+async def list_tenants(db: asyncpg.Pool | asyncpg.Connection) -> list[TenantInfo]:
+    return [TenantInfo(r["name"], r["created_at"], r["rate_limit_rps"], r["rate_limit_burst"],
+                       r["active_keys"]) for r in await db.fetch(SELECT_TENANTS)]
 
 
-async def find_key(db: asyncpg.Pool | asyncpg.Connection, key_hash: bytes) -> KeyRecord | None:
-    row = await db.fetchrow(SELECT_KEY_BY_HASH, key_hash)
-    if row is None:
-        return None
-    return KeyRecord(row["id"], row["prefix"], tuple(row["scopes"]), row["tenant_id"],
-                     row["tenant_name"])
+async def set_rate_limit(db: asyncpg.Pool | asyncpg.Connection, name: str, rps: int | None,
+                         burst: int = 0) -> None:
+    """Limit the tenant to `rps` requests a second and `burst` more at once; None clears it."""
+    if await db.fetchval(SET_RATE_LIMIT, name, rps, 0 if rps is None else burst) is None:
+        raise NotFound(f"no tenant named {name!r}", field="tenant")

@@ -1,4 +1,8 @@
-"""The scope guard every protected handler wears: `@requires("catalog:read")`."""
+"""The scope guard every protected handler wears: `@requires("catalog:read")`.
+
+Past the key and its scope, the request passes its tenant's gate (service/web/tenant_gate.py):
+the rate limit, then a slot among the tenant's requests in flight, held until the handler ends.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,16 @@ from aiohttp import web
 
 from service.errors import Forbidden
 from service.resolution.deadline import request_deadline
-from service.web.app_keys import AUTHENTICATOR, DEADLINE, PRINCIPAL, SETTINGS
+from service.web.app_keys import AUTHENTICATOR, DEADLINE, PRINCIPAL, SETTINGS, TENANT_GATE
 from service.web.auth import SCOPES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def requires(scope: str) -> Callable[[Handler], Handler]:
-    """Guard a handler: the caller's key must carry `scope` (or `admin`)."""
+def requires(scope: str, *, in_flight: bool = True) -> Callable[[Handler], Handler]:
+    """Guard a handler: the caller's key must carry `scope` (or `admin`), its tenant be within
+    its rate limit, and (unless `in_flight` is False, for bulk imports, which have slots of their
+    own) the request hold one of the tenant's slots while it runs."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
@@ -29,12 +35,25 @@ def requires(scope: str) -> Callable[[Handler], Handler]:
             principal = await request.app[AUTHENTICATOR].authenticate(
                 request.headers.get("Authorization"), deadline
             )
+            # Known before the scope check, so a refused key is named in the logs too.
+            request[PRINCIPAL] = principal
             if not principal.allows(scope):
                 raise Forbidden(
                     f"this API key lacks the {scope!r} scope", field="Authorization"
                 )
-            request[PRINCIPAL] = principal
-            return await handler(request)
+            gate = request.app[TENANT_GATE]
+            rate_headers = await gate.check_rate(principal)
+            if in_flight:
+                await gate.take_slot(principal, deadline.remaining())
+                try:
+                    response = await handler(request)
+                finally:
+                    gate.give_back_slot(principal)
+            else:
+                response = await handler(request)
+            if rate_headers and not response.prepared:
+                response.headers.update(rate_headers)
+            return response
 
         guarded.required_scope = scope  # type: ignore[attr-defined]
         return guarded

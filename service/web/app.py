@@ -16,9 +16,12 @@ from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings, mask_url
 from service.storage.db import connect, open_pool
+from service.storage.key_usage import KeyUsageRecorder
+from service.storage.rate_counter import RateCounter, redis_for_rates
 from service.web.app_keys import (
     AUTHENTICATOR,
     IMPORT_SLOTS,
+    KEY_USAGE,
     LISTENER,
     METRICS,
     POOL,
@@ -27,11 +30,14 @@ from service.web.app_keys import (
     RESOLVER,
     SETTINGS,
     SHARED_CACHE,
+    TENANT_GATE,
 )
 from service.web.auth import Authenticator
 from service.web.middlewares import request_context
 from service.web.request_tracker import RequestTracker
 from service.web.routes import setup_routes
+from service.web.tenant_gate import TenantGate
+from service.web.tenant_slots import TenantSlots
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +69,43 @@ async def shared_cache_context(app: web.Application) -> AsyncIterator[None]:
         await shared.close()
 
 
+async def tenant_gate_context(app: web.Application) -> AsyncIterator[None]:
+    """Tenants' rate limits (counted in Redis when REDIS_URL is set) and slots in flight."""
+    settings = app[SETTINGS]
+    redis = redis_for_rates(settings.redis_url, settings.rate_limit_timeout) \
+        if settings.redis_url else None
+    counter = RateCounter(redis, prefix=settings.redis_prefix,
+                          timeout=settings.rate_limit_timeout,
+                          share=settings.rate_limit_processes or 1, metrics=app[METRICS])
+    await counter.warm_up()  # a Redis down at start is logged, not fatal
+    slots = TenantSlots(settings.tenant_max_in_flight, settings.tenant_max_queued)
+    app[TENANT_GATE] = TenantGate(counter, slots, app[METRICS])
+    try:
+        yield
+    finally:
+        await counter.close()
+
+
+async def key_usage_context(app: web.Application) -> AsyncIterator[None]:
+    """Writes when keys were last used, in batches; what is left is written at shutdown."""
+    settings = app[SETTINGS]
+    usage = KeyUsageRecorder(app[POOL], interval=settings.key_usage_interval,
+                             acquire_timeout=settings.db_acquire_timeout)
+    usage.start()
+    app[KEY_USAGE] = usage
+    try:
+        yield
+    finally:
+        await usage.close()
+
+
 async def lookups_context(app: web.Application) -> AsyncIterator[None]:
     """The per-process lookups that sit on the pool and the caches."""
     settings = app[SETTINGS]
     pool = app[POOL]
     stale = settings.cache_stale_seconds
-    app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds, stale)
+    app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds, stale,
+                                       usage=app[KEY_USAGE])
     app[RECOMMENDERS] = RecommenderLookup(pool, settings.auth_cache_seconds, stale)
     local = LocalCache(
         max_entries=settings.cache_max_entries, ttl=settings.cache_ttl,
@@ -118,6 +155,8 @@ def create_app(settings: Settings) -> web.Application:
     app[IMPORT_SLOTS] = asyncio.Semaphore(settings.max_concurrent_imports)
     app.cleanup_ctx.append(pg_pool_context)
     app.cleanup_ctx.append(shared_cache_context)
+    app.cleanup_ctx.append(tenant_gate_context)
+    app.cleanup_ctx.append(key_usage_context)
     app.cleanup_ctx.append(lookups_context)
     app.cleanup_ctx.append(invalidation_context)
     setup_routes(app)

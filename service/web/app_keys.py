@@ -14,8 +14,10 @@ from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings
+from service.storage.key_usage import KeyUsageRecorder
 from service.web.auth import Authenticator, Principal
 from service.web.request_tracker import RequestTracker
+from service.web.tenant_gate import TenantGate
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -28,7 +30,11 @@ SHARED_CACHE = web.AppKey("shared_cache", SharedCache)
 LISTENER = web.AppKey("invalidation_listener", InvalidationListener)
 # Bounds the bulk imports running at once in this process (each holds a connection of its own).
 IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
+# Keys and limits (issue 14): when keys were last used, and each tenant's rate and slots.
+KEY_USAGE = web.AppKey("key_usage", KeyUsageRecorder)
+TENANT_GATE = web.AppKey("tenant_gate", TenantGate)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 DEADLINE = web.RequestKey("deadline", Deadline)
+AUDIT_TARGET = web.RequestKey("audit_target", str)

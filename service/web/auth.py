@@ -1,30 +1,34 @@
-"""API keys: how they are made, stored (hashed) and checked, and the scope guard for handlers.
+"""API keys at the door: an Authorization header becomes a Principal, and the scope a handler needs.
 
-A key is `ce_` plus 43 URL-safe characters (256 random bits). Only its SHA-256 is stored: with that
-much entropy a slow password hash adds nothing. Lookups are cached per process
-(`ENRICHER_AUTH_CACHE_SECONDS`) so a transform costs no extra round trip; a change to a key or a
-tenant is pushed to every process by a NOTIFY (service/resolution/invalidation.py), so a revoked key stops
-working within a second, and within the cache time at worst.
+The key's format, hash and scopes are in service/key_rules.py (shared with the CLI). Lookups are
+cached per process (`ENRICHER_AUTH_CACHE_SECONDS`) so a transform costs no extra round trip; a
+change to a key or a tenant is pushed to every process by a NOTIFY (service/resolution/invalidation.py),
+so a revoked key stops working within a second, and within the cache time at worst. Expiry is a
+comparison on the cached key (its time left, as Postgres counted it when read), not a query.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
+import time
 from dataclasses import dataclass
 
 import asyncpg
 
 from service.errors import Unauthorized
+from service.key_rules import (  # noqa: F401 - also imported from here by callers and tests
+    KEY_PATTERN,
+    PREFIX_LENGTH,
+    SCOPES,
+    NewKey,
+    generate_key,
+    hash_key,
+    validate_scopes,
+)
 from service.resolution.deadline import Deadline
 from service.resolution.expiring_map import ExpiringMap
-from service.storage import tenants
+from service.storage import api_keys
 from service.storage.db_faults import read_retrying
-
-SCOPES = ("transform", "catalog:read", "catalog:write", "admin")
-KEY_PATTERN = re.compile(r"^ce_[A-Za-z0-9_-]{43}$")
-PREFIX_LENGTH = 11  # "ce_" and 8 characters: enough to tell keys apart, useless to an attacker
+from service.storage.key_usage import KeyUsageRecorder
 
 
 @dataclass(frozen=True)
@@ -35,34 +39,29 @@ class Principal:
     tenant_name: str
     key_prefix: str
     scopes: frozenset[str]
+    key_id: int = 0
+    revoked: bool = False
+    expires_at: float | None = None  # time.monotonic() at which the key stops working
+    rate_limit_rps: int | None = None  # the tenant's limit (None: none), read with the key
+    rate_limit_burst: int = 0
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
 
-
-@dataclass(frozen=True)
-class NewKey:
-    key: str
-    prefix: str
-    key_hash: bytes
-
-
-def hash_key(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    def refusal(self, now: float) -> str | None:
+        """Why this key may not be used at `now` (time.monotonic()), or None."""
+        if self.revoked:
+            return "the API key has been revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "the API key has expired"
+        return None
 
 
-def generate_key() -> NewKey:
-    key = "ce_" + secrets.token_urlsafe(32)
-    return NewKey(key, key[:PREFIX_LENGTH], hash_key(key))
-
-
-def validate_scopes(scopes: list[str]) -> list[str]:
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown or not scopes:
-        raise ValueError(
-            f"unknown scope {unknown[0]!r}" if unknown else "at least one scope is required"
-        )
-    return sorted(set(scopes), key=SCOPES.index)
+def principal_from_record(record: api_keys.KeyRecord, read_at: float) -> Principal:
+    expires_at = None if record.expires_in is None else read_at + record.expires_in
+    return Principal(record.tenant_id, record.tenant_name, record.prefix, frozenset(record.scopes),
+                     record.key_id, record.revoked, expires_at, record.rate_limit_rps,
+                     record.rate_limit_burst)
 
 
 class Authenticator:
@@ -75,8 +74,9 @@ class Authenticator:
     """
 
     def __init__(self, pool: asyncpg.Pool, cache_seconds: float,
-                 stale_seconds: float = 3600.0) -> None:
+                 stale_seconds: float = 3600.0, usage: KeyUsageRecorder | None = None) -> None:
         self.pool = pool
+        self.usage = usage
         self._cache: ExpiringMap[bytes, Principal | None] = ExpiringMap(
             cache_seconds, stale_seconds=stale_seconds
         )
@@ -93,17 +93,21 @@ class Authenticator:
         digest = hash_key(key)
 
         async def load() -> Principal | None:
-            record = await read_retrying(lambda: tenants.find_key(self.pool, digest),
+            read_at = time.monotonic()
+            record = await read_retrying(lambda: api_keys.find_key(self.pool, digest),
                                          on_retry=lambda: None)
-            return None if record is None else Principal(
-                record.tenant_id, record.tenant_name, record.prefix, frozenset(record.scopes)
-            )
+            return None if record is None else principal_from_record(record, read_at)
 
         principal = await self._cache.get_or_load(
             digest, load, within=deadline.remaining() if deadline else None
         )
         if principal is None:
             raise Unauthorized("the API key is not valid")
+        refused = principal.refusal(time.monotonic())
+        if refused:
+            raise Unauthorized(refused)
+        if self.usage is not None:
+            self.usage.seen(principal.key_id)
         return principal
 
     def expire_all(self) -> None:

@@ -13,6 +13,7 @@ from service.web.handlers import (
     decorate,
     item_import,
     items,
+    keys,
     metrics,
     openapi,
     ops,
@@ -63,5 +64,10 @@ def setup_routes(app: web.Application) -> None:
                  name="batch_get_items"),
         web.post("/v1/catalogs/{catalog}/items:import", item_import.import_catalog_items,
                  name="import_items"),
+        # Keys (issue 14).
+        web.get("/v1/keys", keys.list_keys, name="list_keys", allow_head=False),
+        web.post("/v1/keys", keys.create_key, name="create_key"),
+        web.delete("/v1/keys/{prefix}", keys.delete_key, name="delete_key"),
+        web.post("/v1/keys/{prefix:[^/:]+}:rotate", keys.rotate_key, name="rotate_key"),
         web.get("/openapi.json", openapi.openapi, name="openapi", allow_head=False),
     ])

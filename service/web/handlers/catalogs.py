@@ -10,6 +10,7 @@ from service.items import format_timestamp, json_type
 from service.storage import catalogs as catalog_store
 from service.web.access import requires
 from service.web.app_keys import POOL, PRINCIPAL, SETTINGS
+from service.web.audit import audited
 from service.web.paging import check_known_params, next_link, page_limit
 from service.web.request_body import read_json
 from service.web.responses import json_response
@@ -35,6 +36,7 @@ def catalog_json(catalog: catalog_store.Catalog) -> dict[str, object]:
     }
 
 
+@audited("catalog.put", target="catalog")
 @requires("catalog:write")
 async def put_catalog(request: web.Request) -> web.Response:
     name = catalog_name(request)
@@ -68,6 +70,7 @@ async def get_catalog(request: web.Request) -> web.Response:
     return json_response(catalog_json(catalog))
 
 
+@audited("catalog.delete", target="catalog")
 @requires("catalog:write")
 async def delete_catalog(request: web.Request) -> web.Response:
     """Delete a catalog with all its items (refused with 409 while a recommender uses it)."""

@@ -22,6 +22,7 @@ from service.storage import catalogs as catalog_store
 from service.storage.db import connect
 from service.web.access import requires
 from service.web.app_keys import IMPORT_SLOTS, POOL, PRINCIPAL, REQUEST_ID, RESOLVER, SETTINGS
+from service.web.audit import audited
 from service.web.handlers.catalogs import catalog_name
 from service.web.paging import check_known_params
 from service.web.responses import json_response
@@ -58,7 +59,9 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
                          field="body") from exc
 
 
-@requires("catalog:write")
+@audited("catalog.import", target="catalog")
+# Not among the tenant's slots in flight: an import may run for minutes, and has slots of its own.
+@requires("catalog:write", in_flight=False)
 async def import_catalog_items(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     name = catalog_name(request)

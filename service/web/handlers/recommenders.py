@@ -14,6 +14,7 @@ from service.storage import catalogs as catalog_store
 from service.storage import recommenders as recommender_store
 from service.web.access import requires
 from service.web.app_keys import POOL, PRINCIPAL, RECOMMENDERS, SETTINGS
+from service.web.audit import audited
 from service.web.request_body import read_json
 from service.web.responses import json_response
 
@@ -29,6 +30,7 @@ def recommender_json(recommender: Recommender) -> dict[str, object]:
     }
 
 
+@audited("recommender.put", target="recommender")
 @requires("admin")
 async def put_recommender(request: web.Request) -> web.Response:
     name = check_recommender_name(request.match_info["recommender"])
@@ -84,6 +86,7 @@ def _page_limit(raw: str | None) -> int:
     return int(raw)
 
 
+@audited("recommender.delete", target="recommender")
 @requires("admin")
 async def delete_recommender(request: web.Request) -> web.Response:
     """Delete a recommender and its application-ID bindings; 204, or 404 if there was none."""
