@@ -37,6 +37,9 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 
+# A write on a server that is (now) read-only: a standby, or a primary demoted by a failover.
+READ_ONLY = asyncpg.exceptions.ReadOnlySQLTransactionError
+
 
 async def read_retrying(read: Callable[[], Awaitable[T]], *, on_retry: Callable[[], None]) -> T:
     """Run a read; if its pooled connection turns out dead, run it once more on a fresh one.

@@ -14,11 +14,14 @@ from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings
+from service.storage.read_routing import ReadRouting
 from service.web.auth import Authenticator, Principal
 from service.web.request_tracker import RequestTracker
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# Item reads: the read replica's pool while it is usable, else POOL (the primary).
+READS = web.AppKey("reads", ReadRouting)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RESOLVER = web.AppKey("resolver", ItemResolver)
 RECOMMENDERS = web.AppKey("recommenders", RecommenderLookup)
