@@ -81,6 +81,8 @@ class ItemResolver:
             (tier, result): lookups.labels(tier, result)
             for tier in ("l1", "l2") for result in ("hit", "negative_hit", "miss", "stale_served")
         }
+        # Rows a replica had behind a notified change, served past the deadline (degraded).
+        self._count["replica", "stale_served"] = lookups.labels("replica", "stale_served")
         metrics.l1_entries.set_function(lambda: len(local))
 
     async def resolve(
