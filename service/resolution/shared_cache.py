@@ -10,7 +10,11 @@ again, which is how L2 comes back into use by itself when Redis returns.
 `REDIS_URL` may name Redis Sentinels instead of a server
 (`redis+sentinel://h1:26379,h2:26379/mymaster/0`): redis-py's asyncio Sentinel client asks them for
 the master of that service before each new connection, and drops connections to a master that was
-demoted (its READONLY answers), so L2 follows a failover by itself. aiocache 0.12 has no Sentinel
+demoted (its READONLY answers). A failover can also leave the old master up and answering as a
+master for a while (`SENTINEL FAILOVER`, or before the sentinels reconfigure it), which redis-py's
+asyncio pool does not notice; so, while L2 is in use, the sentinels are also asked for the master
+once a second in the background, and when it moved every connection is dropped (the next ones go
+to the new master). aiocache 0.12 has no Sentinel
 (nor Cluster) support of its own, but takes a `connection_pool_class`: given redis-py's
 `SentinelConnectionPool`, aiocache's RedisCache runs on sentinel-managed connections unchanged, so
 everything built on `self._cache` works alike on one server and behind sentinels.
@@ -34,6 +38,7 @@ written: they expire.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -53,6 +58,7 @@ from service.runtime.metrics import Metrics
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 1.0
+MASTER_CHECK_EVERY = 1.0
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 SENTINEL_PORT = 26379
 # Redis errors and timeouts, as redis-py and aiocache raise them (all derive from these).
@@ -200,8 +206,12 @@ class SharedCache:
         prefix: str = "ce", tombstone_ttl: float = 60.0,
     ) -> None:
         self._sentinel: Sentinel | None = None
+        self._service = ""
+        self._next_master_check = 0.0
+        self._master_check: asyncio.Task | None = None
         if is_sentinel_url(url):
             addresses, service, options = sentinel_options(url)
+            self._service = service
             self._sentinel = Sentinel(addresses, sentinel_kwargs={
                 "socket_timeout": max(timeout * 4, 0.2),
                 "socket_connect_timeout": max(timeout * 4, 0.2),
@@ -240,6 +250,8 @@ class SharedCache:
 
     async def _usable(self) -> bool:
         """Whether to use L2 now: not in the pause after a failure, and no invalidation owed."""
+        if self._sentinel is not None:
+            self._follow_master()
         if not self.available:
             return False
         while self._unflushed:
@@ -252,6 +264,32 @@ class SharedCache:
                 return False
             self._unflushed.discard(catalog_id)
         return True
+
+    def _follow_master(self) -> None:
+        """At most once a second, ask the sentinels in the background where the master is."""
+        now = time.monotonic()
+        if now < self._next_master_check or self._master_check is not None:
+            return
+        self._next_master_check = now + MASTER_CHECK_EVERY
+        self._master_check = asyncio.ensure_future(self._check_master())
+
+    async def _check_master(self) -> None:
+        pool = self._cache.client.connection_pool
+        try:
+            async with asyncio.timeout(MASTER_CHECK_EVERY):
+                address = await self._sentinel.discover_master(self._service)  # type: ignore[union-attr]
+            known = getattr(pool, "master_address", None)
+            if known is not None and tuple(address) != tuple(known):
+                log.warning("redis master moved (a sentinel failover); L2 follows it",
+                            extra={"service": self._service})
+                pool.master_address = address  # type: ignore[attr-defined]
+                # Those in use too: they talk to the old master, and are never checked again.
+                await pool.disconnect(inuse_connections=True)
+        except L2_ERRORS as exc:
+            self.metrics.l2_errors.labels("sentinel").inc()
+            log.debug("sentinels not answering", extra={"error": type(exc).__name__})
+        finally:
+            self._master_check = None
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         first = self.available
@@ -356,6 +394,10 @@ class SharedCache:
             self._failed("delete", exc)
 
     async def close(self) -> None:
+        if self._master_check is not None:
+            self._master_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._master_check
         # aiocache's own close() calls redis-py's deprecated close(); aclose() is its successor.
         await self._cache.client.aclose()
         if self._sentinel is not None:

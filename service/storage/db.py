@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from service.runtime.settings import Settings, mask_url
+from service.storage.db_faults import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,7 @@ async def connect(settings: Settings, *, role: str | None = None,
         kwargs["target_session_attrs"] = target_session_attrs
     try:
         conn = await asyncpg.connect(**kwargs)
-    except (OSError, asyncpg.PostgresError, TimeoutError,
-            asyncpg.exceptions.TargetServerAttributeNotMatched) as exc:
+    except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
         raise RuntimeError(
             f"cannot connect to Postgres at {mask_url(settings.database_url)}: "
             f"{type(exc).__name__}: {exc}"

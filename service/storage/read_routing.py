@@ -55,13 +55,9 @@ SELECT_READ_ONLY = "SELECT current_setting('transaction_read_only') = 'on'"
 SAMPLE_EVERY = 1.0
 PROBE_TIMEOUT = 1.0
 # What sends a read from the replica to the primary: the replica unreachable or failing at the
-# connection level, a statement cancelled by a conflict with recovery (40001 on a hot standby), or
-# a multi-host DATABASE_READ_URL with no host matching its target_session_attrs.
-REPLICA_FAILURES = (
-    *DATABASE_UNAVAILABLE,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.TargetServerAttributeNotMatched,
-)
+# connection level (a multi-host DATABASE_READ_URL with no host matching its
+# target_session_attrs included), or a statement cancelled by a conflict with recovery (40001).
+REPLICA_FAILURES = (*DATABASE_UNAVAILABLE, asyncpg.exceptions.SerializationError)
 
 
 class ReadRouting:

@@ -108,11 +108,11 @@ class OwnedPostgres:
         path = self.folder / "log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def fetchval(self, sql: str) -> object:
+    async def fetchval(self, sql: str, *args: object) -> object:
         """One value from `sql`, on a connection of its own (test setup and checks)."""
         conn = await asyncpg.connect(self.url, timeout=5)
         try:
-            return await conn.fetchval(sql)
+            return await conn.fetchval(sql, *args)
         finally:
             await conn.close()
 
