@@ -100,8 +100,9 @@ class TestTombstones:
         assert await held(cache) == 3
 
 
-class TestSentinelUrls:
-    """`REDIS_URL` may name sentinels and their service; a malformed one stops the start."""
+class TestUrls:
+    """`REDIS_URL` may name sentinels and their service, the database URLs several hosts; a
+    malformed one stops the start, and none is ever shown with its password."""
 
     def test_addresses_service_db_and_password(self):
         url = "redis+sentinel://:s3cret@h1:26380,h2,[::1]:26381/mymaster/2"
@@ -126,6 +127,12 @@ class TestSentinelUrls:
     def test_settings_refuse_a_sentinel_url_without_its_parts(self, url):
         with pytest.raises(SettingsError, match="REDIS_URL"):
             Settings.from_env({"REDIS_URL": url})
+
+    def test_a_bad_read_url_is_refused_by_name(self):
+        with pytest.raises(SettingsError, match="DATABASE_READ_URL"):
+            Settings.from_env({"DATABASE_READ_URL": "mysql://replica/db"})
+        with pytest.raises(SettingsError, match="ENRICHER_REPLICA_MAX_LAG_SECONDS"):
+            Settings.from_env({"ENRICHER_REPLICA_MAX_LAG_SECONDS": "0"})
 
     def test_multi_host_database_urls_are_masked(self):
         url = "postgresql://app:pw@db1:5432,db2:5432/catalog?target_session_attrs=read-write"
