@@ -12,7 +12,12 @@ sample, aged by the time since, is within `max_lag`: the window for which proces
 notified item versions (service/resolution/notified_versions.py) is longer than that, so no row
 older than a notified change can be cached from it. A replica that fails (down, refusing, its
 statement cancelled by recovery) is left at once for the primary, within the same read (no request
-fails for it), and used again after the next sample that succeeds.
+fails for it), and used again after the next sample that succeeds; a statement the replica refuses
+otherwise (a migration it has not replayed yet) is run on the primary.
+
+A process that starts was told of no change committed before it listened: until the replica has
+replayed the primary's WAL as of then (`hold_until_replayed`, once the listener is up), none of its
+rows is read, so a change made just before the start cannot come back from a lagging replica.
 
 The watch also asks the primary whether it has turned read-only (a failover that demoted it, or
 an address now pointing at a standby): if so, or when a write meets SQLSTATE 25006 (the web layer
@@ -42,13 +47,17 @@ T = TypeVar("T")
 
 # Seconds a standby is behind its primary; 0 when it has replayed everything it received (an
 # idle primary sends nothing, so the last replay time says nothing then) or is a primary itself.
-SELECT_REPLICA_LAG = """
+# And whether it has replayed the primary's WAL up to $1 (see `hold_until_replayed`).
+SELECT_REPLICA_STATE = """
 SELECT CASE
-    WHEN NOT pg_is_in_recovery() THEN 0
-    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-    ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())
-END::float8
+           WHEN NOT pg_is_in_recovery() THEN 0
+           WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+           ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())
+       END::float8 AS lag,
+       coalesce(NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)
+           AS replayed
 """
+SELECT_PRIMARY_LSN = "SELECT pg_current_wal_lsn()::text"
 # A standby answers `on` too (hot standby transactions are read-only).
 SELECT_READ_ONLY = "SELECT current_setting('transaction_read_only') = 'on'"
 
@@ -56,8 +65,14 @@ SAMPLE_EVERY = 1.0
 PROBE_TIMEOUT = 1.0
 # What sends a read from the replica to the primary: the replica unreachable or failing at the
 # connection level (a multi-host DATABASE_READ_URL with no host matching its
-# target_session_attrs included), or a statement cancelled by a conflict with recovery (40001).
-REPLICA_FAILURES = (*DATABASE_UNAVAILABLE, asyncpg.exceptions.SerializationError)
+# target_session_attrs included), a statement cancelled by a conflict with recovery (40001), or
+# asyncpg confused by a server shutting down under a statement ("cannot switch to state 12;
+# another operation is in progress", seen when a standby stops under load).
+REPLICA_FAILURES = (
+    *DATABASE_UNAVAILABLE,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 
 class ReadRouting:
@@ -75,6 +90,10 @@ class ReadRouting:
         self.lag: float | None = None  # at the last sample that succeeded; None: not known
         self._sampled_at = float("-inf")
         self._healthy = False  # the last use or sample of the replica succeeded
+        # Until the replica has replayed the primary's WAL up to `_hold_lsn` (None: not known yet).
+        self._held = replica is not None
+        self._hold_lsn: str | None = None
+        self._listening = False  # hold_until_replayed was called: the LSN may be taken now
         self._on_read_only: list[Callable[[], None]] = []
         self._read_only_handled_at = float("-inf")
         self._watch: asyncio.Task | None = None
@@ -87,7 +106,7 @@ class ReadRouting:
     @property
     def replica_usable(self) -> bool:
         """Whether item reads go to the replica now."""
-        if self.replica is None or not self._healthy or self.lag is None:
+        if self.replica is None or self._held or not self._healthy or self.lag is None:
             return False
         # Lag grows at most as fast as time passes: bound it by the sample's age.
         return self.lag + (self.clock() - self._sampled_at) <= self.max_lag
@@ -109,6 +128,11 @@ class ReadRouting:
                 result = await read_retrying(lambda: self._on(standby, query), on_retry=on_retry)
             except REPLICA_FAILURES as exc:
                 self._replica_failed(exc)
+            except asyncpg.PostgresError as exc:
+                # Not the replica's health, but maybe its state (a migration not replayed yet):
+                # this read is the primary's; a statement wrong everywhere fails there too.
+                log.info("read refused by the replica; asking the primary",
+                         extra={"error": type(exc).__name__})
             else:
                 self._count(True)
                 return result, True
@@ -145,9 +169,30 @@ class ReadRouting:
         for callback in self._on_read_only:
             callback()
 
+    async def hold_until_replayed(self) -> None:
+        """Read nothing from the replica until it has replayed what the primary has written so
+        far. Called once this process listens for changes: those committed before, it was never
+        told of. (Until then the replica is not read at all.)"""
+        if self.replica is None:
+            return
+        self._listening = True
+        await self._take_hold_lsn()
+        await self._sample_replica(self.replica)
+
+    async def _take_hold_lsn(self) -> None:
+        try:
+            self._hold_lsn = await read_retrying(
+                lambda: self._probe(self.primary, SELECT_PRIMARY_LSN), on_retry=lambda: None
+            )  # type: ignore[assignment]
+        except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:  # asked again each sample
+            log.warning("cannot ask the primary for its WAL position yet; the replica waits",
+                        extra={"error": type(exc).__name__})
+
     async def sample(self) -> None:
         """One look at the replica's lag and the primary's role."""
         if self.replica is not None:
+            if self._held and self._hold_lsn is None and self._listening:
+                await self._take_hold_lsn()
             await self._sample_replica(self.replica)
         if self._on_read_only:
             try:
@@ -161,14 +206,22 @@ class ReadRouting:
 
     async def _sample_replica(self, replica: asyncpg.Pool) -> None:
         try:
-            lag = await read_retrying(lambda: self._probe(replica, SELECT_REPLICA_LAG),
-                                      on_retry=lambda: None)
+            state = await read_retrying(
+                lambda: self._probe(replica, SELECT_REPLICA_STATE, self._hold_lsn or "0/0",
+                                    row=True),
+                on_retry=lambda: None,
+            )
         except (*REPLICA_FAILURES, asyncpg.PostgresError) as exc:
             self._replica_failed(exc)
             self._set_lag(None)
             return
+        lag, replayed = state["lag"], state["replayed"]  # type: ignore[index]
         self._set_lag(lag)
         self._sampled_at = self.clock()
+        if self._held and self._hold_lsn is not None and replayed:
+            log.info("read replica has replayed what this process was not told of",
+                     extra={"lsn": self._hold_lsn})
+            self._held = False
         if lag is not None and not self._healthy:
             log.info("read replica answers; item reads go to it", extra={"lag_seconds": lag})
             self._healthy = True
@@ -179,9 +232,11 @@ class ReadRouting:
             self.metrics.replica_lag.set(math.nan if lag is None else lag)
 
     @staticmethod
-    async def _probe(pool: asyncpg.Pool, sql: str) -> object:
+    async def _probe(pool: asyncpg.Pool, sql: str, *args: object, row: bool = False) -> object:
         async with pool.acquire(timeout=PROBE_TIMEOUT) as conn:
-            return await conn.fetchval(sql, timeout=PROBE_TIMEOUT)
+            if row:
+                return await conn.fetchrow(sql, *args, timeout=PROBE_TIMEOUT)
+            return await conn.fetchval(sql, *args, timeout=PROBE_TIMEOUT)
 
     async def start(self) -> None:
         """Sample once now (a replica that is down is not fatal), then once a second."""

@@ -99,6 +99,8 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
     stale = settings.cache_stale_seconds
     app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds, stale)
     app[RECOMMENDERS] = RecommenderLookup(pool, settings.auth_cache_seconds, stale)
+    # Only a replica can answer rows older than a notified change.
+    notified = NotifiedVersions(notified_window(settings)) if settings.database_read_url else None
     local = LocalCache(
         max_entries=settings.cache_max_entries, ttl=settings.cache_ttl,
         negative_ttl=settings.cache_negative_ttl, stale_seconds=stale,
@@ -108,10 +110,7 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         shared=app.get(SHARED_CACHE), metrics=app[METRICS],
         batch_window_ms=settings.batch_window_ms,
         default_deadline_ms=settings.default_deadline_ms,
-        acquire_timeout=settings.db_acquire_timeout, reads=app[READS],
-        # Only a replica can answer rows older than a notified change.
-        notified=NotifiedVersions(notified_window(settings))
-        if settings.database_read_url else None,
+        acquire_timeout=settings.db_acquire_timeout, reads=app[READS], notified=notified,
     )
     app[RESOLVER] = resolver
     try:
@@ -135,6 +134,9 @@ async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
     # A primary turned read-only no longer sees the writes: listen where they now go.
     app[READS].on_primary_read_only(listener.reconnect)
     await listener.start()
+    # What was committed before this process listened, it was never told of: the replica is read
+    # once it has replayed all that.
+    await app[READS].hold_until_replayed()
     app[LISTENER] = listener
     try:
         yield
