@@ -180,17 +180,27 @@ class TestNotificationPayload:
         try:
             catalog = await conn.fetchval(
                 "INSERT INTO catalogs (tenant_id, name) SELECT id, 'c' FROM tenants RETURNING id")
-            await conn.execute("INSERT INTO items (catalog_id, id, title) VALUES "
-                               "($1, 'a', 'A'), ($1, 'b', 'B')", catalog)
+            inserted = dict(await conn.fetch(
+                "INSERT INTO items (catalog_id, id, title) VALUES ($1, 'a', 'A'), ($1, 'b', 'B')"
+                " RETURNING id, version", catalog))
             await conn.execute("INSERT INTO items (catalog_id, id, title) SELECT $1,"
                                " repeat('x', 200) || g, 't' FROM generate_series(1, 100) g",
                                catalog)
             await conn.execute("UPDATE items SET title = 'none' WHERE id = 'absent'")
+            updated = await conn.fetchval(
+                "UPDATE items SET title = 'B2' WHERE id = 'b' RETURNING version")
+            # An ID changed: the old ID is gone (minus its last version), the new one exists.
+            renamed = await conn.fetchval(
+                "UPDATE items SET id = 'b3' WHERE id = 'b' RETURNING version")
             await conn.execute("DELETE FROM items WHERE id = 'a'")
-            messages = [await asyncio.wait_for(heard.get(), 5) for _ in range(3)]
+            messages = [await asyncio.wait_for(heard.get(), 5) for _ in range(5)]
         finally:
             await conn.close()
-        assert messages[0] == {"items": {str(catalog): ["a", "b"]}}
+        # Each item with its new version (migration 0008); a deletion as minus the old one.
+        assert messages[0] == {"items": {str(catalog): inserted}}
         assert messages[1] == {"items": {str(catalog): None}}  # over NOTIFY's 8000 bytes
-        assert messages[2] == {"items": {str(catalog): ["a"]}}  # the empty UPDATE sent nothing
+        assert updated > inserted["b"]
+        assert messages[2] == {"items": {str(catalog): {"b": updated}}}  # the empty one: nothing
+        assert messages[3] == {"items": {str(catalog): {"b3": renamed, "b": -updated}}}
+        assert messages[4] == {"items": {str(catalog): {"a": -inserted["a"]}}}
         assert heard.empty()

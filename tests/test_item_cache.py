@@ -137,8 +137,8 @@ class TestL2:
         await api.client.app[RESOLVER].settled()
         catalog_id = await catalog_row_id(api)
         prefix = settings.redis_prefix
-        found = await key_ttl(settings.redis_url, f"{prefix}:i:{catalog_id}:1")
-        absent = await key_ttl(settings.redis_url, f"{prefix}:i:{catalog_id}:nope")
+        found = await key_ttl(settings.redis_url, f"{prefix}:v:{catalog_id}:1")
+        absent = await key_ttl(settings.redis_url, f"{prefix}:v:{catalog_id}:nope")
         assert 110_000 < found <= 120_000
         assert 0 < absent <= 7_000
 

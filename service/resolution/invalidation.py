@@ -13,6 +13,11 @@ pool reset runs `UNLISTEN *`). While that connection is down, notifications are 
 drops the process demotes every cache entry to stale (still served when Postgres is down, never
 as current), marks the pool's connections for replacement (Postgres may have restarted), and
 listens again with a short backoff; once back it demotes again, for writes made in between.
+
+Item notifications carry each item's new version (migration 0008: item ID → version, minus the old
+version for a deletion), which the resolver notes so that no replica row older than a notified
+change is cached (service/resolution/notified_versions.py); the ID lists of earlier payloads are
+still understood.
 """
 
 from __future__ import annotations
@@ -77,6 +82,12 @@ class InvalidationListener:
                 await asyncio.wait_for(self._conn.close(), 2)
             self._conn.terminate()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def reconnect(self) -> None:
+        """The server may no longer be the primary (a failover made it read-only): drop the
+        connection; the termination path flushes and listens again, on the writable server."""
+        if self._conn is not None and not self._closing:
+            self._conn.terminate()
 
     async def wait_connected(self, count: int, within: float) -> None:
         """Until the listener has connected `count` times in all (for tests and readiness)."""
@@ -157,15 +168,18 @@ class InvalidationListener:
             self.metrics.notifications.labels("items").inc()
             self._spawn(self._apply_items(items))
 
-    async def _apply_items(self, items: dict[str, list[str] | None] | str) -> None:
+    async def _apply_items(self, items: dict[str, dict[str, int] | list[str] | None] | str
+                           ) -> None:
         if not isinstance(items, dict):  # "all": a TRUNCATE
             await self.resolver.flush_everywhere()
             return
-        for catalog, ids in items.items():
-            if ids is None:
+        for catalog, changed in items.items():
+            if changed is None:
                 await self.resolver.flush_catalog(int(catalog))
+            elif isinstance(changed, dict):  # item ID → version (0008)
+                await self.resolver.forget(int(catalog), list(changed), changed)
             else:
-                await self.resolver.forget(int(catalog), ids)
+                await self.resolver.forget(int(catalog), changed)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -13,6 +13,12 @@ Two rules keep database work proportional to distinct IDs rather than to request
 One request's misses therefore go out in at most one new statement of its own. A query's answer is
 shared by everyone who waited for it; a query that fails fails every waiter (who then degrades to
 stale entries), and the next request asks again.
+
+With a read replica (DATABASE_READ_URL) a batch is read there (service/storage/read_routing.py)
+unless its catalog is gated. Rows the replica answers older than a change this process was notified
+of (service/resolution/notified_versions.py) are read again from the primary before the batch is
+answered, and never cached; they are kept on the flight as `provisional`, for waiters whose deadline
+comes before the primary's answer, who serve them as degraded.
 """
 
 from __future__ import annotations
@@ -21,33 +27,44 @@ import asyncio
 import operator
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from itertools import repeat
 from typing import Any
 
 import asyncpg
 
 from service.resolution.local_cache import ABSENT
+from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.shared_cache import Epoch
 from service.runtime.metrics import Metrics
 from service.storage import items as item_store
-from service.storage.db_faults import read_retrying
+from service.storage.read_routing import ReadRouting
 
 
 class Flight:
     """One batch of IDs of one catalog: pending until sent, then in flight until answered."""
 
-    __slots__ = ("catalog_id", "epoch", "future", "generation", "ids", "tainted")
+    __slots__ = ("catalog_id", "epoch", "future", "generation", "ids", "provisional", "tainted")
 
-    def __init__(self, catalog_id: int, future: asyncio.Future[dict[str, Any]]) -> None:
+    def __init__(self, catalog_id: int, future: FlightAnswer) -> None:
         self.catalog_id = catalog_id
         self.ids: dict[str, None] = {}
         self.future = future
+        future.flight = self
         # The L2 epoch the joining requests saw (the newest one), and the L1 generation at send.
         self.epoch: Epoch | None = None
         self.generation = 0
         # IDs changed by a write while the query ran: answered to the waiters, never cached.
         self.tainted: set[str] = set()
+        # What a replica answered while rows it had behind a notified change are read again from
+        # the primary (id → row or ABSENT; ABSENT left out where it is behind): fallbacks only.
+        self.provisional: dict[str, Any] | None = None
+
+
+class FlightAnswer(asyncio.Future):
+    """A flight's answer (id → row or ABSENT), which knows its flight (for `provisional`)."""
+
+    flight: Flight
 
 
 _item_id = operator.itemgetter("id")
@@ -64,12 +81,13 @@ def _consume(future: asyncio.Future) -> None:
 
 class ItemBatcher:
     def __init__(
-        self, pool: asyncpg.Pool, *, query_timeout: float, window_ms: float, metrics: Metrics,
-        remember: Remember, generation: Callable[[], int], acquire_timeout: float = 5.0,
+        self, reads: ReadRouting, *, query_timeout: float, window_ms: float, metrics: Metrics,
+        remember: Remember, generation: Callable[[], int],
+        notified: NotifiedVersions | None = None,
     ) -> None:
-        self.pool = pool
+        self.reads = reads
+        self.notified = notified
         self.query_timeout = query_timeout
-        self.acquire_timeout = acquire_timeout
         self.window = window_ms / 1000
         self.metrics = metrics
         self.remember = remember
@@ -77,6 +95,11 @@ class ItemBatcher:
         self._pending: dict[int, Flight] = {}
         self._in_flight: dict[tuple[int, str], Flight] = {}
         self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The primary's pool."""
+        return self.reads.primary
 
     def fetch(
         self, catalog_id: int, ids: list[str], epoch: Epoch | None
@@ -128,7 +151,7 @@ class ItemBatcher:
 
     def _open(self, catalog_id: int) -> Flight:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        future = FlightAnswer(loop=loop)
         future.add_done_callback(_consume)
         flight = Flight(catalog_id, future)
         self._pending[catalog_id] = flight
@@ -145,18 +168,51 @@ class ItemBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fetch(self, catalog_id: int, ids: list[str]) -> list[asyncpg.Record]:
-        # Both waits are bounded: for a pooled connection, then for the query itself.
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-            return await item_store.fetch_items(conn, catalog_id, ids, timeout=self.query_timeout)
+    def _fetch(self, catalog_id: int, ids: list[str]) -> Callable[[asyncpg.Connection],
+                                                                   Awaitable[list[asyncpg.Record]]]:
+        return lambda conn: item_store.fetch_items(conn, catalog_id, ids,
+                                                   timeout=self.query_timeout)
+
+    async def _read(self, flight: Flight, ids: list[str]) -> dict[str, Any]:
+        """id → row or ABSENT for `ids`: from the replica where it is usable and current enough,
+        else (or for the rows it has behind a notified change) from the primary."""
+        catalog_id = flight.catalog_id
+        notified = self.notified
+        on_retry = self.metrics.db_retries.inc
+        rows, on_replica = await self.reads.read(
+            self._fetch(catalog_id, ids), on_retry=on_retry,
+            replica=notified is None or not notified.catalog_gated(catalog_id),
+        )
+        values: dict[str, Any] = dict.fromkeys(ids, ABSENT)
+        values.update(zip(map(_item_id, rows), rows, strict=True))
+        if not on_replica or notified is None:
+            return values
+        behind = notified.behind(catalog_id, values)
+        if not behind:
+            return values
+        self.metrics.replica_rows_behind.inc(len(behind))
+        flight.provisional = values.copy()
+        for item_id in behind:
+            if values[item_id] is ABSENT:
+                del flight.provisional[item_id]
+        try:
+            rows, _ = await self.reads.read(self._fetch(catalog_id, behind), on_retry=on_retry,
+                                            replica=False)
+        except BaseException:
+            # The primary cannot answer: keep what the replica had current, and let the waiters
+            # serve the rest from `provisional`, degraded.
+            lagging = set(behind)
+            self.remember(flight, {k: v for k, v in values.items() if k not in lagging})
+            raise
+        values.update(dict.fromkeys(behind, ABSENT))
+        values.update(zip(map(_item_id, rows), rows, strict=True))
+        return values
 
     async def _query(self, flight: Flight) -> None:
         ids = list(flight.ids)
         started = time.perf_counter()
         try:
-            rows = await read_retrying(
-                lambda: self._fetch(flight.catalog_id, ids), on_retry=self.metrics.db_retries.inc
-            )
+            values = await self._read(flight, ids)
         except BaseException as exc:
             self._land(flight, ids)
             self.metrics.db_queries.labels("error").inc()
@@ -168,8 +224,6 @@ class ItemBatcher:
         self.metrics.db_query_seconds.observe(time.perf_counter() - started)
         self.metrics.db_queries.labels("ok").inc()
         self.metrics.db_query_ids.observe(len(ids))
-        values: dict[str, Any] = dict.fromkeys(ids, ABSENT)
-        values.update(zip(map(_item_id, rows), rows, strict=True))
         self._land(flight, ids)
         flight.future.set_result(values)
         self.remember(flight, values)

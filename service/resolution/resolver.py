@@ -12,25 +12,29 @@ the rest. A query cut short by a deadline goes on in the background and fills th
 next request.
 
 Invalidation (service/resolution/invalidation.py, and writes made through this process) comes in through
-`forget`, `flush_catalog` and `flush_all`.
+`forget`, `flush_catalog` and `flush_all`. With a read replica, each also notes what changed in
+`notified` (service/resolution/notified_versions.py), so that the batcher never caches a replica's
+row older than a change this process was told of.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
 
 from service.items import all_item_ids_valid, item_id_problem
 from service.resolution.deadline import Deadline
-from service.resolution.item_batcher import Flight, ItemBatcher
+from service.resolution.item_batcher import Flight, FlightAnswer, ItemBatcher
 from service.resolution.local_cache import ABSENT, LocalCache
+from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.storage.db_faults import DATABASE_UNAVAILABLE
+from service.storage.read_routing import ReadRouting
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +60,18 @@ class ItemResolver:
         self, pool: asyncpg.Pool, *, query_timeout: float, local: LocalCache,
         shared: SharedCache | None, metrics: Metrics, batch_window_ms: float = 0.0,
         default_deadline_ms: int = 10_000, acquire_timeout: float = 5.0,
+        reads: ReadRouting | None = None, notified: NotifiedVersions | None = None,
     ) -> None:
         self.local = local
         self.shared = shared
         self.metrics = metrics
         self.default_deadline_ms = default_deadline_ms
+        # Without a replica every read is the primary's, and nothing needs noting.
+        self.reads = reads or ReadRouting(pool, acquire_timeout=acquire_timeout)
+        self.notified = notified
         self.batcher = ItemBatcher(
-            pool, query_timeout=query_timeout, window_ms=batch_window_ms, metrics=metrics,
-            remember=self._remember, generation=local.generation, acquire_timeout=acquire_timeout,
+            self.reads, query_timeout=query_timeout, window_ms=batch_window_ms, metrics=metrics,
+            remember=self._remember, generation=local.generation, notified=notified,
         )
         self._background: set[asyncio.Task] = set()
         self._table_hits = 0
@@ -73,6 +81,8 @@ class ItemResolver:
             (tier, result): lookups.labels(tier, result)
             for tier in ("l1", "l2") for result in ("hit", "negative_hit", "miss", "stale_served")
         }
+        # Rows a replica had behind a notified change, served past the deadline (degraded).
+        self._count["replica", "stale_served"] = lookups.labels("replica", "stale_served")
         metrics.l1_entries.set_function(lambda: len(local))
 
     async def resolve(
@@ -132,10 +142,12 @@ class ItemResolver:
         waits = self.batcher.fetch(catalog_id, missing, epoch)
         done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
         unanswered: list[str] = []
+        provisional: dict[str, Any] = {}
         for future, future_ids in waits.items():
             if future not in done:
                 resolved.degraded = resolved.degraded or DEGRADED_TIMEOUT
                 unanswered.extend(future_ids)
+                self._provisional(future, future_ids, provisional)
                 continue
             failure = None if future.cancelled() else future.exception()
             if failure is not None or future.cancelled():
@@ -143,13 +155,21 @@ class ItemResolver:
                     raise failure
                 resolved.degraded = DEGRADED_UNAVAILABLE
                 unanswered.extend(future_ids)
+                self._provisional(future, future_ids, provisional)
                 continue
             values = future.result()
             answered = map(values.__getitem__, future_ids)
             self._take(resolved, dict(zip(future_ids, answered, strict=True)), None)
         if unanswered:
-            self._fall_back(resolved, stale, unanswered)
+            self._fall_back(resolved, stale, unanswered, provisional)
         return resolved
+
+    @staticmethod
+    def _provisional(future: asyncio.Future, ids: list[str], into: dict[str, Any]) -> None:
+        """What a replica answered for `ids` of an unanswered flight (see Flight.provisional)."""
+        held = future.flight.provisional if isinstance(future, FlightAnswer) else None
+        if held:
+            into.update((i, held[i]) for i in ids if i in held)
 
     def attach(self, catalog_id: int, derived_key: Any,
                values: dict[str, tuple[Any, Any]]) -> None:
@@ -157,25 +177,41 @@ class ItemResolver:
         for `resolve(..., derived_key=...)` to answer next time."""
         self.local.attach(catalog_id, values, derived_key)
 
-    async def forget(self, catalog_id: int, ids: list[str]) -> None:
-        """Items changed: drop them from every tier now (a write through this process)."""
+    async def forget(self, catalog_id: int, ids: list[str],
+                     versions: Mapping[str, Any] | None = None) -> None:
+        """Items changed: drop them from every tier now (a write through this process, or a
+        notification). `versions`: item ID → its new version (minus the old one for a deletion),
+        where known; a replica's older rows of them are then never cached."""
+        if self.notified is not None:
+            if versions:
+                self.notified.note(catalog_id, versions)
+            if not versions or len(versions) < len(ids):
+                self.notified.note_unknown(
+                    catalog_id, [i for i in ids if not versions or i not in versions]
+                )
         self.local.forget(catalog_id, ids)
         self.batcher.taint(catalog_id, ids)
         if self.shared is not None:
-            await self.shared.forget(catalog_id, ids)
+            await self.shared.forget(catalog_id, ids, versions)
 
     async def flush_catalog(self, catalog_id: int) -> None:
         """Many items of a catalog changed: demote L1 entries to stale, invalidate L2."""
+        if self.notified is not None:
+            self.notified.note_catalog(catalog_id)
         self.local.flush_catalog(catalog_id)
         if self.shared is not None:
             await self.shared.flush_catalog(catalog_id)
 
     def flush_all(self) -> None:
         """Changes may have been missed (the invalidation channel dropped): demote all of L1."""
+        if self.notified is not None:
+            self.notified.note_everything()
         self.local.flush_all()
 
     async def flush_everywhere(self) -> None:
         """Every catalog changed (a TRUNCATE): demote all of L1, invalidate all of L2."""
+        if self.notified is not None:
+            self.notified.note_everything()
         self.local.flush_all()
         if self.shared is not None:
             await self.shared.flush_catalog(None)
@@ -209,15 +245,25 @@ class ItemResolver:
         if len(values) > negative:
             self._count[tier, "hit"].inc(len(values) - negative)
 
-    def _fall_back(self, resolved: Resolved, stale: dict[str, Any], ids: list[str]) -> None:
-        served = 0
+    def _fall_back(self, resolved: Resolved, stale: dict[str, Any], ids: list[str],
+                   provisional: dict[str, Any]) -> None:
+        served = from_replica = 0
         for item_id in ids:
+            value = provisional.get(item_id, ABSENT)
+            if value is not ABSENT:
+                resolved[item_id] = value
+                from_replica += 1
+                continue
+            if item_id in provisional:
+                continue  # the replica, current for it, says it does not exist
             value = stale.get(item_id, ABSENT)
             if value is not ABSENT:
                 resolved[item_id] = value
                 served += 1
         if served:
             self._count["l1", "stale_served"].inc(served)
+        if from_replica:
+            self._count["replica", "stale_served"].inc(from_replica)
 
     def _remember(self, flight: Flight, values: dict[str, Any]) -> None:
         """Keep a query's answer in L1 now and in L2 in the background (minus tainted IDs)."""

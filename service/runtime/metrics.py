@@ -10,6 +10,8 @@ each replica with one worker, or sum over scrapes by the `instance` label.
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -92,6 +94,32 @@ class Metrics:
         self.listener_reconnects = Counter(
             "enricher_listener_reconnects",
             "Times the invalidation listener lost its connection and listened again.",
+            registry=registry,
+        )
+        # Read replicas (DATABASE_READ_URL, service/storage/read_routing.py).
+        self.db_reads = Counter(
+            "enricher_db_reads",
+            "Item reads (resolver batches, list pages) by the server they ran on: replica, or "
+            "primary (no replica configured, usable or answering).",
+            ("server",), registry=registry,
+        )
+        self.replica_lag = Gauge(
+            "enricher_replica_lag_seconds",
+            "How far the read replica was behind the primary at its last sample "
+            "(pg_last_xact_replay_timestamp; 0 when it has replayed all it received); NaN when "
+            "it could not be sampled.",
+            registry=registry,
+        )
+        self.replica_lag.set(math.nan)
+        self.replica_in_use = Gauge(
+            "enricher_replica_in_use",
+            "1 while item reads go to the read replica, 0 while they go to the primary.",
+            registry=registry,
+        )
+        self.replica_rows_behind = Counter(
+            "enricher_replica_rows_behind",
+            "Rows read from the replica older than a change this process was notified of: "
+            "never cached, read again from the primary.",
             registry=registry,
         )
 

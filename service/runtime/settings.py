@@ -21,23 +21,22 @@ T = TypeVar("T")
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_URL_FIELDS = ("database_url", "database_read_url", "redis_url")  # may carry passwords
 
 
 def mask_url(url: str | None) -> str | None:
-    """Return `url` with any password replaced by `***`, for logs and error messages."""
+    """Return `url` with any password replaced by `***`, for logs and error messages (multi-host
+    URLs included: `postgresql://u:pw@h1,h2/db`, `redis+sentinel://:pw@h1:26379,h2/mymaster`)."""
     if not url:
         return url
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    userinfo = f"{parts.username or ''}:***"
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -51,6 +50,9 @@ class Settings:
     """Everything the service reads from its environment. Build it with `from_env`."""
 
     database_url: str | None = None
+    # Read replicas (issue 16): item reads go there; see service/storage/read_routing.py.
+    database_read_url: str | None = None
+    replica_max_lag: float = 10.0
     data_dir: Path = Path(".catalog-enricher")
     host: str = "127.0.0.1"
     port: int = 8080
@@ -93,7 +95,7 @@ class Settings:
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{f.name}={mask_url(v) if f.name in ('database_url', 'redis_url') else v!r}"
+            f"{f.name}={mask_url(v) if f.name in _URL_FIELDS else v!r}"
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -112,6 +114,9 @@ class Settings:
         reader = _EnvReader(env)
         values: dict[str, Any] = {
             "database_url": reader.database_url("DATABASE_URL"),
+            "database_read_url": reader.database_url("DATABASE_READ_URL"),
+            "replica_max_lag": reader.seconds("ENRICHER_REPLICA_MAX_LAG_SECONDS", 10.0,
+                                              minimum=0.1),
             "data_dir": Path(env.get("ENRICHER_DATA_DIR") or default_data_dir(env)),
             "host": reader.text("ENRICHER_HOST", "127.0.0.1"),
             "port": reader.integer("ENRICHER_PORT", 8080, 1, 65535),
@@ -249,8 +254,17 @@ class _EnvReader:
         if raw is None or raw.strip() == "":
             return None
         raw = raw.strip()
+        if re.match(r"^rediss?\+sentinel://", raw, re.IGNORECASE):
+            if not re.match(r"^rediss?\+sentinel://[^/?#]+/[^/?#]+(/\d+)?/?$", raw, re.IGNORECASE):
+                self.errors.append(
+                    f"{name} must name its sentinels and service, like "
+                    f"redis+sentinel://h1:26379,h2:26379/mymaster/0, got {mask_url(raw)!r}"
+                )
+                return None
+            return raw
         if not re.match(r"^rediss?://[^/?#]", raw):
-            self.errors.append(f"{name} must be a redis:// or rediss:// URL, got {mask_url(raw)!r}")
+            self.errors.append(f"{name} must be a redis://, rediss:// or redis+sentinel:// URL, "
+                               f"got {mask_url(raw)!r}")
             return None
         return raw
 

@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from service.runtime.settings import Settings, mask_url
+from service.storage.db_faults import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +56,29 @@ async def skip_session_reset(conn: asyncpg.Connection) -> None:
     """
 
 
-def connect_kwargs(settings: Settings) -> dict[str, object]:
+APPLICATION_NAME = "catalog-enricher"
+
+
+def connect_kwargs(settings: Settings, *, dsn: str | None = None,
+                   role: str | None = None) -> dict[str, object]:
+    """asyncpg arguments for DATABASE_URL (or `dsn`); `role` names the connection's use in
+    pg_stat_activity (`catalog-enricher-<role>`)."""
+    name = APPLICATION_NAME if role is None else f"{APPLICATION_NAME}-{role}"
     return {
-        "dsn": settings.database_url,
+        "dsn": dsn or settings.database_url,
         "timeout": settings.db_connect_timeout,
         "command_timeout": settings.db_command_timeout,
-        "server_settings": {"application_name": "catalog-enricher"},
+        "server_settings": {"application_name": name},
     }
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+async def create_pool(settings: Settings, *, dsn: str | None = None, min_size: int | None = None,
+                      role: str | None = None) -> asyncpg.Pool:
+    url = dsn or settings.database_url
     try:
         return await asyncpg.create_pool(
-            **connect_kwargs(settings),
-            min_size=settings.db_pool_min,
+            **connect_kwargs(settings, dsn=url, role=role),
+            min_size=settings.db_pool_min if min_size is None else min_size,
             max_size=settings.db_pool_max,
             init=init_connection,
             reset=skip_session_reset,
@@ -78,16 +88,20 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         # The DSN is masked: the exception text from asyncpg never carries the password, but the
         # URL we name here would.
         raise RuntimeError(
-            f"cannot connect to Postgres at {mask_url(settings.database_url)}: "
-            f"{type(exc).__name__}: {exc}"
+            f"cannot connect to Postgres at {mask_url(url)}: {type(exc).__name__}: {exc}"
         ) from exc
 
 
-async def connect(settings: Settings) -> asyncpg.Connection:
-    """A single connection outside the pool (migrations, LISTEN, CLI)."""
+async def connect(settings: Settings, *, role: str | None = None,
+                  target_session_attrs: str | None = None) -> asyncpg.Connection:
+    """A single connection outside the pool (migrations, LISTEN, CLI). `target_session_attrs`
+    (libpq's, e.g. "read-write") picks among the hosts of a multi-host DATABASE_URL."""
+    kwargs = connect_kwargs(settings, role=role)
+    if target_session_attrs is not None:
+        kwargs["target_session_attrs"] = target_session_attrs
     try:
-        conn = await asyncpg.connect(**connect_kwargs(settings))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        conn = await asyncpg.connect(**kwargs)
+    except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
         raise RuntimeError(
             f"cannot connect to Postgres at {mask_url(settings.database_url)}: "
             f"{type(exc).__name__}: {exc}"
@@ -104,6 +118,23 @@ async def open_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     try:
         await pool.fetchval("SELECT 1")
         log.info("postgres pool ready", extra={"database": mask_url(settings.database_url)})
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def open_read_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool | None]:
+    """The read replica's pool when DATABASE_READ_URL is set (else None). It opens connections
+    only when used, so a replica that is down at start delays nothing and fails nothing: reads
+    use the primary until it answers (service/storage/read_routing.py)."""
+    if not settings.database_read_url:
+        yield None
+        return
+    pool = await create_pool(settings, dsn=settings.database_read_url, min_size=0, role="read")
+    try:
+        log.info("read replica pool open",
+                 extra={"database": mask_url(settings.database_read_url)})
         yield pool
     finally:
         await pool.close()

@@ -35,7 +35,13 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.InterfaceError,
     # Postgres refusing new connections (max_connections reached) is unavailable too.
     asyncpg.exceptions.TooManyConnectionsError,
+    # No host of a multi-host URL is what its target_session_attrs asks for (a failover between
+    # the old primary turning read-only and a standby being promoted).
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
+
+# A write on a server that is (now) read-only: a standby, or a primary demoted by a failover.
+READ_ONLY = asyncpg.exceptions.ReadOnlySQLTransactionError
 
 
 async def read_retrying(read: Callable[[], Awaitable[T]], *, on_retry: Callable[[], None]) -> T:

@@ -144,8 +144,10 @@ async def lock_item(
     return await conn.fetchrow(LOCK_ITEM, catalog_id, item_id)
 
 
-async def delete_item(db: asyncpg.Pool | asyncpg.Connection, catalog_id: int, item_id: str) -> bool:
-    return await db.fetchval(DELETE_ITEM, catalog_id, item_id) is not None
+async def delete_item(db: asyncpg.Pool | asyncpg.Connection, catalog_id: int,
+                      item_id: str) -> int | None:
+    """Delete the item; the version it had (None: there was none)."""
+    return await db.fetchval(DELETE_ITEM, catalog_id, item_id)
 
 
 async def fetch_page(

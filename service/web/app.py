@@ -11,13 +11,15 @@ from aiohttp import web
 from service.enrichment.recommender_lookup import RecommenderLookup
 from service.resolution.invalidation import InvalidationListener
 from service.resolution.local_cache import LocalCache
+from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings, mask_url
-from service.storage.db import connect, open_pool
+from service.storage.db import connect, open_pool, open_read_pool
 from service.storage.key_usage import KeyUsageRecorder
 from service.storage.rate_counter import RateCounter, redis_for_rates
+from service.storage.read_routing import ReadRouting
 from service.web.app_keys import (
     AUTHENTICATOR,
     IMPORT_SLOTS,
@@ -25,6 +27,7 @@ from service.web.app_keys import (
     LISTENER,
     METRICS,
     POOL,
+    READS,
     RECOMMENDERS,
     REQUESTS_IN_FLIGHT,
     RESOLVER,
@@ -49,6 +52,30 @@ async def pg_pool_context(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def notified_window(settings: Settings) -> float:
+    """How long notified versions are remembered: longer than any lag a replica is read with
+    (`replica_max_lag`), plus the longest a read may take to land, plus a margin."""
+    return settings.replica_max_lag + settings.db_command_timeout + 1.0
+
+
+async def read_routing_context(app: web.Application) -> AsyncIterator[None]:
+    """Where item reads go: the read replica's pool (DATABASE_READ_URL) while it is usable,
+    else the primary's; its watch samples the replica's lag once a second."""
+    settings = app[SETTINGS]
+    async with open_read_pool(settings) as replica:
+        reads = ReadRouting(
+            app[POOL], replica, max_lag=settings.replica_max_lag,
+            acquire_timeout=settings.db_acquire_timeout, metrics=app[METRICS],
+        )
+        app[READS] = reads
+        if replica is not None:
+            await reads.start()
+        try:
+            yield
+        finally:
+            await reads.close()
+
+
 async def shared_cache_context(app: web.Application) -> AsyncIterator[None]:
     """L2 in Redis, when REDIS_URL is set. A Redis down at start is logged, not fatal: L2 is a
     speed-up, and it is used as soon as Redis answers."""
@@ -59,6 +86,8 @@ async def shared_cache_context(app: web.Application) -> AsyncIterator[None]:
     shared = SharedCache(
         settings.redis_url, ttl=settings.cache_ttl, negative_ttl=settings.cache_negative_ttl,
         timeout=settings.redis_timeout, metrics=app[METRICS], prefix=settings.redis_prefix,
+        # Tombstones outlive any write of a row older than them still on its way.
+        tombstone_ttl=max(60.0, notified_window(settings)),
     )
     if await shared.ping():
         log.info("redis (L2) ready", extra={"redis": mask_url(settings.redis_url)})
@@ -107,6 +136,8 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
     app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds, stale,
                                        usage=app[KEY_USAGE])
     app[RECOMMENDERS] = RecommenderLookup(pool, settings.auth_cache_seconds, stale)
+    # Only a replica can answer rows older than a notified change.
+    notified = NotifiedVersions(notified_window(settings)) if settings.database_read_url else None
     local = LocalCache(
         max_entries=settings.cache_max_entries, ttl=settings.cache_ttl,
         negative_ttl=settings.cache_negative_ttl, stale_seconds=stale,
@@ -116,7 +147,7 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         shared=app.get(SHARED_CACHE), metrics=app[METRICS],
         batch_window_ms=settings.batch_window_ms,
         default_deadline_ms=settings.default_deadline_ms,
-        acquire_timeout=settings.db_acquire_timeout,
+        acquire_timeout=settings.db_acquire_timeout, reads=app[READS], notified=notified,
     )
     app[RESOLVER] = resolver
     try:
@@ -126,14 +157,23 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
-    """The dedicated LISTEN connection that keeps every cache of this process current."""
+    """The dedicated LISTEN connection that keeps every cache of this process current. It goes to
+    DATABASE_URL's writable server only (NOTIFY is never delivered on a standby), never to a
+    read replica."""
     settings = app[SETTINGS]
-    listener = InvalidationListener(lambda: connect(settings), app[POOL], app[RESOLVER],
-                                    app[METRICS])
+    listener = InvalidationListener(
+        lambda: connect(settings, role="listener", target_session_attrs="read-write"),
+        app[POOL], app[RESOLVER], app[METRICS],
+    )
     # The key and recommender caches live above the resolution layer: they subscribe.
     listener.on_keys_changed(app[AUTHENTICATOR].expire_all)
     listener.on_recommenders_changed(app[RECOMMENDERS].expire_all)
+    # A primary turned read-only no longer sees the writes: listen where they now go.
+    app[READS].on_primary_read_only(listener.reconnect)
     await listener.start()
+    # What was committed before this process listened, it was never told of: the replica is read
+    # once it has replayed all that.
+    await app[READS].hold_until_replayed()
     app[LISTENER] = listener
     try:
         yield
@@ -154,6 +194,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[IMPORT_SLOTS] = asyncio.Semaphore(settings.max_concurrent_imports)
     app.cleanup_ctx.append(pg_pool_context)
+    app.cleanup_ctx.append(read_routing_context)
     app.cleanup_ctx.append(shared_cache_context)
     app.cleanup_ctx.append(tenant_gate_context)
     app.cleanup_ctx.append(key_usage_context)

@@ -15,12 +15,15 @@ from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings
 from service.storage.key_usage import KeyUsageRecorder
+from service.storage.read_routing import ReadRouting
 from service.web.auth import Authenticator, Principal
 from service.web.request_tracker import RequestTracker
 from service.web.tenant_gate import TenantGate
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# Item reads: the read replica's pool while it is usable, else POOL (the primary).
+READS = web.AppKey("reads", ReadRouting)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RESOLVER = web.AppKey("resolver", ItemResolver)
 RECOMMENDERS = web.AppKey("recommenders", RecommenderLookup)

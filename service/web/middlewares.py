@@ -1,8 +1,9 @@
 """The one middleware every request passes: request ID, one log line, and errors as problems.
 
 Domain errors become their problem+json; aiohttp's own HTTP errors (unknown route, wrong method,
-body too large) are rewritten the same way; Postgres being unreachable is a 503; anything else is
-logged with its traceback and answered with a 500 that names only the request ID.
+body too large) are rewritten the same way; Postgres being unreachable, or read-only after a
+failover (SQLSTATE 25006), is a 503; anything else is logged with its traceback and answered with
+a 500 that names only the request ID.
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from service.errors import (
     UnsupportedMedia,
 )
 from service.runtime.logs import write_info
-from service.storage.db_faults import DATABASE_UNAVAILABLE
-from service.web.app_keys import METRICS, PRINCIPAL, REQUEST_ID, REQUESTS_IN_FLIGHT, SETTINGS
+from service.storage.db_faults import DATABASE_UNAVAILABLE, READ_ONLY
+from service.web.app_keys import (
+    METRICS,
+    PRINCIPAL,
+    READS,
+    REQUEST_ID,
+    REQUESTS_IN_FLIGHT,
+    SETTINGS,
+)
 from service.web.responses import problem_response
 
 log = logging.getLogger("service.requests")
@@ -99,6 +107,16 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         response = problem_response(_http_problem(exc), request.path)
+    except READ_ONLY:
+        # A failover demoted the primary under us: its connections are replaced (new ones find
+        # the writable server), and the client retries.
+        reads = request.app.get(READS)
+        if reads is not None:
+            await reads.primary_read_only()
+        response = problem_response(
+            Unavailable("the catalog database is read-only just now (a failover?); retry shortly",
+                        field="postgres", headers={"Retry-After": "1"}), request.path,
+        )
     except _DATABASE_DOWN as exc:
         log.error("database unavailable", extra={"request_id": request_id,
                                                  "error": type(exc).__name__})

@@ -22,7 +22,7 @@ from service.items import (
 from service.storage import catalogs as catalog_store
 from service.storage import items as item_store
 from service.web.access import requires
-from service.web.app_keys import DEADLINE, METRICS, POOL, PRINCIPAL, RESOLVER, SETTINGS
+from service.web.app_keys import DEADLINE, METRICS, POOL, PRINCIPAL, READS, RESOLVER, SETTINGS
 from service.web.conditional_requests import (
     cache_control,
     check_write,
@@ -55,9 +55,11 @@ def _validators(request: web.Request, row: asyncpg.Record) -> dict[str, str]:
             "Cache-Control": cache_control(request.app[SETTINGS].item_max_age)}
 
 
-async def _written(request: web.Request, catalog_id: int, item_id: str) -> None:
-    """Read-your-writes in this process at once; other processes hear of it through NOTIFY."""
-    await request.app[RESOLVER].forget(catalog_id, [item_id])
+async def _written(request: web.Request, catalog_id: int, item_id: str, version: int) -> None:
+    """Read-your-writes in this process at once; other processes hear of it through NOTIFY.
+    `version` is the item's new one (minus the old one for a deletion), as NOTIFY sends it: a
+    read replica's older row is then never served here, even before the notification comes."""
+    await request.app[RESOLVER].forget(catalog_id, [item_id], {item_id: version})
 
 
 def _preconditions(request: web.Request) -> tuple[str | None, str | None]:
@@ -117,7 +119,7 @@ async def put_item(request: web.Request) -> web.Response:
                 created = True
             else:
                 row, created = await item_store.upsert_item(conn, catalog_id, item)
-    await _written(request, catalog_id, item_id)
+    await _written(request, catalog_id, item_id, row["version"])
     return json_response(item_as_json(row), status=201 if created else 200,
                          headers=_validators(request, row))
 
@@ -142,7 +144,7 @@ async def patch_item(request: web.Request) -> web.Response:
                            field="item_id")
         merged = apply_merge_patch(item_as_json(current), patch)
         row, _ = await item_store.upsert_item(conn, catalog_id, parse_item(merged, item_id))
-    await _written(request, catalog_id, item_id)
+    await _written(request, catalog_id, item_id, row["version"])
     return json_response(item_as_json(row), headers=_validators(request, row))
 
 
@@ -160,13 +162,13 @@ async def delete_item(request: web.Request) -> web.Response:
             current = await item_store.lock_item(conn, catalog_id, item_id)
             check_write(if_match, if_none_match,
                         None if current is None else item_etag(current["version"]))
-            deleted = current is not None and await item_store.delete_item(
+            deleted = None if current is None else await item_store.delete_item(
                 conn, catalog_id, item_id
             )
-    if not deleted:
+    if deleted is None:
         raise NotFound(f"no item {item_id!r} in catalog {request.match_info['catalog']!r}",
                        field="item_id")
-    await _written(request, catalog_id, item_id)
+    await _written(request, catalog_id, item_id, -deleted)
     return web.Response(status=204)
 
 
@@ -256,9 +258,14 @@ async def list_items(request: web.Request) -> web.Response:
                                   "without NUL")
     updated_since = _updated_since(query.get("updated_since"))
     catalog_id = await _catalog_id(request)
-    rows = await item_store.fetch_page(
-        request.app[POOL], catalog_id, after=after, limit=limit + 1, genre=genre,
-        updated_since=updated_since,
+    # On the read replica, unless this process heard of a change to the catalog recently enough
+    # that the replica may not have it yet (a page would then miss this process's own writes).
+    notified = request.app[RESOLVER].notified
+    rows, _ = await request.app[READS].read(
+        lambda conn: item_store.fetch_page(conn, catalog_id, after=after, limit=limit + 1,
+                                           genre=genre, updated_since=updated_since),
+        replica=notified is None or not notified.changed_recently(catalog_id),
+        on_retry=request.app[METRICS].db_retries.inc,
     )
     page = rows[:limit]
     next_page = None

@@ -1,0 +1,331 @@
+"""Item reads from a real hot standby the test owns: its own primary (initdb) and a standby made
+with `pg_basebackup -R` that applies every commit 1.5 s late (`recovery_min_apply_delay`).
+
+What it shows (issue 16): reads reach the standby; after a change through the API every instance
+serves the new value within lag + 1 s and never the old one again, with TTLs of an hour, alone or
+sharing Redis, an instance started meanwhile too; the listener is on the primary and LISTEN never
+reaches the standby; the standby stopped under load fails no request (reads go to the primary) and
+is read again once back; a promoted standby and a primary turned read-only do not leave the pool
+failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from service.runtime.settings import Settings
+from service.storage.db import connect
+from service.storage.migrations import apply_migrations
+from service.web.app import create_app
+from service.web.app_keys import LISTENER
+from tests.conftest import KeyMaker
+from tests.support.api import Api
+from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.metrics_reader import sample
+from tests.support.owned_servers import (
+    OwnedPostgres,
+    OwnedRedis,
+    pg_available,
+    scratch_folder,
+    wait_for_postgres,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not pg_available(), reason="needs the Postgres binaries (initdb, pg_ctl)"),
+    pytest.mark.timeout(90),
+]
+
+LAG = 1.5
+TRANSFORM = "/v1/recommenders/movies/transform"
+ITEM = "/v1/catalogs/movies/items/"
+ITEM_SCANS = ("SELECT coalesce(idx_scan, 0) + seq_scan FROM pg_stat_user_tables"
+              " WHERE relname = 'items'")
+READ_POOL = ("SELECT count(*) FROM pg_stat_activity"
+             " WHERE application_name = 'catalog-enricher-read'")
+COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
+
+
+def event(*ids: str) -> dict:
+    return {"Endpoints": {"e1": {"RecommendationItems": list(ids)}}}
+
+
+async def until(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
+    """Seconds until `check` holds (the test fails past `seconds`)."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < seconds, f"not within {seconds} s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def migrated_cluster() -> Iterator[OwnedPostgres]:
+    """A stopped, migrated cluster that each test copies (initdb once per module)."""
+    with scratch_folder("ce-pg-template-") as folder:
+        cluster = OwnedPostgres(folder / "cluster")
+        cluster.init()
+        cluster.start()
+        try:
+            async def migrate() -> None:
+                conn = await connect(Settings(database_url=cluster.url))
+                try:
+                    await apply_migrations(conn)
+                finally:
+                    await conn.close()
+
+            asyncio.run(migrate())
+        finally:
+            cluster.stop()
+        yield cluster
+
+
+@pytest.fixture
+def replicated(migrated_cluster) -> Iterator[tuple[OwnedPostgres, OwnedPostgres]]:
+    """A running primary and its hot standby, LAG seconds behind."""
+    with scratch_folder("ce-pg-") as folder:
+        primary = migrated_cluster.copy_to(folder / "primary")
+        primary.start()
+        standby = None
+        try:
+            standby = primary.standby(folder / "standby", apply_delay_ms=int(LAG * 1000))
+            standby.start()
+            yield primary, standby
+        finally:
+            if standby is not None:
+                standby.stop("immediate")
+            primary.stop("immediate")
+
+
+@pytest.fixture
+async def owned_redis(tmp_path: Path):
+    server = OwnedRedis(tmp_path / "redis")
+    await server.start()
+    yield server
+    server.stop()
+
+
+def replica_settings(primary_url: str, standby_url: str, **extra: object) -> Settings:
+    return Settings(
+        database_url=primary_url, database_read_url=standby_url, db_pool_min=1, db_pool_max=4,
+        db_connect_timeout=2.0, db_command_timeout=3.0, db_acquire_timeout=2.0,
+        cache_ttl=3600, cache_negative_ttl=3600, auth_cache_seconds=3600,
+        default_deadline_ms=3000, access_log=False, **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def start(replicated, aiohttp_client):
+    """Start an instance; asks for the servers first, so they outlive every instance."""
+    keys: list[str] = []
+
+    async def start(settings: Settings) -> Api:
+        if not keys:
+            keys.append(await KeyMaker(settings.database_url)("acme", "admin"))
+        return Api(await aiohttp_client(create_app(settings)), keys[0])
+
+    return start
+
+
+async def seed(api: Api, standby: OwnedPostgres, *others: Api) -> None:
+    """Load the catalog through `api`; until the standby has it and every instance reads there
+    (its lag sampled once a second, and known once it has replayed a transaction)."""
+    await load_catalog(api, "movies", [{"id": str(i), "title": f"Movie {i}"} for i in range(10)])
+    await put_recommender(api, "movies", "movies", ("Title", "title"))
+
+    async def replayed() -> bool:
+        return await standby.fetchval("SELECT count(*) FROM items") == 10 and all(
+            sample(each.client.app, "enricher_replica_in_use") == 1 for each in (api, *others))
+
+    await until(10, replayed)
+
+
+async def title_of(api: Api, item_id: str) -> str:
+    status, body, _ = await api.get(ITEM + item_id)
+    assert status == 200, body
+    return body["title"]
+
+
+class TestLaggingStandby:
+    """A standby 1.5 s behind: reads go there, and no cache ever keeps its old rows."""
+
+    @pytest.mark.parametrize("shared_redis", [False, True], ids=["l1", "l1+l2"])
+    async def test_new_value_within_lag_then_never_the_old_one(
+        self, replicated, start, owned_redis, shared_redis
+    ):
+        primary, standby = replicated
+        extra = {"redis_url": owned_redis.url} if shared_redis else {}
+        a = await start(replica_settings(primary.url, standby.url, **extra))
+        b = await start(replica_settings(primary.url, standby.url, **extra))
+        await seed(a, standby, b)
+
+        # Item reads reach the standby: its transactions and its scans of `items` rise.
+        commits, scans = await standby.fetchval(COMMITS), await standby.fetchval(ITEM_SCANS)
+        for api in (a, b):
+            for item_id in ("1", "2", "3"):
+                assert await title_of(api, item_id) == f"Movie {item_id}"
+        assert sample(a.client.app, "enricher_db_reads_total", server="replica") == 3
+        # B read the standby too, unless A's rows reached it through L2 first.
+        assert (sample(b.client.app, "enricher_db_reads_total", server="replica")
+                + sample(b.client.app, "enricher_cache_lookups_total", tier="l2", result="hit")
+                ) == 3
+        assert await standby.fetchval(READ_POOL) >= 2
+
+        async def counted() -> bool:  # backends report their statistics within a second or so
+            return (await standby.fetchval(COMMITS) > commits  # type: ignore[operator]
+                    and await standby.fetchval(ITEM_SCANS) > scans)  # type: ignore[operator]
+
+        await until(12, counted)
+
+        # The change, through A's API, at t0; both instances are read until well past the lag.
+        status, _, _ = await a.put(ITEM + "1", {"title": "Sequel"})
+        assert status == 200
+        t0 = time.monotonic()
+        # C starts while the standby still has the old row: it never heard of the change.
+        c = await start(replica_settings(primary.url, standby.url, **extra))
+        first_new: dict[str, float] = {}
+        lag_seen = 0.0
+        while time.monotonic() - t0 < LAG + 2.0:
+            for name, api in (("a", a), ("b", b), ("c", c)):
+                served = await title_of(api, "1")
+                answer = (await api.post(TRANSFORM, event("1")))[1]
+                shown = answer["e1"]["Recommendations"]["Title"][0]
+                if name in first_new:
+                    assert (served, shown) == ("Sequel", "Sequel"), f"{name} served the old row"
+                elif served == "Sequel" and shown == "Sequel":
+                    first_new[name] = time.monotonic() - t0
+                lag_seen = max(lag_seen, sample(api.client.app, "enricher_replica_lag_seconds"))
+            await asyncio.sleep(0.02)
+        print(f"new value first served after {first_new} s; largest lag sampled {lag_seen:.2f} s")
+        assert set(first_new) == {"a", "b", "c"}
+        assert max(first_new.values()) <= LAG + 1.0
+        assert lag_seen >= 1.0  # the metric saw the standby's delay
+        # Past the lag the standby has the change: reads went back to it and found it current.
+        assert await standby.fetchval("SELECT title FROM items WHERE id = '1'") == "Sequel"
+
+        # The listener is on the primary; the standby never saw a LISTEN (it would have failed
+        # there, and been logged).
+        for api in (a, b, c):
+            pid = api.client.app[LISTENER].backend_pid
+            assert await primary.fetchval(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = $1", pid
+            ) == "catalog-enricher-listener"
+        assert await standby.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'catalog-enricher-listener'") == 0
+        assert "LISTEN" not in standby.log_text()
+
+
+class LoadResult:
+    def __init__(self) -> None:
+        self.answers = 0
+        self.failures: list[str] = []
+
+
+async def batch_get_load(api: Api, stop: asyncio.Event, result: LoadResult) -> None:
+    """batchGet in a loop until `stop`: every answer must be whole (200, every item found)."""
+    ids = [str(i) for i in range(10)]
+    while not stop.is_set():
+        status, body, headers = await api.post("/v1/catalogs/movies/items:batchGet",
+                                               {"ids": ids}, headers={"X-Deadline-Ms": "2000"})
+        if status != 200 or body["missing"] or "X-Degraded" in headers:
+            result.failures.append(f"{status} {body} {headers.get('X-Degraded')}")
+        result.answers += 1
+
+
+class TestStandbyDown:
+    """The standby stopped under load fails no request; started again, it is read again."""
+
+    async def test_stopped_then_started(self, replicated, start):
+        primary, standby = replicated
+        # L1 off: every request reads Postgres.
+        api = await start(replica_settings(primary.url, standby.url, cache_max_entries=0))
+        await seed(api, standby)
+        app = api.client.app
+
+        def reads(server: str) -> float:
+            return sample(app, "enricher_db_reads_total", server=server)
+
+        async def grows(server: str, by: float = 20) -> None:
+            start_at = reads(server)
+
+            async def grown() -> bool:
+                return reads(server) >= start_at + by
+
+            await until(10, grown)
+
+        stop, result = asyncio.Event(), LoadResult()
+        workers = [asyncio.ensure_future(batch_get_load(api, stop, result)) for _ in range(6)]
+        try:
+            await grows("replica")
+            await asyncio.to_thread(standby.stop, "fast")
+            on_primary = reads("primary")
+            await grows("primary")
+            assert sample(app, "enricher_replica_in_use") == 0
+            assert (await api.get("/readyz"))[0] == 200  # a missing replica is no concern of it
+            down_replica_reads = reads("replica")
+            await asyncio.to_thread(standby.start)
+            await wait_for_postgres(standby.url)
+            await grows("replica")
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+        print(f"{result.answers} answers; {reads('primary') - on_primary:.0f} reads on the primary")
+        assert result.failures == []
+        assert down_replica_reads >= 1
+        assert sample(app, "enricher_replica_in_use") == 1
+
+
+class TestFailover:
+    """The standby promoted and the old primary read-only: writes find the new primary, reads
+    never fail, and the listener follows."""
+
+    async def test_promoted_standby_and_read_only_primary(self, replicated, start):
+        primary, standby = replicated
+        # Both servers in DATABASE_URL: the writable one is picked (libpq's target_session_attrs).
+        both = (f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+                "/postgres?target_session_attrs=read-write")
+        api = await start(replica_settings(both, standby.url))
+        await seed(api, standby)
+        listener = api.client.app[LISTENER]
+
+        stop, result = asyncio.Event(), LoadResult()
+        readers = [asyncio.ensure_future(batch_get_load(api, stop, result)) for _ in range(3)]
+        try:
+            await primary.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            await primary.execute("SELECT pg_reload_conf()")
+            await asyncio.to_thread(standby.promote)
+            refused: list[int] = []
+
+            async def writes_again() -> bool:
+                status, problem, _ = await api.put(ITEM + "1", {"title": "After failover"})
+                if status != 200:
+                    assert status == 503, problem  # a problem naming Postgres, never a 500
+                    refused.append(status)
+                return status == 200
+
+            took = await until(15, writes_again)
+            for n in range(10):  # and it stays so: the pool is not left failing
+                status, body, _ = await api.put(ITEM + "2", {"title": f"Write {n}"})
+                assert status == 200, body
+        finally:
+            stop.set()
+            await asyncio.gather(*readers)
+        print(f"writes back after {took:.2f} s ({len(refused)} refused meanwhile)")
+        assert result.failures == []
+        assert await standby.fetchval("SELECT title FROM items WHERE id = '2'") == "Write 9"
+        # The listener left the read-only server for the new primary, and hears its writes.
+        await listener.wait_connected(2, within=10)
+        assert await standby.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'catalog-enricher-listener'") == 1
+
+        async def current() -> bool:
+            return await title_of(api, "2") == "Write 9"
+
+        await until(2, current)
