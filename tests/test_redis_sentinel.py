@@ -114,3 +114,27 @@ class TestSentinelFailover:
         assert failures == []
         assert resumed_after is not None, "no L2 hit on the new master within 10 s"
         assert l2_hits() > hits_after  # and the service's own count of L2 hits goes on
+
+
+class TestRateLimitsBehindSentinels:
+    """The rate counter reaches Redis the way L2 does: a sentinel URL names the master."""
+
+    async def test_a_limit_is_counted_on_the_master(self, sentinels, settings: Settings,
+                                                    aiohttp_client, make_key, database_url):
+        from tests.test_rate_limits import set_limit
+
+        master, _replica, watchers = sentinels
+        url = ("redis+sentinel://" + ",".join(f"127.0.0.1:{w.port}" for w in watchers)
+               + f"/{SENTINEL_SERVICE}/0")
+        api = Api(await aiohttp_client(create_app(dataclasses.replace(
+            settings, redis_url=url, redis_prefix="rl-sentinel", access_log=False,
+        ))), await make_key("acme", "admin"))
+        await set_limit(database_url, "acme", 5)
+        statuses = [(await api.get("/v1/catalogs"))[0] for _ in range(20)]
+        assert 200 in statuses and 429 in statuses, statuses
+        client = master.client()
+        try:
+            # Counted in Redis (the master), not in the process: the tenant's bucket is there.
+            assert [k async for k in client.scan_iter("rl-sentinel:rl:*")]
+        finally:
+            await client.aclose()

@@ -10,9 +10,10 @@ import pytest
 
 from service.errors import SettingsError
 from service.resolution.local_cache import ABSENT
-from service.resolution.shared_cache import SharedCache, is_sentinel_url, sentinel_options
+from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings, mask_url
+from service.storage.redis_urls import is_sentinel_url, sentinel_options
 from tests.support.redis_keys import delete_prefix
 
 EPOCH = (0, 0)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.runtime.metrics import Metrics
+from service.storage.redis_urls import is_sentinel_url, sentinel_options
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +236,22 @@ class RateCounter:
 
 def redis_for_rates(url: str, timeout: float) -> Any:
     """A redis-py asyncio client for the counter: a bounded pool (a flood must not open a
-    connection per request), every call bounded by `timeout`."""
+    connection per request), every call bounded by `timeout`. Behind sentinels
+    (`redis+sentinel://...`, as L2 may be), connections go to the service's current master."""
     from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=timeout,
-        socket_timeout=timeout, socket_connect_timeout=timeout,
-    )
+    socket = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if is_sentinel_url(url):
+        addresses, service, options = sentinel_options(url)
+        sentinel = Sentinel(addresses, sentinel_kwargs=socket)
+        pool_kwargs = options.pop("connection_pool_kwargs", {})
+        pool: Any = SentinelConnectionPool(
+            service, sentinel, max_connections=REDIS_CONNECTIONS, **socket, **options,
+            **pool_kwargs,
+        )
+    else:
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_CONNECTIONS, timeout=timeout, **socket,
+        )
     return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
