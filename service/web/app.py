@@ -92,7 +92,7 @@ async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
     """The dedicated LISTEN connection that keeps every cache of this process current."""
     settings = app[SETTINGS]
     listener = InvalidationListener(lambda: connect(settings), app[POOL], app[RESOLVER],
-                                    app[METRICS])
+                                    app[METRICS], ping_seconds=settings.listener_ping_seconds)
     # The key and recommender caches live above the resolution layer: they subscribe.
     listener.on_keys_changed(app[AUTHENTICATOR].expire_all)
     listener.on_recommenders_changed(app[RECOMMENDERS].expire_all)
