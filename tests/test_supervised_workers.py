@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from service.supervisor import BACKOFF_SECONDS
+from tests.support.owned_servers import OwnedPostgres, pg_available, scratch_folder
 from tests.support.serve_process import (
     EVENT,
     TRANSFORM,
@@ -140,6 +141,39 @@ class TestWorkerDeath:
         assert survivor in serve.workers()
         _, text = scrape(serve.port)
         assert sample(text, "enricher_worker_exits_total", cause="SIGKILL") == 4
+
+    @pytest.mark.skipif(not pg_available(), reason="needs the Postgres server binaries")
+    def test_a_worker_that_cannot_start_is_retried_while_the_others_serve(self):
+        """Postgres down while a worker is replaced: the replacement cannot start, exits, and is
+        retried with backoff (gunicorn alone would halt every worker); once Postgres is back a
+        replacement serves."""
+        with scratch_folder("ce-pg-") as folder:
+            postgres = OwnedPostgres(folder / "cluster")
+            postgres.init()
+            postgres.start()
+            server = ServeProcess("--workers", "2", env=clean_env(
+                DATABASE_URL=postgres.url, ENRICHER_DB_CONNECT_TIMEOUT="1"))
+            try:
+                original = server.wait_serving(2)
+                postgres.stop("immediate")
+                victim, survivor = sorted(original)
+                os.kill(victim, signal.SIGKILL)
+                report = server.wait_for_log("a worker keeps dying; replacing it after a pause",
+                                             cause="exit_1", timeout=30)
+                print("reported:", {k: report[k] for k in ("pid", "cause", "deaths_in_a_row",
+                                                          "pause_seconds")})
+                assert server.logged("worker failed; exiting", pid=report["pid"])
+                assert server.process.poll() is None and survivor in server.workers()
+
+                postgres.start()
+                wait_until(lambda: len(server.serving_workers() - original) == 1, 60,
+                           "a replacement serving", server.tail)
+                status, _, body = transform(server.port, server.key)
+                assert status == 200 and b"Fleabag" in body
+                assert server.stop() == 0
+            finally:
+                server.close()
+                postgres.stop("immediate")
 
 
 class TestSignals:
