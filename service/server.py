@@ -24,6 +24,7 @@ from service.demo import curl_line, load_demo
 from service.runtime.gc_tuning import tune_for_serving
 from service.runtime.logs import batch_log_lines, flush_log_lines
 from service.runtime.settings import Settings
+from service.storage import migrations
 from service.storage.db import connect
 from service.storage.embedded_postgres import embedded_postgres
 from service.storage.migrations import apply_migrations
@@ -45,10 +46,18 @@ def install_uvloop() -> bool:
 
 
 async def prepare_database(settings: Settings, demo: bool) -> str | None:
-    """Apply pending migrations (and load the demo); returns the demo key when asked for one."""
+    """Apply pending migrations, unless ENRICHER_MIGRATE_ON_START=false leaves them to another
+    (then only say which are pending); load the demo; returns the demo key when asked for one."""
     conn = await connect(settings)
     try:
-        await apply_migrations(conn)
+        if settings.migrate_on_start:
+            await apply_migrations(conn)
+        else:
+            pending = await migrations.pending_versions(conn, migrations.discover())
+            if pending:
+                log.warning("migrations pending: left to `catalog-enricher migrate` "
+                            "(ENRICHER_MIGRATE_ON_START=false); /readyz answers 503 until then",
+                            extra={"pending": [f"{v:04d}" for v in pending]})
         return await load_demo(conn) if demo else None
     finally:
         await conn.close()
