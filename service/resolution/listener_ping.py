@@ -22,7 +22,6 @@ import logging
 import asyncpg
 
 from service.storage.db import ping
-from service.storage.db_faults import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,10 @@ class ConnectionPing:
             await asyncio.sleep(self.every)
             try:
                 await ping(self.conn, timeout=self.every)
-            except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            except Exception as exc:
+                # Unanswered (TimeoutError), refused, or the protocol left in a state no query
+                # can start from (asyncpg's InternalClientError after the server's FATAL on an
+                # idle connection): in every case this connection no longer listens reliably.
                 if self.conn.is_closed():
                     return  # it dropped for all to see: the termination listener has it
                 log.warning("the LISTEN connection did not answer a ping; dropping it",

@@ -2,8 +2,9 @@
 
 Sits between a client and a real server on 127.0.0.1. For Postgres it reads the frontend protocol
 (client to server) to count statements: each simple Query ('Q') and each Execute ('E') is one
-statement run, and notes which connections sent a LISTEN, so that those alone can be stalled (a
-half-open connection: open, silent, while new connections go through). Connect to Postgres through
+statement run (except on a connection that sent a LISTEN: the invalidation listener's pings are
+no request's work), and notes those connections, so that they alone can be stalled (a half-open
+connection: open, silent, while new connections go through). Connect to Postgres through
 it with `sslmode=disable`, so the stream is readable.
 """
 
@@ -106,7 +107,9 @@ class TcpProxy:
             await self._flowing.wait()
             await link.flowing.wait()
             if count:
-                self.statements += link.parser.feed(data)
+                found = link.parser.feed(data)
+                # The LISTEN connection's own statements (its pings) are no request's work.
+                self.statements += 0 if link.parser.listened else found
             writer.write(data)
             await writer.drain()
 
