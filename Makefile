@@ -17,6 +17,15 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.run-deps
 
+# checkov scans deploy/kubernetes in the suite (tests/test_kubernetes_manifests.py). It pins old
+# boto3, botocore and packaging (and aiohttp below 3.15), which must not decide the versions the
+# service is tested with: it gets a virtualenv of its own, inside .venv so `make clean` removes it.
+CHECKOV_VERSION ?= 3.3.30
+$(VENV)/checkov/.installed-$(CHECKOV_VERSION): | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
 $(VENV)/.bench-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.run-deps
@@ -24,7 +33,7 @@ $(VENV)/.bench-deps: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/catalog-enricher serve --demo
 
-test: $(VENV)/.test-deps
+test: $(VENV)/.test-deps $(VENV)/checkov/.installed-$(CHECKOV_VERSION)
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.test-deps

@@ -1,9 +1,11 @@
-"""Running the service: one process, or several sharing one port (SO_REUSEPORT).
+"""Running the service: one process, or supervised workers sharing one listening socket.
 
 `run_server` owns the whole life of `serve`: the embedded Postgres when DATABASE_URL is unset,
-migrations (and the demo) before any worker listens, the workers, and a graceful stop on SIGTERM or
-SIGINT: listeners close first, requests in flight finish (up to ENRICHER_SHUTDOWN_TIMEOUT), then the
-pool and the embedded Postgres shut down.
+migrations (and the demo) before any worker listens, then either the app in this process or, with
+`--workers N`, the supervisor (service/supervisor.py) and its workers. Either way a process
+serves through `ServingApp`: on SIGTERM or SIGINT `/readyz` answers 503 at once, the listener
+closes, requests in flight finish (up to ENRICHER_SHUTDOWN_TIMEOUT), then the pool and (in the
+parent) the embedded Postgres shut down.
 """
 
 from __future__ import annotations
@@ -12,25 +14,22 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
-import os
 import signal
 import socket
-import sys
-import time
 from collections.abc import Callable
 
 from aiohttp import web
 
 from service.demo import curl_line, load_demo
 from service.runtime.gc_tuning import tune_for_serving
-from service.runtime.logs import batch_log_lines, flush_log_lines, setup_logging
+from service.runtime.logs import batch_log_lines, flush_log_lines
 from service.runtime.settings import Settings
+from service.storage import migrations
 from service.storage.db import connect
 from service.storage.embedded_postgres import embedded_postgres
 from service.storage.migrations import apply_migrations
 from service.web.app import create_app
-from service.web.app_keys import REQUESTS_IN_FLIGHT
+from service.web.app_keys import METRICS, REQUESTS_IN_FLIGHT
 from service.web.request_tracker import RequestTracker
 
 log = logging.getLogger(__name__)
@@ -47,51 +46,85 @@ def install_uvloop() -> bool:
 
 
 async def prepare_database(settings: Settings, demo: bool) -> str | None:
-    """Apply pending migrations (and load the demo); returns the demo key when asked for one."""
+    """Apply pending migrations, unless ENRICHER_MIGRATE_ON_START=false leaves them to another
+    (then only say which are pending); load the demo; returns the demo key when asked for one."""
     conn = await connect(settings)
     try:
-        await apply_migrations(conn)
+        if settings.migrate_on_start:
+            await apply_migrations(conn)
+        else:
+            pending = await migrations.pending_versions(conn, migrations.discover())
+            if pending:
+                log.warning("migrations pending: left to `catalog-enricher migrate` "
+                            "(ENRICHER_MIGRATE_ON_START=false); /readyz answers 503 until then",
+                            extra={"pending": [f"{v:04d}" for v in pending]})
         return await load_demo(conn) if demo else None
     finally:
         await conn.close()
 
 
-async def serve_app(
-    settings: Settings, *, reuse_port: bool = False,
-    on_ready: Callable[[str], None] | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
-    batch_log_lines()
-    app = create_app(settings)
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+def cannot_listen(settings: Settings, exc: OSError) -> SystemExit:
+    return SystemExit(
+        f"catalog-enricher: cannot listen on {settings.host}:{settings.port}: "
+        f"{exc.strerror or exc} (choose another with --port or ENRICHER_PORT)"
     )
-    await runner.setup()
-    tune_for_serving()
-    try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
-                           backlog=1024)
+
+
+def base_url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+
+class ServingApp:
+    """One process's app, from setup to a graceful stop: the single process of `serve` and each
+    supervised worker run one. Log lines are batched, the garbage collector tuned once the app
+    is set up, and a stop drains before aiohttp's cleanup (see web/request_tracker.py)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
+
+    @property
+    def tracker(self) -> RequestTracker:
+        return self.app[REQUESTS_IN_FLIGHT]
+
+    async def start(self, sockets: list[socket.socket] | None = None) -> str:
+        """Set the app up and serve on `sockets` (already listening), or on the settings' host and
+        port; returns the base URL."""
+        batch_log_lines()
+        await self.runner.setup()
+        tune_for_serving()
+        if sockets:
+            for sock in sockets:
+                await web.SockSite(self.runner, sock).start()
+            return base_url_of(sockets[0])
+        site = web.TCPSite(self.runner, self.settings.host, self.settings.port, backlog=1024)
         try:
             await site.start()
         except OSError as exc:
-            raise SystemExit(
-                f"catalog-enricher: cannot listen on {settings.host}:{settings.port}: "
-                f"{exc.strerror or exc} (choose another with --port or ENRICHER_PORT)"
-            ) from exc
-        host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
-        base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        log.info("listening", extra={"url": base_url})
-        if on_ready:
-            on_ready(base_url)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        await drain(runner, app[REQUESTS_IN_FLIGHT], settings.shutdown_timeout)
-    finally:
-        await runner.cleanup()
-        flush_log_lines()
+            raise cannot_listen(self.settings, exc) from exc
+        return base_url_of(site._server.sockets[0])  # type: ignore[union-attr]
+
+    def begin_draining(self) -> None:
+        """From now on /readyz answers 503 (called from the signal handler, before anything else)."""
+        self.tracker.begin_draining()
+
+    def refresh_metrics(self) -> None:
+        self.app[METRICS].refresh()
+
+    async def stop(self) -> None:
+        """Drain, then clean up. Safe after a failed `start`."""
+        try:
+            if self.runner.server is not None:
+                self.begin_draining()
+                await drain(self.runner, self.tracker, self.settings.shutdown_timeout)
+        finally:
+            await self.runner.cleanup()
+            flush_log_lines()
 
 
 async def drain(runner: web.AppRunner, tracker: RequestTracker, timeout: float) -> None:
@@ -105,10 +138,26 @@ async def drain(runner: web.AppRunner, tracker: RequestTracker, timeout: float) 
                     extra={"in_flight": tracker.in_flight})
 
 
-def _worker_main(settings: Settings) -> None:
-    setup_logging(settings.log_level)
-    install_uvloop()
-    asyncio.run(serve_app(settings, reuse_port=True))
+async def serve_app(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve in this process until SIGTERM or SIGINT, then stop gracefully."""
+    serving = ServingApp(settings)
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        serving.begin_draining()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    try:
+        base_url = await serving.start()
+        log.info("listening", extra={"url": base_url})
+        if on_ready:
+            on_ready(base_url)
+        await stop.wait()
+    finally:
+        await serving.stop()
 
 
 def run_server(settings: Settings, *, workers: int = 1, demo: bool = False) -> int:
@@ -130,43 +179,7 @@ def run_server(settings: Settings, *, workers: int = 1, demo: bool = False) -> i
             install_uvloop()
             asyncio.run(serve_app(settings, on_ready=announce))
             return 0
-        if settings.port == 0:
-            print("--workers needs a fixed --port (they share it)", file=sys.stderr)
-            return 2
-        return _run_workers(settings, workers, announce)
+        from service.supervisor import run_supervised
+
+        return run_supervised(settings, workers, announce)
     return 0
-
-
-def _run_workers(settings: Settings, workers: int, announce: Callable[[str], None]) -> int:
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_main, args=(settings,), daemon=False)
-                 for _ in range(workers)]
-    for process in processes:
-        process.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    if _wait_until_listening(settings, processes):
-        announce(f"http://{settings.host}:{settings.port}")
-    for process in processes:
-        process.join()
-    return max((p.exitcode or 0) for p in processes)
-
-
-def _wait_until_listening(settings: Settings, processes: list, timeout: float = 60.0) -> bool:
-    """Poll the shared port until a worker answers (or every worker died)."""
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(p.is_alive() for p in processes):
-        try:
-            with socket.create_connection((host, settings.port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False

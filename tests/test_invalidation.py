@@ -18,6 +18,7 @@ from service.web.app_keys import LISTENER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import item_queries, sample
+from tests.support.tcp_proxy import TcpProxy, proxy_to_database, url_through
 
 TRANSFORM = "/v1/recommenders/movies/transform"
 SEEN_WITHIN = 1.0
@@ -166,6 +167,50 @@ class TestListenerLoss:
 
         await seen_within(SEEN_WITHIN, b_serves_new)
         assert sample(b.client.app, "enricher_listener_reconnects_total") == 1
+
+    async def test_silent_listener_connection_is_noticed_and_replaced(
+        self, listen_proxy: TcpProxy, aiohttp_client, settings, database_url, make_key,
+    ):
+        """The LISTEN connection goes silent without closing (stalled behind the proxy, as a
+        half-open connection is): the ping notices, the caches are flushed, a new connection
+        listens, and a later write is seen. Default ping settings."""
+        key = await make_key("acme", "admin")
+        a = Api(await aiohttp_client(create_app(settings)), key)
+        proxied = dataclasses.replace(settings, database_url=url_through(database_url, listen_proxy))
+        b = Api(await aiohttp_client(create_app(proxied)), key)
+        await load_catalog(a, "movies", [{"id": str(i), "title": f"Movie {i}"} for i in range(10)])
+        await put_recommender(a, "movies", "movies", ("Title", "title"))
+        assert await title_of(b, "1") == "Movie 1"
+        assert await title_of(b, "2") == "Movie 2"
+        listener = b.client.app[LISTENER]
+        silenced_backend = listener.backend_pid
+
+        assert listen_proxy.stall_listening() == 1
+        started = time.monotonic()
+        await listener.wait_connected(2, within=10)
+        print(f"silent LISTEN connection replaced after {time.monotonic() - started:.2f} s")
+        assert listener.backend_pid != silenced_backend
+
+        # Flushed: item 2, unchanged and cached for an hour, is read from Postgres again.
+        queries = item_queries(b.client.app)
+        assert await title_of(b, "2") == "Movie 2"
+        assert item_queries(b.client.app) == queries + 1
+
+        assert (await a.put("/v1/catalogs/movies/items/1", {"title": "Heard"}))[0] == 200
+
+        async def b_serves_new() -> bool:
+            return await title_of(b, "1") == "Heard"
+
+        await seen_within(SEEN_WITHIN, b_serves_new)
+        assert sample(b.client.app, "enricher_listener_reconnects_total") == 1
+
+
+@pytest.fixture
+async def listen_proxy(database_url):
+    """A proxy in front of the test database; set up before the apps, so torn down after them."""
+    proxy = await proxy_to_database(database_url)
+    yield proxy
+    await proxy.stop()
 
 
 class TestNotificationPayload:

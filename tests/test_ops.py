@@ -10,6 +10,7 @@ import pytest
 
 from service.runtime.settings import Settings
 from service.web.app import create_app
+from service.web.app_keys import REQUESTS_IN_FLIGHT
 from service.web.middlewares import new_request_id
 from tests.support.databases import create_database, drop_database, with_database
 
@@ -26,6 +27,18 @@ class TestHealth:
         async with client.get("/readyz") as response:
             assert response.status == 200
             assert (await response.json())["migrations"] == "current"
+
+    async def test_readyz_refuses_once_draining(self, client):
+        """From the stop signal on (ServingApp.begin_draining): not ready, and each answer asks
+        its client to close the connection; liveness is unaffected."""
+        client.app[REQUESTS_IN_FLIGHT].begin_draining()
+        async with client.get("/readyz") as response:
+            assert response.status == 503
+            assert response.headers["Connection"] == "close"
+            problem = orjson.loads(await response.read())
+        assert problem["field"] == "server"
+        async with client.get("/healthz") as response:
+            assert response.status == 200
 
     async def test_readyz_refuses_when_migrations_pending(self, aiohttp_client, pg_server_url):
         name = await create_database(pg_server_url)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,41 @@ def test_port_in_use_is_a_clear_message(database_url: str):
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "--port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_without_migrating_on_start_it_is_ready_once_migrated(pg_server_url: str):
+    """ENRICHER_MIGRATE_ON_START=false (the Kubernetes pods, whose migration Job migrates): serve
+    starts on a database without the schema, is alive but not ready, and turns ready once
+    `catalog-enricher migrate` has run."""
+    from tests.support.databases import create_database, drop_database, run, with_database
+
+    name = run(create_database(pg_server_url))
+    url = with_database(pg_server_url, name)
+    port = free_port()
+    server = Server("--port", str(port),
+                    env=clean_env(DATABASE_URL=url, ENRICHER_MIGRATE_ON_START="false"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, server.logs()
+                time.sleep(0.1)
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert not_ready.value.code == 503
+        assert json.loads(not_ready.value.read())["field"] == "migrations"
+
+        migrate = subprocess.run([sys.executable, "-m", "service", "migrate"],
+                                 env=clean_env(DATABASE_URL=url), capture_output=True, text=True,
+                                 timeout=60, check=False)
+        assert migrate.returncode == 0, migrate.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as ready:
+            assert json.loads(ready.read())["status"] == "ready"
+        server.log.seek(0)
+        assert "migrations pending" in server.log.read()
+    finally:
+        assert server.stop() == 0
+        run(drop_database(pg_server_url, name))

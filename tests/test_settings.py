@@ -26,6 +26,7 @@ class TestFromEnv:
         ("ENRICHER_MAX_ENDPOINTS", "0"), ("ENRICHER_LOG_LEVEL", "LOUD"),
         ("ENRICHER_ACCESS_LOG", "maybe"), ("ENRICHER_DB_COMMAND_TIMEOUT", "-1"),
         ("DATABASE_URL", "mysql://u:secret@h/db"),
+        ("ENRICHER_LISTENER_PING_SECONDS", "0"), ("ENRICHER_MIGRATE_ON_START", "sometimes"),
     ])
     def test_bad_value_names_the_variable(self, name, value):
         with pytest.raises(SettingsError) as caught:

@@ -12,7 +12,9 @@ LISTEN needs a connection of its own: the pool's connections are shared (and asy
 pool reset runs `UNLISTEN *`). While that connection is down, notifications are lost, so when it
 drops the process demotes every cache entry to stale (still served when Postgres is down, never
 as current), marks the pool's connections for replacement (Postgres may have restarted), and
-listens again with a short backoff; once back it demotes again, for writes made in between.
+listens again with a short backoff; once back it demotes again, for writes made in between. A
+connection that dies silently (half-open: no reset ever arrives) is caught by a ping
+(resolution/listener_ping.py) and dropped, which takes the same path.
 
 Item notifications carry each item's new version (migration 0008: item ID → version, minus the old
 version for a deletion), which the resolver notes so that no replica row older than a notified
@@ -31,6 +33,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from service.resolution.listener_ping import ConnectionPing
 from service.resolution.resolver import ItemResolver
 from service.runtime.metrics import Metrics
 from service.storage.db_faults import DATABASE_UNAVAILABLE
@@ -44,7 +47,7 @@ RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
 class InvalidationListener:
     def __init__(
         self, connect: Callable[[], Awaitable[asyncpg.Connection]], pool: asyncpg.Pool,
-        resolver: ItemResolver, metrics: Metrics,
+        resolver: ItemResolver, metrics: Metrics, *, ping_seconds: float = 2.0,
     ) -> None:
         self.connect = connect
         self.pool = pool
@@ -59,6 +62,8 @@ class InvalidationListener:
         self._reconnecting: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._connected = asyncio.Condition()
+        self.ping_seconds = ping_seconds
+        self._ping: ConnectionPing | None = None
 
     def on_keys_changed(self, callback: Callable[[], None]) -> None:
         """Call `callback` when API keys or tenants change, and after any missed notification."""
@@ -73,6 +78,8 @@ class InvalidationListener:
 
     async def close(self) -> None:
         self._closing = True
+        if self._ping is not None:
+            await self._ping.stop()
         if self._reconnecting:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -103,6 +110,8 @@ class InvalidationListener:
             raise
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
+        self._ping = ConnectionPing(conn, self.ping_seconds)
+        self._ping.start()
         self.backend_pid = conn.get_server_pid()
         self.connects += 1
         async with self._connected:
@@ -113,6 +122,8 @@ class InvalidationListener:
             return
         log.warning("invalidation listener lost its connection; caches demoted, listening again")
         self._conn = None
+        if self._ping is not None:
+            self._ping.cancel()
         self._flush_everything()
         # The pool's connections went to the same server, which may have restarted.
         self._spawn(self.pool.expire_connections())

@@ -4,22 +4,96 @@ A registry per app (not prometheus-client's global one) so several apps can live
 (tests, benches) without clashing. Counters are bumped once per request or per query with a count,
 never once per item: the hot path stays free of per-item metric calls.
 
-With `serve --workers N` every worker keeps its own numbers and a scrape reaches one of them; scrape
-each replica with one worker, or sum over scrapes by the `instance` label.
+With `serve --workers N` the workers share their numbers through files, prometheus_client's
+multiprocess mode: the supervisor calls `share_between_processes(directory)` before it forks any
+worker, and a scrape of any worker then reports the sum over all of them (counters and histograms
+of workers that have died since included, so they never go backwards; `enricher_l1_entries`
+summed over the live workers). One process alone keeps its numbers in memory, as before.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_pid)
+
+
+def _current_pid() -> int:
+    # prometheus_client asks for the process ID at every increment (to notice a fork); os.getpid
+    # is a system call each time, this is a read of a global renewed at fork.
+    return _pid
+
+
+def share_between_processes(directory: str) -> None:
+    """From now on, metric values live in per-process files under `directory` (which the caller
+    has emptied), so that a scrape of any process can sum them. Call it before the first metric
+    is created and before forking the processes that are to share it."""
+    os.environ[MULTIPROCESS_DIR] = directory
+    # prometheus_client chooses where values live when it is first imported (which `serve` has
+    # done by now, to load the app), so choose again, as it would have with the variable set.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_current_pid)
+
+
+def shared_directory() -> str | None:
+    """The directory the processes share their metric files through, if they do."""
+    return os.environ.get(MULTIPROCESS_DIR) or None
+
+
+def forget_process(pid: int) -> None:
+    """A process that shared its metrics has died: what its live-only gauges said no longer holds
+    (prometheus_client's `mark_process_dead`); its counters stay in the sums."""
+    directory = shared_directory()
+    if directory:
+        multiprocess.mark_process_dead(pid, directory)
+
+
+class SampledGauge:
+    """A gauge whose value a function gives (`set_function`), in either mode. In memory the
+    function is called at each scrape; shared between processes a scrape cannot call into the
+    other processes, so each process writes the value down with `refresh` (the supervised worker
+    does, every second)."""
+
+    def __init__(self, gauge: Gauge, shared: bool) -> None:
+        self.gauge = gauge
+        self.shared = shared
+        self._function: Callable[[], float] | None = None
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self._function = function
+        if not self.shared:
+            self.gauge.set_function(function)
+
+    def refresh(self) -> None:
+        if self.shared and self._function is not None:
+            self.gauge.set(self._function())
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        shared = shared_directory()
+        # What /metrics shows: this process's registry, or the sum over the files of all of them.
+        self.exposition = registry
+        if shared:
+            self.exposition = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposition, path=shared)
         self.requests = Counter(
             "enricher_http_requests", "HTTP requests answered, by route and status.",
             ("route", "method", "status"), registry=registry,
@@ -34,10 +108,10 @@ class Metrics:
             "miss, stale_served (past its TTL, answered because Postgres failed or was too slow).",
             ("tier", "result"), registry=registry,
         )
-        self.l1_entries = Gauge(
-            "enricher_l1_entries", "Entries held in this process's L1 item cache.",
-            registry=registry,
-        )
+        self.l1_entries = SampledGauge(Gauge(
+            "enricher_l1_entries", "Entries held in the L1 item caches (summed over live workers).",
+            registry=registry, multiprocess_mode="livesum",
+        ), shared=bool(shared))
         self.l2_errors = Counter(
             "enricher_l2_errors", "Redis (L2) calls that failed or timed out, by operation.",
             ("operation",), registry=registry,
@@ -107,14 +181,15 @@ class Metrics:
             "enricher_replica_lag_seconds",
             "How far the read replica was behind the primary at its last sample "
             "(pg_last_xact_replay_timestamp; 0 when it has replayed all it received); NaN when "
-            "it could not be sampled.",
-            registry=registry,
+            "it could not be sampled. Over workers: the largest any live worker saw.",
+            registry=registry, multiprocess_mode="livemax",
         )
         self.replica_lag.set(math.nan)
         self.replica_in_use = Gauge(
             "enricher_replica_in_use",
-            "1 while item reads go to the read replica, 0 while they go to the primary.",
-            registry=registry,
+            "1 while item reads go to the read replica, 0 while they go to the primary (over "
+            "workers: 0 as soon as any live worker reads from the primary).",
+            registry=registry, multiprocess_mode="livemin",
         )
         self.replica_rows_behind = Counter(
             "enricher_replica_rows_behind",
@@ -133,3 +208,19 @@ class Metrics:
                 self.request_seconds.labels(route),
             )
         return series
+
+    def refresh(self) -> None:
+        """Write down the sampled gauges (shared between processes only; else a no-op)."""
+        self.l1_entries.refresh()
+
+
+class SupervisorMetrics:
+    """What the supervisor of `serve --workers N` counts, in the files its workers share."""
+
+    def __init__(self) -> None:
+        self.worker_exits = Counter(
+            "enricher_worker_exits",
+            "Workers that died without being asked to stop, by cause (a signal's name, or "
+            "exit_<code>); each was replaced.",
+            ("cause",), registry=None,
+        )

@@ -70,6 +70,11 @@ class Settings:
     auth_cache_seconds: float = 10.0
     default_deadline_ms: int = 10_000
     shutdown_timeout: float = 30.0
+    # False where something else migrates (the Kubernetes migration Job): `serve` then leaves
+    # pending migrations alone, and /readyz answers 503 until they are applied.
+    migrate_on_start: bool = True
+    # How often the LISTEN connection is pinged; unanswered for as long again, it is replaced.
+    listener_ping_seconds: float = 2.0
     # Item cache (see the README's "Caching, invalidation and deadlines").
     redis_url: str | None = None
     redis_prefix: str = "ce"
@@ -138,6 +143,9 @@ class Settings:
                 "ENRICHER_DEFAULT_DEADLINE_MS", 10_000, 10, 600_000
             ),
             "shutdown_timeout": reader.seconds("ENRICHER_SHUTDOWN_TIMEOUT", 30.0),
+            "migrate_on_start": reader.boolean("ENRICHER_MIGRATE_ON_START", True),
+            "listener_ping_seconds": reader.seconds("ENRICHER_LISTENER_PING_SECONDS", 2.0,
+                                                    minimum=0.1),
             "redis_url": reader.redis_url("REDIS_URL"),
             "redis_prefix": reader.pattern("ENRICHER_REDIS_PREFIX", "ce", r"[A-Za-z0-9_.-]{1,64}"),
             "cache_max_entries": reader.integer("ENRICHER_CACHE_MAX_ENTRIES", 100_000, 0,

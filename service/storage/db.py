@@ -138,3 +138,11 @@ async def open_read_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool | Non
         yield pool
     finally:
         await pool.close()
+
+
+PING = "SELECT 1"
+
+
+async def ping(conn: asyncpg.Connection, timeout: float) -> None:
+    """One round trip on `conn`; TimeoutError when no answer comes within `timeout` seconds."""
+    await conn.fetchval(PING, timeout=timeout)

@@ -163,7 +163,7 @@ async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     listener = InvalidationListener(
         lambda: connect(settings, role="listener", target_session_attrs="read-write"),
-        app[POOL], app[RESOLVER], app[METRICS],
+        app[POOL], app[RESOLVER], app[METRICS], ping_seconds=settings.listener_ping_seconds,
     )
     # The key and recommender caches live above the resolution layer: they subscribe.
     listener.on_keys_changed(app[AUTHENTICATOR].expire_all)

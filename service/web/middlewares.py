@@ -132,6 +132,8 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
     finally:
         tracker.finished()
     response.headers[REQUEST_ID_HEADER] = request_id
+    if tracker.draining:  # shutting down: this connection's next request belongs elsewhere
+        response.force_close()
     _count_request(request, response.status, time.perf_counter() - started)
     if request.app[SETTINGS].access_log and log.isEnabledFor(logging.INFO):
         principal = request.get(PRINCIPAL)

@@ -2,7 +2,10 @@
 
 Sits between a client and a real server on 127.0.0.1. For Postgres it reads the frontend protocol
 (client to server) to count statements: each simple Query ('Q') and each Execute ('E') is one
-statement run. Connect to Postgres through it with `sslmode=disable`, so the stream is readable.
+statement run (except on a connection that sent a LISTEN: the invalidation listener's pings are
+no request's work), and notes those connections, so that they alone can be stalled (a half-open
+connection: open, silent, while new connections go through). Connect to Postgres through
+it with `sslmode=disable`, so the stream is readable.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._links: list[_Link] = []
         self.port = 0
 
     async def start(self) -> TcpProxy:
@@ -49,6 +53,16 @@ class TcpProxy:
 
     def resume(self) -> None:
         self._flowing.set()
+        for link in self._links:
+            link.flowing.set()
+
+    def stall_listening(self) -> int:
+        """Stop forwarding on the connections that sent a LISTEN (only those, and for good: the
+        peers see a silent, open connection); new connections flow. Returns how many."""
+        stalled = [link for link in self._links if link.parser.listened]
+        for link in stalled:
+            link.flowing.clear()
+        return len(stalled)
 
     def cut(self) -> None:
         """Close every open connection at once."""
@@ -70,8 +84,10 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
-        upstream = asyncio.ensure_future(self._pipe(reader, up_writer, count=True))
-        downstream = asyncio.ensure_future(self._pipe(up_reader, writer, count=False))
+        link = _Link()
+        self._links.append(link)
+        upstream = asyncio.ensure_future(self._pipe(reader, up_writer, link, count=True))
+        downstream = asyncio.ensure_future(self._pipe(up_reader, writer, link, count=False))
         self._tasks.update((upstream, downstream))
         await asyncio.wait((upstream, downstream), return_when=asyncio.FIRST_COMPLETED)
         for task in (upstream, downstream):
@@ -81,18 +97,30 @@ class TcpProxy:
             self._writers.discard(w)
             with contextlib.suppress(Exception):
                 w.transport.abort()
+        self._links.remove(link)
 
-    async def _pipe(self, reader, writer, *, count: bool) -> None:
-        parser = _FrontendParser() if count else None
+    async def _pipe(self, reader, writer, link: _Link, *, count: bool) -> None:
         while True:
             data = await reader.read(65536)
             if not data:
                 return
             await self._flowing.wait()
-            if parser:
-                self.statements += parser.feed(data)
+            await link.flowing.wait()
+            if count:
+                found = link.parser.feed(data)
+                # The LISTEN connection's own statements (its pings) are no request's work.
+                self.statements += 0 if link.parser.listened else found
             writer.write(data)
             await writer.drain()
+
+
+class _Link:
+    """One proxied connection: whether it flows, and what its client sent."""
+
+    def __init__(self) -> None:
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.parser = _FrontendParser()
 
 
 class _FrontendParser:
@@ -101,6 +129,7 @@ class _FrontendParser:
     def __init__(self) -> None:
         self.buffer = b""
         self.started = False
+        self.listened = False
 
     def feed(self, data: bytes) -> int:
         self.buffer += data
@@ -121,9 +150,13 @@ class _FrontendParser:
             (length,) = struct.unpack("!I", self.buffer[1:5])
             if len(self.buffer) < 1 + length:
                 return found
-            self.buffer = self.buffer[1 + length:]
+            message, self.buffer = self.buffer[5:1 + length], self.buffer[1 + length:]
             if kind in (b"Q", b"E"):
                 found += 1
+            if kind == b"P":  # Parse: a statement name, then the query text
+                message = message.split(b"\0", 1)[-1]
+            if kind in (b"Q", b"P") and message.lstrip()[:6].upper() == b"LISTEN":
+                self.listened = True
 
 
 async def proxy_to_database(database_url: str) -> TcpProxy:

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from service.errors import Unavailable
 from service.storage import migrations
-from service.web.app_keys import POOL, SETTINGS
+from service.web.app_keys import POOL, REQUESTS_IN_FLIGHT, SETTINGS
 from service.web.responses import json_response
 
 
@@ -17,7 +17,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready to serve: Postgres answers and every migration this version knows is applied."""
+    """Ready to serve: not shutting down, Postgres answers, every migration this version knows
+    is applied."""
+    if request.app[REQUESTS_IN_FLIGHT].draining:
+        raise Unavailable("shutting down: finishing the requests in flight", field="server")
     pool = request.app[POOL]
     timeout = min(2.0, request.app[SETTINGS].db_command_timeout)
     try:
