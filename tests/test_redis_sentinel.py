@@ -105,15 +105,20 @@ class TestSentinelFailover:
                     resumed_after = time.monotonic() - failed_over
                     break
                 await asyncio.sleep(0.1)
+            # And the service's own count of L2 hits goes on (an error met while the master
+            # moved pauses L2 for a second: wait out that pause, under load).
             hits_after = l2_hits()
-            await asyncio.sleep(0.5)
+            for _ in range(50):  # up to 5 s
+                if l2_hits() > hits_after:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             stop.set()
             await asyncio.gather(*workers)
         print(f"{answers} answers; L2 hits on the new master {resumed_after} s after the failover")
         assert failures == []
         assert resumed_after is not None, "no L2 hit on the new master within 10 s"
-        assert l2_hits() > hits_after  # and the service's own count of L2 hits goes on
+        assert l2_hits() > hits_after
 
 
 class TestRateLimitsBehindSentinels:

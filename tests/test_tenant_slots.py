@@ -19,11 +19,28 @@ from service.web.tenant_slots import NoSlot, TenantSlots
 from tests.support.api import Api
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def contended_slots(cap: int, max_queued: int) -> TenantSlots:
+    """Slots whose tenant 1 has company: tenant 99 sent a request just now (and the clock stands
+    still, so it stays so)."""
+    slots = TenantSlots(cap=cap, max_queued=max_queued, clock=Clock())
+    slots._see(99, slots.clock())
+    return slots
+
+
 class TestSlots:
-    """The cap is never exceeded, waiters are served in order, a timed-out waiter leaves."""
+    """While tenants contend, the cap is never exceeded, waiters are served in order, a timed-out
+    waiter leaves."""
 
     async def test_cap_and_order(self):
-        slots = TenantSlots(cap=2, max_queued=10)
+        slots = contended_slots(cap=2, max_queued=10)
         running, most, order = 0, 0, []
         release, two_in = asyncio.Event(), asyncio.Event()
 
@@ -51,7 +68,7 @@ class TestSlots:
         assert slots.running(1) == 0 and slots.waiting(1) == 0
 
     async def test_full_queue_and_deadline(self):
-        slots = TenantSlots(cap=1, max_queued=1)
+        slots = contended_slots(cap=1, max_queued=1)
         await slots.take(1, within=1)
         waiter = asyncio.ensure_future(slots.take(1, within=5))
         await asyncio.sleep(0)
@@ -67,6 +84,28 @@ class TestSlots:
         slots.give_back(1)
         assert slots.running(1) == 0
 
+    async def test_a_tenant_alone_is_not_capped_until_another_comes(self):
+        clock = Clock()
+        slots = TenantSlots(cap=2, max_queued=10, contention_seconds=1.0, clock=clock)
+        for _ in range(5):  # alone: its concurrent requests all run (and share their queries)
+            await slots.take(1, within=0)
+        assert slots.running(1) == 5
+        await slots.take(2, within=0)  # company: tenant 1 is held to its cap from now on
+        waiter = asyncio.ensure_future(slots.take(1, within=5))
+        await asyncio.sleep(0)
+        assert slots.waiting(1) == 1 and not waiter.done()
+        slots.give_back(1)  # 4 still run, above the cap: the waiter waits on
+        await asyncio.sleep(0)
+        assert not waiter.done() and slots.running(1) == 4
+        clock.now += 1.5  # tenant 2 has been quiet for longer than the window
+        slots.give_back(1)  # nobody else here any more: every waiter runs
+        await waiter
+        assert slots.running(1) == 4 and slots.waiting(1) == 0
+        for _ in range(4):
+            slots.give_back(1)
+        slots.give_back(2)
+        assert slots.running(1) == slots.running(2) == 0
+
     async def test_cap_zero_is_no_cap(self):
         slots = TenantSlots(cap=0, max_queued=0)
         for _ in range(100):
@@ -80,6 +119,8 @@ class TestOverHttp:
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
         return dataclasses.replace(settings, tenant_max_in_flight=1, tenant_max_queued=1)
+
+    # Both tenants send a request first, so each has company for the test's whole second.
 
     async def test_one_tenant_held_another_served(self, settings, aiohttp_client, make_key,
                                                   database_url):

@@ -93,7 +93,7 @@ class Settings:
     max_concurrent_imports: int = 2
     # Keys and limits (issue 14).
     key_usage_interval: float = 60.0
-    tenant_max_in_flight: int = 8
+    tenant_max_in_flight: int = 4
     tenant_max_queued: int = 1024
     rate_limit_processes: int = 0  # 0: as many as `serve --workers`
     rate_limit_timeout: float = 0.2
@@ -168,7 +168,7 @@ class Settings:
             ),
             "key_usage_interval": reader.seconds("ENRICHER_KEY_USAGE_FLUSH_SECONDS", 60.0,
                                                  minimum=0.01),
-            "tenant_max_in_flight": reader.integer("ENRICHER_TENANT_MAX_IN_FLIGHT", 8, 0, 100_000),
+            "tenant_max_in_flight": reader.integer("ENRICHER_TENANT_MAX_IN_FLIGHT", 4, 0, 100_000),
             "tenant_max_queued": reader.integer("ENRICHER_TENANT_MAX_QUEUED", 1024, 0, 1_000_000),
             "rate_limit_processes": reader.integer("ENRICHER_RATE_LIMIT_PROCESSES", 0, 0, 10_000),
             "rate_limit_timeout": reader.integer("ENRICHER_RATE_LIMIT_TIMEOUT_MS", 200, 1,

@@ -1,4 +1,5 @@
-"""Fairness between tenants: a cap on each tenant's requests in flight in this process.
+"""Fairness between tenants: a cap on each tenant's requests in flight in this process, while
+another tenant is using it.
 
 One process has one event loop and one pool. Without a cap, a tenant that floods (within its rate
 limit or without one) has as many handlers running as it has connections open, and every other
@@ -7,16 +8,27 @@ N, at most N of a tenant's requests run at once; its others wait in a queue of t
 up to `max_queued`, each at most until its deadline), costing nothing but a parked coroutine, so
 another tenant's request competes with at most N of the flood's, not hundreds.
 
-The fast path (a free slot) is a dict lookup and an increment. A finished request hands its slot
-straight to the first of its tenant's waiters, so a queue never starves and the cap is never
-exceeded.
+The cap is work-conserving: it holds only while some other tenant has sent a request to this
+process within `contention_seconds`. A tenant alone (one Pinpoint project's 256 concurrent
+batches, the usual case) runs uncapped, so its concurrent cold requests still share their
+queries (the batcher merges the misses of requests in flight together; capped to N, they would
+meet Postgres in many small waves instead). Once the others have been quiet that long, its
+waiters are let in at the next request it finishes.
+
+The fast path (a free slot) is a clock read, a dict lookup and an increment. A finished request
+hands its slot straight to the first of its tenant's waiters, so a queue never starves, and while
+tenants contend the cap is never exceeded by new admissions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
+from collections.abc import Callable
+
+CONTENTION_SECONDS = 1.0
 
 
 class NoSlot(Exception):
@@ -24,11 +36,30 @@ class NoSlot(Exception):
 
 
 class TenantSlots:
-    def __init__(self, cap: int, max_queued: int) -> None:
+    def __init__(self, cap: int, max_queued: int, *,
+                 contention_seconds: float = CONTENTION_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cap = cap  # 0: no cap
         self.max_queued = max_queued
+        self.contention_seconds = contention_seconds
+        self.clock = clock
         self._running: dict[int, int] = {}
         self._waiting: dict[int, deque[asyncio.Future[None]]] = {}
+        # The tenant seen last, and the last other tenant seen before it: enough to tell in O(1)
+        # whether a tenant has company, whatever the number of tenants.
+        self._last: tuple[int | None, float] = (None, float("-inf"))
+        self._other: tuple[int | None, float] = (None, float("-inf"))
+
+    def _see(self, tenant_id: int, now: float) -> None:
+        if self._last[0] != tenant_id:
+            self._other = self._last
+        self._last = (tenant_id, now)
+
+    def contended(self, tenant_id: int, now: float | None = None) -> bool:
+        """Has another tenant sent a request here within `contention_seconds`?"""
+        now = self.clock() if now is None else now
+        other, seen = self._other if self._last[0] == tenant_id else self._last
+        return other is not None and now - seen < self.contention_seconds
 
     def running(self, tenant_id: int) -> int:
         return self._running.get(tenant_id, 0)
@@ -40,8 +71,11 @@ class TenantSlots:
         """A slot for one of the tenant's requests; NoSlot if none comes within `within` s."""
         if self.cap <= 0:
             return
+        now = self.clock()
+        self._see(tenant_id, now)
         running = self._running.get(tenant_id, 0)
-        if running < self.cap and tenant_id not in self._waiting:
+        if tenant_id not in self._waiting and (running < self.cap
+                                               or not self.contended(tenant_id, now)):
             self._running[tenant_id] = running + 1
             return
         queue = self._waiting.setdefault(tenant_id, deque())
@@ -66,16 +100,36 @@ class TenantSlots:
         if self.cap <= 0:
             return
         queue = self._waiting.get(tenant_id)
-        while queue:
+        if queue and not self.contended(tenant_id):
+            self._admit_all(tenant_id, queue)
+            return
+        # Admitted uncapped before company came, a tenant may run more than the cap: its
+        # waiters wait until it is back under it.
+        while queue and self._running[tenant_id] <= self.cap:
             waiter = queue.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 if not queue:
                     del self._waiting[tenant_id]
                 return
-        if queue is not None:
+        if queue is not None and not queue:
             del self._waiting[tenant_id]
         running = self._running[tenant_id] - 1
+        if running:
+            self._running[tenant_id] = running
+        else:
+            del self._running[tenant_id]
+
+    def _admit_all(self, tenant_id: int, queue: deque[asyncio.Future[None]]) -> None:
+        """Nobody else is here any more: every waiter runs (the finishing request's slot goes to
+        the first of them)."""
+        del self._waiting[tenant_id]
+        admitted = 0
+        for waiter in queue:
+            if not waiter.done():
+                waiter.set_result(None)
+                admitted += 1
+        running = self._running[tenant_id] - 1 + admitted
         if running:
             self._running[tenant_id] = running
         else:
