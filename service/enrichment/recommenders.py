@@ -32,9 +32,12 @@ MAX_TEMPLATE = 2000
 # Pinpoint project IDs are 32 hex characters; other callers' IDs are allowed within this shape.
 APPLICATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_APPLICATION_IDS = 100
+# Cache-Control max-age of the send-time content route's answers (a day at most).
+DEFAULT_CONTENT_MAX_AGE = 300
+MAX_CONTENT_MAX_AGE = 86_400
 RECOMMENDER_FIELDS = (
     "catalog", "attributes", "missing_items", "recommendations_per_message", "locale",
-    "application_ids",
+    "application_ids", "content_max_age",
 )
 ROUND_TRIP_FIELDS = ("name", "updated_at")
 ATTRIBUTE_FIELDS = (
@@ -69,6 +72,7 @@ class RecommenderSpec:
     recommendations_per_message: int = MAX_PER_MESSAGE
     locale: str = "en_US"
     application_ids: tuple[str, ...] = field(default_factory=tuple)
+    content_max_age: int = DEFAULT_CONTENT_MAX_AGE
 
     def as_json(self) -> dict[str, Any]:
         return {**self.stored_json(), "application_ids": list(self.application_ids)}
@@ -82,6 +86,7 @@ class RecommenderSpec:
             "missing_items": self.missing_items,
             "recommendations_per_message": self.recommendations_per_message,
             "locale": self.locale,
+            "content_max_age": self.content_max_age,
         }
 
     @classmethod
@@ -96,6 +101,8 @@ class RecommenderSpec:
             recommendations_per_message=stored["recommendations_per_message"],
             locale=stored["locale"],
             application_ids=tuple(application_ids),
+            # Definitions stored before the field existed get its default (no migration needed).
+            content_max_age=stored.get("content_max_age", DEFAULT_CONTENT_MAX_AGE),
         )
 
 
@@ -158,12 +165,17 @@ def parse_recommender(body: object, name: str) -> RecommenderSpec:
 
     application_ids = _parse_application_ids(body.get("application_ids", []), fail)
 
+    content_max_age = body.get("content_max_age", DEFAULT_CONTENT_MAX_AGE)
+    if (not isinstance(content_max_age, int) or isinstance(content_max_age, bool)
+            or not 0 <= content_max_age <= MAX_CONTENT_MAX_AGE):
+        fail("content_max_age", f"must be an integer from 0 to {MAX_CONTENT_MAX_AGE} (seconds)")
+
     if errors:
         raise ValidationFailed.of_many(errors)
     return RecommenderSpec(
         catalog=catalog, attributes=tuple(attributes), missing_items=missing_items,
         recommendations_per_message=per_message, locale=locale,
-        application_ids=tuple(application_ids),
+        application_ids=tuple(application_ids), content_max_age=content_max_age,
     )
 
 

@@ -84,6 +84,9 @@ class Settings:
     import_max_errors: int = 100
     import_timeout: float = 900.0
     max_concurrent_imports: int = 2
+    # Send-time content (issue 11): IDs per request, and the budget when no X-Deadline-Ms comes.
+    max_content_ids: int = 50
+    content_deadline_ms: int = 1500
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -146,6 +149,10 @@ class Settings:
             "import_timeout": reader.seconds("ENRICHER_IMPORT_TIMEOUT", 900.0),
             "max_concurrent_imports": reader.integer(
                 "ENRICHER_MAX_CONCURRENT_IMPORTS", 2, 1, 100
+            ),
+            "max_content_ids": reader.integer("ENRICHER_MAX_CONTENT_IDS", 50, 1, 1000),
+            "content_deadline_ms": reader.integer(
+                "ENRICHER_CONTENT_DEADLINE_MS", 1500, 10, 600_000
             ),
         }
         values.update(overrides)

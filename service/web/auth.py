@@ -1,5 +1,9 @@
 """API keys: how they are made, stored (hashed) and checked, and the scope guard for handlers.
 
+A key comes as `Authorization: Bearer <key>`, or as `Authorization: Basic base64(<user>:<key>)`,
+the password being the key and the user name anything (what Braze's stored basic credential and
+other send platforms can send); `curl -u <key>:` (the key as user name, no password) works too.
+
 A key is `ce_` plus 43 URL-safe characters (256 random bits). Only its SHA-256 is stored: with that
 much entropy a slow password hash adds nothing. Lookups are cached per process
 (`ENRICHER_AUTH_CACHE_SECONDS`) so a transform costs no extra round trip; a change to a key or a
@@ -9,6 +13,8 @@ working within a second, and within the cache time at worst.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import secrets
@@ -56,6 +62,32 @@ def generate_key() -> NewKey:
     return NewKey(key, key[:PREFIX_LENGTH], hash_key(key))
 
 
+def key_from_authorization(header: str | None) -> str:
+    """The API key an Authorization header carries (Bearer, or Basic with the key as password).
+
+    Messages never repeat the header: it holds a secret."""
+    if not header:
+        raise Unauthorized("send the API key as 'Authorization: Bearer <key>' (or Basic, with the "
+                           "key as password)")
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip()
+    scheme = scheme.lower()
+    if scheme == "bearer" and credentials:
+        return credentials
+    if scheme == "basic" and credentials:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("the Basic credential is not base64 of 'user:key'") from None
+        user, colon, password = decoded.partition(":")
+        if colon and password:
+            return password
+        if KEY_PATTERN.match(user):  # `curl -u KEY:`: the key as the user name
+            return user
+        raise Unauthorized("the Basic credential must carry the API key as its password")
+    raise Unauthorized("the Authorization header must be 'Bearer <key>' or 'Basic <credential>'")
+
+
 def validate_scopes(scopes: list[str]) -> list[str]:
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
@@ -82,12 +114,7 @@ class Authenticator:
         )
 
     async def authenticate(self, header: str | None, deadline: Deadline | None = None) -> Principal:
-        if not header:
-            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-        scheme, _, key = header.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+        key = key_from_authorization(header)
         if not KEY_PATTERN.match(key):
             raise Unauthorized("the API key is not valid")
         digest = hash_key(key)

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.web.handlers import (
     catalogs,
+    content,
     decorate,
     item_import,
     items,
@@ -44,6 +45,11 @@ def setup_routes(app: web.Application) -> None:
                  name="decorate"),
         web.post("/v1/transform", transform.transform_by_application,
                  name="transform_by_application"),
+        # Send-time content for per-recipient callers (issue 11).
+        web.get("/v1/recommenders/{recommender}/content", content.get_content,
+                name="get_content", allow_head=False),
+        web.post("/v1/recommenders/{recommender}/content", content.post_content,
+                 name="post_content"),
         web.put("/v1/catalogs/{catalog}", catalogs.put_catalog, name="put_catalog"),
         web.get("/v1/catalogs/{catalog}", catalogs.get_catalog, name="get_catalog",
                 allow_head=False),
