@@ -26,7 +26,7 @@ import asyncpg
 import orjson
 
 from bench import database, profile
-from bench.catalog import hot_ids, write_events
+from bench.catalog import hot_ids, write_content_paths, write_events
 from bench.report import Row, heading, machine, notes, table
 from bench.scenarios import BY_NAME, SCENARIOS, Scenario
 from bench.servers import ServerProcess, floor_command, free_port, service_command, service_env
@@ -38,6 +38,7 @@ from service.storage.embedded_postgres import embedded_postgres
 from tests.support.databases import can_connect, drop_database
 
 TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
+CONTENT_PATH = f"/v1/recommenders/{database.RECOMMENDER}/content"
 
 
 class OutOfTime(Exception):
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="IDs the warm scenarios draw from (default 1000)")
     parser.add_argument("--hot-events", type=int, default=200,
                         help="events in the warm pool (default 200)")
+    parser.add_argument("--content-requests", type=int, default=2000,
+                        help="GET paths in the content pool (default 2000)")
     parser.add_argument("--cold-events", type=int, default=1000,
                         help="events in the cold pool (default 1000: 250,000 IDs)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
@@ -98,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenario_list = [BY_NAME[n] for n in names]
     args.env_by_scenario = _parse_env(parser, args.env)
     for name in ("items", "endpoints", "duration", "warmup", "threads", "connections", "timeout",
-                 "hot_items", "hot_events", "cold_events"):
+                 "hot_items", "hot_events", "cold_events", "content_requests"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -125,10 +128,12 @@ def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def post_event(base_url: str, api_key: str, body: bytes) -> object:
-    """One transform call outside the load, to check the answer (urllib: nothing to install)."""
+def post_event(base_url: str, api_key: str, body: bytes, get_path: str | None = None) -> object:
+    """One transform call outside the load, to check the answer (urllib: nothing to install);
+    with `get_path`, a GET of that path instead."""
     request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1, a server we started
-        base_url + TRANSFORM_PATH, data=body, method="POST",
+        base_url + (get_path or TRANSFORM_PATH), data=None if get_path else body,
+        method="GET" if get_path else "POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
     )
     try:
@@ -187,6 +192,10 @@ class Bench:
         if "hot" in kinds:
             self.events["hot"] = write_events(self.workdir / "events-hot.ndjson", rng,
                                               self.args.hot_events, hot, self.args.endpoints)
+        if "content" in kinds:
+            self.events["content"] = write_content_paths(
+                self.workdir / "content-paths.txt", rng, self.args.content_requests, hot,
+                CONTENT_PATH)
         if "cold" in kinds:
             self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
                                                self.args.cold_events, self.args.items,
@@ -234,7 +243,8 @@ class Bench:
             served += 1
             load = {"wrk": self.wrk, "url": server.base_url, "events": events, "path": TRANSFORM_PATH,
                     "api_key": db.api_key, "threads": args.threads, "connections": connections,
-                    "timeout_s": args.timeout}
+                    "timeout_s": args.timeout,
+                    "method": "GET" if scenario.events == "content" else "POST"}
             served += run_wrk(**load, seconds=args.warmup).requests
             server.wait_idle()
             say(f"{scenario.name}: {server_kind} under load for {args.duration} s")
@@ -266,7 +276,8 @@ class Bench:
         """Both servers must give the same answer to the same event before either is timed."""
         with events.open("rb") as lines:
             body = lines.readline().strip()
-        answer = post_event(base_url, self.db.api_key, body)
+        get_path = body.decode() if scenario.events == "content" else None
+        answer = post_event(base_url, self.db.api_key, body, get_path)
         if server_kind == "floor":
             self.floor_answers[scenario.events] = answer
             return

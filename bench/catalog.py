@@ -113,6 +113,17 @@ def write_events(path: Path, rng: random.Random, count: int, pick: list[str] | i
     return path
 
 
+def write_content_paths(path: Path, rng: random.Random, count: int, pick: list[str],
+                        route: str) -> Path:
+    """`count` GET paths of the content route (`route`), one per line, each asking for 1-5
+    distinct IDs of `pick` (what one recipient's template asks for)."""
+    with path.open("w") as out:
+        for _ in range(count):
+            ids = rng.sample(pick, rng.randint(1, ITEMS_PER_ENDPOINT))
+            out.write(f"{route}?ids={','.join(ids)}\n")
+    return path
+
+
 def hot_ids(rng: random.Random, items: int, count: int) -> list[str]:
     """The IDs the warm scenario draws from: few enough to be cached after the warm-up."""
     return [item_id(n) for n in rng.sample(range(items), min(count, items))]

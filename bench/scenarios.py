@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 class Scenario:
     name: str  # as given to --scenarios
     title: str  # as printed in the table
-    events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": over the catalog
+    events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": over the
+    # catalog; "content": GETs of the content route for 1-5 hot IDs (one recipient each)
     connections: int | None = None  # wrk connections or shim invokers; None: --connections
     processes: int = 1  # server processes: `serve --workers N`, and N floor processes
     driver: str = "wrk"  # "wrk", or "shim": the real Lambda shim in `connections` processes
@@ -34,5 +35,9 @@ SCENARIOS = (
     Scenario("shim-paced", "Lambda shim, 64 at 200 invocations/s", "hot", driver="shim",
              rate=200),
     Scenario("workers2", "serve --workers 2 (warm)", "hot", processes=2),
+    # Send-time content (issue 11): one GET per recipient, 1-5 IDs, where a request's fixed cost
+    # (auth, lookups, headers, logging) is most of its cost. Requests/s in the events/s column.
+    Scenario("content", "content GETs, 1-5 IDs (warm)", "content"),
+    Scenario("content256", "content GETs, 256 connections", "content", connections=256),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
