@@ -52,7 +52,7 @@ def query_from_params(values: Sequence[str], locale: str | None, max_ids: int) -
     value one whole ID, so IDs holding commas can be sent), and `locale`."""
     if len(values) == 1:
         values = values[0].split(",")
-    return ContentQuery(_checked_ids(list(values), max_ids), _checked_locale(locale))
+    return ContentQuery(_checked_ids(list(values), max_ids), query_locale(locale))
 
 
 def query_from_body(body: object, max_ids: int) -> ContentQuery:
@@ -71,7 +71,7 @@ def query_from_body(body: object, max_ids: int) -> ContentQuery:
     locale = body.get("locale")
     if locale is not None and not isinstance(locale, str):
         raise ValidationFailed.of("locale", f"must be a string, got {json_type(locale)}")
-    return ContentQuery(_checked_ids(ids, max_ids), _checked_locale(locale))
+    return ContentQuery(_checked_ids(ids, max_ids), query_locale(locale))
 
 
 def _checked_ids(ids: list[Any], max_ids: int) -> list[str]:
@@ -89,7 +89,8 @@ def _checked_ids(ids: list[Any], max_ids: int) -> list[str]:
     return ids
 
 
-def _checked_locale(locale: str | None) -> str | None:
+def query_locale(locale: str | None) -> str | None:
+    """The `locale` asked for, checked (None: the recommender's default)."""
     if not locale:
         return None  # an empty `locale=`: a template whose recipient has no language set
     if len(locale) > MAX_LOCALE_LENGTH or not TAG_PATTERN.match(locale):

@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_URL_FIELDS = ("database_url", "redis_url", "personalize_endpoint_url")  # printed masked
 
 
 def mask_url(url: str | None) -> str | None:
@@ -87,10 +88,13 @@ class Settings:
     # Send-time content (issue 11): IDs per request, and the budget when no X-Deadline-Ms comes.
     max_content_ids: int = 50
     content_deadline_ms: int = 1500
+    # Personalize in the loop (issue 12): another endpoint for Personalize's runtime (tests, VPC
+    # endpoints); region and credentials come from the usual AWS environment.
+    personalize_endpoint_url: str | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{f.name}={mask_url(v) if f.name in ('database_url', 'redis_url') else v!r}"
+            f"{f.name}={mask_url(v) if f.name in _URL_FIELDS else v!r}"
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -154,6 +158,7 @@ class Settings:
             "content_deadline_ms": reader.integer(
                 "ENRICHER_CONTENT_DEADLINE_MS", 1500, 10, 600_000
             ),
+            "personalize_endpoint_url": reader.http_url("ENRICHER_PERSONALIZE_ENDPOINT_URL"),
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:
@@ -245,6 +250,16 @@ class _EnvReader:
         raw = raw.strip()
         if not re.match(r"^rediss?://[^/?#]", raw):
             self.errors.append(f"{name} must be a redis:// or rediss:// URL, got {mask_url(raw)!r}")
+            return None
+        return raw
+
+    def http_url(self, name: str) -> str | None:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return None
+        raw = raw.strip()
+        if not re.match(r"^https?://[^/?#\s]+(/\S*)?$", raw):
+            self.errors.append(f"{name} must be an http:// or https:// URL, got {mask_url(raw)!r}")
             return None
         return raw
 

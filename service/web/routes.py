@@ -20,6 +20,7 @@ from service.web.handlers import (
     preview,
     recommenders,
     transform,
+    user_content,
 )
 
 
@@ -50,6 +51,9 @@ def setup_routes(app: web.Application) -> None:
                 name="get_content", allow_head=False),
         web.post("/v1/recommenders/{recommender}/content", content.post_content,
                  name="post_content"),
+        # Personalize in the loop (issue 12).
+        web.get("/v1/recommenders/{recommender}/users/{user_id}/content",
+                user_content.get_user_content, name="get_user_content", allow_head=False),
         web.put("/v1/catalogs/{catalog}", catalogs.put_catalog, name="put_catalog"),
         web.get("/v1/catalogs/{catalog}", catalogs.get_catalog, name="get_catalog",
                 allow_head=False),

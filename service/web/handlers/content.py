@@ -85,7 +85,7 @@ async def content_response(
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
             )
     body = json_codec.dumps(answer)
-    reason = resolved.degraded or degraded
+    reason = ", ".join(filter(None, (degraded, resolved.degraded)))
     if reason:
         return json_bytes_response(body, headers={DEGRADED_HEADER: reason,
                                                   "Cache-Control": "no-store"})
