@@ -26,7 +26,8 @@ import asyncpg
 import orjson
 
 from bench import database, profile
-from bench.catalog import hot_ids, write_content_paths, write_events
+from bench.catalog import hot_ids, write_content_paths, write_events, write_user_paths
+from bench.personalize import BenchPersonalize
 from bench.report import Row, heading, machine, notes, table
 from bench.scenarios import BY_NAME, SCENARIOS, Scenario
 from bench.servers import ServerProcess, floor_command, free_port, service_command, service_env
@@ -39,6 +40,8 @@ from tests.support.databases import can_connect, drop_database
 
 TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
 CONTENT_PATH = f"/v1/recommenders/{database.RECOMMENDER}/content"
+USER_PATH = f"/v1/recommenders/{database.RECOMMENDER}/users/{{user}}/content"
+GET_KINDS = ("content", "users")  # event pools that are GET paths, not POST bodies
 
 
 class OutOfTime(Exception):
@@ -76,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="events in the warm pool (default 200)")
     parser.add_argument("--content-requests", type=int, default=2000,
                         help="GET paths in the content pool (default 2000)")
+    parser.add_argument("--users", type=int, default=1000,
+                        help="users the user scenario asks for (default 1000)")
     parser.add_argument("--cold-events", type=int, default=1000,
                         help="events in the cold pool (default 1000: 250,000 IDs)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
@@ -101,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenario_list = [BY_NAME[n] for n in names]
     args.env_by_scenario = _parse_env(parser, args.env)
     for name in ("items", "endpoints", "duration", "warmup", "threads", "connections", "timeout",
-                 "hot_items", "hot_events", "cold_events", "content_requests"):
+                 "hot_items", "hot_events", "cold_events", "content_requests", "users"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -169,6 +174,7 @@ class Bench:
         self.profiled = next((s for s in args.scenario_list if s.name == "warm"),
                              args.scenario_list[0])
         self.floor_answers: dict[str, object] = {}
+        self.personalize: BenchPersonalize | None = None
         self.facts: dict[str, str] = {}
 
     # -- setup -------------------------------------------------------------------------------
@@ -196,6 +202,11 @@ class Bench:
             self.events["content"] = write_content_paths(
                 self.workdir / "content-paths.txt", rng, self.args.content_requests, hot,
                 CONTENT_PATH)
+        if "users" in kinds:
+            self.events["users"] = write_user_paths(
+                self.workdir / "user-paths.txt", rng, 4 * self.args.users, self.args.users,
+                USER_PATH)
+            self.personalize = BenchPersonalize(self.args.users, self.args.items).start()
         if "cold" in kinds:
             self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
                                                self.args.cold_events, self.args.items,
@@ -229,7 +240,8 @@ class Bench:
             command, env = floor_command(port, args.items, scenario.processes), dict(os.environ)
             ready_timeout = 60 + args.items / 50_000
         else:
-            extra = {**scenario.service_env, **args.env_by_scenario[scenario.name]}
+            extra = {**(self.personalize.service_environment() if self.personalize else {}),
+                     **scenario.service_env, **args.env_by_scenario[scenario.name]}
             command, env = service_command(port, scenario.processes), service_env(db.url, extra)
             ready_timeout = 60
             statements_before = asyncio.run(database.committed_transactions(db.server_url, db.name))
@@ -241,10 +253,14 @@ class Bench:
             server.wait_ready(ready_timeout)
             self.check_answer(scenario, server_kind, server.base_url, events)
             served += 1
+            if scenario.events == "users":
+                # Every user once, so the timed load is per-user cache hits whatever the rate
+                # the warm-up reaches (a first call signs and waits for Personalize).
+                served += self.ask_every_path_once(server.base_url, events)
             load = {"wrk": self.wrk, "url": server.base_url, "events": events, "path": TRANSFORM_PATH,
                     "api_key": db.api_key, "threads": args.threads, "connections": connections,
                     "timeout_s": args.timeout,
-                    "method": "GET" if scenario.events == "content" else "POST"}
+                    "method": "GET" if scenario.events in GET_KINDS else "POST"}
             served += run_wrk(**load, seconds=args.warmup).requests
             server.wait_idle()
             say(f"{scenario.name}: {server_kind} under load for {args.duration} s")
@@ -276,7 +292,7 @@ class Bench:
         """Both servers must give the same answer to the same event before either is timed."""
         with events.open("rb") as lines:
             body = lines.readline().strip()
-        get_path = body.decode() if scenario.events == "content" else None
+        get_path = body.decode() if scenario.events in GET_KINDS else None
         answer = post_event(base_url, self.db.api_key, body, get_path)
         if server_kind == "floor":
             self.floor_answers[scenario.events] = answer
@@ -285,6 +301,12 @@ class Bench:
         if answer != expected:
             raise RuntimeError("the service's answer differs from the floor's: "
                                + first_difference(expected, answer))  # type: ignore[arg-type]
+
+    def ask_every_path_once(self, base_url: str, events: Path) -> int:
+        paths = dict.fromkeys(events.read_text().split())
+        for path in paths:
+            post_event(base_url, self.db.api_key, b"", path)
+        return len(paths)
 
     def profile(self, server: ServerProcess, load: dict) -> int:
         py_spy = profile.find_py_spy()
@@ -323,6 +345,12 @@ class Bench:
         print(heading(self.facts, self.settings()))
         print(table(self.rows))
         print(notes())
+        by_scenario = {(r.scenario, r.server): r for r in self.rows}
+        user = by_scenario.get((BY_NAME["user"].title, "service"))
+        content = by_scenario.get((BY_NAME["content"].title, "service"))
+        if user and content and content.per_second:
+            print(f"\nuser route / content route (service, requests/s): "
+                  f"{user.per_second / content.per_second:.2f}")
         summary = getattr(self, "profile_summary", None)
         if summary:
             print(f"\nprofile of the service under the {self.profiled.name} load "
@@ -337,6 +365,8 @@ class Bench:
         if self.current is not None:
             say(f"stopping the {self.current.name} server")
             self.current.stop(grace=10)
+        if self.personalize is not None:
+            self.personalize.stop()
         if self.db_name is not None:
             try:
                 asyncio.run(drop_database(self.server_url, self.db_name))

@@ -40,6 +40,10 @@ RECOMMENDER_SPEC = {
         {"name": "Genre", "field": "genre"},
         {"name": "Price", "field": "price"},
     ],
+    # The user scenario's Personalize (the bench's fake, bench/personalize.py); results kept
+    # for the whole run, so the measured load is per-user cache hits.
+    "personalize": {"campaign_arn": "arn:aws:personalize:us-east-1:123456789012:campaign/bench",
+                    "num_results": 5, "cache_seconds": 3600},
 }
 COUNT_TRANSACTIONS = """
 SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1

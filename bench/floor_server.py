@@ -24,7 +24,7 @@ import time
 import orjson
 from aiohttp import web
 
-from bench.catalog import floor_items
+from bench.catalog import floor_items, user_recommendations
 
 ITEMS = web.AppKey("items", dict)
 ATTRIBUTES = ("Title", "Genre", "Price")
@@ -71,6 +71,24 @@ async def content(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
+async def user_content(request: web.Request) -> web.Response:
+    """The user route's answer: the fake Personalize's IDs for the user (the same pure function),
+    each item with its score, as `content` answers them."""
+    user = request.match_info["user_id"]
+    items = request.app[ITEMS]
+    found = [(item_id, score, items[item_id])
+             for item_id, score in user_recommendations(user, len(items))]
+    answer = {
+        "recommender": request.match_info["recommender"], "locale": "en_US", "send": True,
+        "items": [{"id": item_id, **dict(zip(ATTRIBUTES, row, strict=True)), "score": score}
+                  for item_id, score, row in found],
+        "Recommendations": {name: [row[i] for _, _, row in found[:CAP]]
+                            for i, name in enumerate(ATTRIBUTES)},
+        "missing": [], "recommendation_id": f"RID-{user}",
+    }
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
 async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -81,6 +99,7 @@ def create_floor_app(items: dict[str, tuple[str, str, str]]) -> web.Application:
     app.router.add_post("/v1/recommenders/{recommender}/transform", transform)
     app.router.add_post("/v1/transform", transform)
     app.router.add_get("/v1/recommenders/{recommender}/content", content)
+    app.router.add_get("/v1/recommenders/{recommender}/users/{user_id}/content", user_content)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -88,7 +88,7 @@ class TestTheUsersItems:
         assert [(i["id"], i["score"]) for i in answer["items"]] == [
             ("3", 0.91), ("1", 0.52), ("2", 0.1)]  # num_results 4: 5 is not asked for
         assert answer["missing"] == ["unknown-item"]
-        assert answer["recommendation_id"] == "RID-u1-1"
+        assert answer["recommendation_id"] == "RID-u1"
         assert "X-Degraded" not in headers and "ETag" in headers
         ids = ["3", "1", "unknown-item", "2"]
         _, transformed, _ = await api.post("/v1/recommenders/movies/transform", {

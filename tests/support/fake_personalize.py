@@ -97,7 +97,7 @@ class FakePersonalize:
             return _error(400, "InvalidInputException", "campaignArn and userId are required")
         entries = self.users.get(body["userId"], self.popular)[: body.get("numResults", 25)]
         answer = {"itemList": [{"itemId": i, "score": s} for i, s in entries],
-                  "recommendationId": f"RID-{body['userId']}-{len(self.requests)}"}
+                  "recommendationId": f"RID-{body['userId']}"}
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
