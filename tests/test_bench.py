@@ -81,6 +81,20 @@ class TestBenchRun:
         assert [r["server"] for r in rows] == ["floor", "service"]
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
 
+    def test_user_scenario_runs_against_the_fake_personalize(self, pg_server_url: str,
+                                                             tmp_path: Path):
+        """The user route's GETs: the service asked the bench's fake Personalize and answered
+        as the floor (checked before timing), every request with a 2xx."""
+        results = tmp_path / "results.json"
+        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "content,user",
+                                            "--users", "50", "--json", str(results)),
+                              cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = json.loads(results.read_text())["rows"]
+        assert [r["server"] for r in rows] == ["floor", "service"] * 2
+        assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+        assert "user route / content route" in done.stdout
+
 
 class TestBenchInterrupted:
     """Ctrl-C mid-run stops every server the bench started and drops its database."""
