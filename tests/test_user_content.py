@@ -198,6 +198,25 @@ class TestCachingAndSingleFlight:
         assert sample(b.client.app, "enricher_personalize_cache_lookups_total", tier="l2",
                       result="hit") == 1
 
+    async def test_a_garbled_l2_entry_is_a_miss(self, aiohttp_client, redis_settings, fake,
+                                                make_key):
+        import redis.asyncio as redis_client
+
+        a = await start_app(aiohttp_client, redis_settings, fake, make_key)
+        assert (await a.get(USER.format("u1")))[0] == 200
+        await a.client.app[USER_RECOMMENDATIONS].close()
+        client = redis_client.Redis.from_url(redis_settings.redis_url)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{redis_settings.redis_prefix}:v:p:*")]
+            assert len(keys) == 1
+            await client.set(keys[0], b'[["\\u0000"], "not scores", 3]')
+        finally:
+            await client.aclose()
+        b = await start_app(aiohttp_client, redis_settings, fake, make_key)
+        status, answer, _ = await b.get(USER.format("u1"))
+        assert status == 200 and answer["items"][0]["id"] == "3"
+        assert len(fake.requests) == 2  # asked Personalize again
+
 
 class TestFaults:
     """Personalize slow, throttling, failing, closing, refusing or down: the fallback items, in

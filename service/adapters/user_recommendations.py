@@ -32,7 +32,7 @@ import orjson
 from service.adapters.personalize_runtime import PersonalizeRuntime, Recommended
 from service.enrichment.recommenders import PersonalizeSpec
 from service.errors import FieldError, ValidationFailed
-from service.items import MAX_ID_LENGTH
+from service.items import MAX_ID_LENGTH, item_id_problem
 from service.resolution.deadline import Deadline
 from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
@@ -138,10 +138,9 @@ class UserRecommendations:
         l2_key = None
         if self.shared is not None and spec.cache_seconds:
             l2_key = L2_PREFIX + _digest(key)
-            stored = await self.shared.get_value(l2_key, personalize_budget(deadline))
-            if isinstance(stored, list) and len(stored) == 3:
+            found = _stored(await self.shared.get_value(l2_key, personalize_budget(deadline)))
+            if found is not None:
                 self._count("l2", "hit").inc()
-                found = Recommended.from_json(stored)
                 self._keep(key, found, spec.cache_seconds)
                 return found
             self._count("l2", "miss").inc()
@@ -165,6 +164,19 @@ class UserRecommendations:
 
     async def close(self) -> None:
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _stored(value: object) -> Recommended | None:
+    """A result read back from L2, or None for anything else (absent, or not of this shape)."""
+    if not isinstance(value, list) or len(value) != 3:
+        return None
+    ids, scores, recommendation_id = value
+    if (not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores)
+            or any(item_id_problem(i) for i in ids)
+            or not all(s is None or isinstance(s, int | float) for s in scores)
+            or not (recommendation_id is None or isinstance(recommendation_id, str))):
+        return None
+    return Recommended.from_json(value)
 
 
 def _digest(key: tuple) -> str:
