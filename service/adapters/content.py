@@ -18,6 +18,11 @@ ones left out; not capped), `id` plus one key per attribute, each rendered as th
 values are. `missing` names the IDs that could not be shown, each once. `send` is false when the
 transform would leave the endpoint out (nothing resolves, or `drop_endpoint` with one missing):
 then `items` is empty and `Recommendations` is `{}`, so a template can abort on `send` alone.
+
+For the usual recommender (`skip`, no attribute named `id`) the answer is assembled from the
+serialised rows the transform keeps on L1 entries (`content_answer_json`: the same bytes as
+`content_answer` serialised, without building the objects), since a per-recipient request is
+small and its fixed cost is what counts.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.enrichment.enrich import Enricher, is_usable
+import orjson
+
+from service.enrichment.enrich import Enricher, JsonRow, is_usable
 from service.enrichment.locales import TAG_PATTERN, normalize_tag
 from service.errors import FieldError, ValidationFailed
 from service.items import item_id_problem, json_type
@@ -129,3 +136,52 @@ def content_answer(
         "Recommendations": recommendations or {},
         "missing": list(missing),
     }
+
+
+def serves_json(enricher: Enricher) -> bool:
+    """Can `content_answer_json` answer for this recommender?"""
+    return enricher.serves_json and enricher.item_template is not None
+
+
+def content_answer_json(
+    recommender: str, enricher: Enricher, query: ContentQuery, resolved: Any,
+    extras: Sequence[Mapping[str, Any]] | None = None, fields: Mapping[str, Any] | None = None,
+) -> tuple[bytes, bool, dict[str, tuple[Any, JsonRow | bool]]]:
+    """`content_answer` (plus `fields`) serialised, for a recommender `serves_json` accepts:
+    (the body, send, the rows rendered here for items resolved as items, for the caller to keep
+    on their L1 entries). Rows already kept are read from `resolved.derived`."""
+    locale = query.locale
+    kept = resolved.derived.get
+    json_row = enricher.json_row
+    template = enricher.item_template
+    dumps = orjson.dumps
+    rendered: dict[str, tuple[Any, JsonRow | bool]] = {}
+    rows: list[JsonRow] = []
+    items: list[bytes] = []
+    missing: dict[str, None] = {}
+    for position, item_id in enumerate(query.ids):
+        row = kept(item_id)
+        if row is None:
+            item = resolved.get(item_id)
+            row = json_row(item, locale)
+            if item is not None:
+                rendered[item_id] = (item, row)
+        if not row:
+            missing[item_id] = None
+            continue
+        rows.append(row)
+        shown = template % (dumps(item_id), *row)  # type: ignore[operator]
+        if extras is not None and extras[position]:
+            shown = shown[:-1] + b"," + dumps(extras[position])[1:]
+        items.append(shown)
+    send = bool(rows)
+    body = b"".join((
+        b'{"recommender":', dumps(recommender),
+        b',"locale":', dumps(normalize_tag(locale) if locale else enricher.spec.locale),
+        b',"send":true,"items":[' if send else b',"send":false,"items":[',
+        b",".join(items) if send else b"",
+        b'],"Recommendations":', enricher.recommendations_json(rows) if send else b"{}",
+        b',"missing":', dumps(list(missing)),
+        b"," + dumps(fields)[1:] if fields else b"}",
+    ))
+    return body, send, rendered

@@ -68,23 +68,35 @@ async def content_response(
     """Resolve `wanted` through the caches and answer it. `extras` adds fields to each ID's item
     (by position), `fields` to the answer object; `degraded` is a reason known before (a source
     of IDs that failed), flagged like a slow Postgres."""
-    resolved = await request.app[RESOLVER].resolve(
+    enricher = recommender.enricher
+    resolver = request.app[RESOLVER]
+    as_json = content.serves_json(enricher)
+    # Rows kept on L1 entries, shared with the transform: not when L1 is off.
+    derived_key = enricher.derived_key(wanted.locale) if as_json and resolver.local.enabled \
+        else None
+    resolved = await resolver.resolve(
         recommender.catalog_id, wanted.distinct_ids(), deadline=request[DEADLINE], checked=True,
+        derived_key=derived_key,
     )
-    answer = content.content_answer(recommender.name, recommender.enricher, wanted, resolved,
-                                    extras)
-    if fields:
-        answer.update(fields)
+    if as_json:
+        body, send, rendered = content.content_answer_json(
+            recommender.name, enricher, wanted, resolved, extras, fields)
+        if derived_key is not None and rendered:
+            resolver.attach(recommender.catalog_id, derived_key, rendered)
+    else:
+        answer = content.content_answer(recommender.name, enricher, wanted, resolved, extras)
+        if fields:
+            answer.update(fields)
+        body, send = json_codec.dumps(answer), answer["send"]
     route = request.match_info.route.name or "content"
     if resolved.degraded:
         request.app[METRICS].degraded.labels(route, resolved.degraded).inc()
-        if not answer["send"]:
+        if not send:
             raise Unavailable(
                 f"the catalog database is unavailable ({resolved.degraded}) and none of these "
                 "IDs is cached; retry shortly", field="ids",
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
             )
-    body = json_codec.dumps(answer)
     reason = ", ".join(filter(None, (degraded, resolved.degraded)))
     if reason:
         return json_bytes_response(body, headers={DEGRADED_HEADER: reason,
