@@ -36,7 +36,7 @@ import orjson
 from service.enrichment.enrich import Enricher, JsonRow, is_usable
 from service.enrichment.locales import TAG_PATTERN, normalize_tag
 from service.errors import FieldError, ValidationFailed
-from service.items import item_id_problem, json_type
+from service.items import all_item_ids_valid, item_id_problem, json_type
 
 MAX_LOCALE_LENGTH = 64
 BODY_FIELDS = ("ids", "locale")
@@ -89,11 +89,12 @@ def _checked_ids(ids: list[Any], max_ids: int) -> list[str]:
                                   "ids=1815&ids=2009)")
     if len(ids) > max_ids:
         raise ValidationFailed.of("ids", f"at most {max_ids} IDs per request, got {len(ids)}")
-    errors = [FieldError(f"ids[{index}]", problem) for index, item_id in enumerate(ids)
-              if (problem := item_id_problem(item_id))]
-    if errors:
-        raise ValidationFailed.of_many(errors)
-    return ids
+    if all_item_ids_valid(ids):  # the usual case, in a few C-speed passes
+        return ids
+    raise ValidationFailed.of_many([
+        FieldError(f"ids[{index}]", problem) for index, item_id in enumerate(ids)
+        if (problem := item_id_problem(item_id))
+    ])
 
 
 def query_locale(locale: str | None) -> str | None:

@@ -31,6 +31,15 @@ def setup_routes(app: web.Application) -> None:
         web.get("/metrics", metrics.metrics, name="metrics", allow_head=False),
         web.post("/v1/recommenders/{recommender}/transform", transform.transform,
                  name="transform"),
+        # Send-time content for per-recipient callers (issue 11), early in the table: aiohttp
+        # tries the /v1/recommenders/ routes in this order, and these requests are small.
+        web.get("/v1/recommenders/{recommender}/content", content.get_content,
+                name="get_content", allow_head=False),
+        web.post("/v1/recommenders/{recommender}/content", content.post_content,
+                 name="post_content"),
+        # Personalize in the loop (issue 12).
+        web.get("/v1/recommenders/{recommender}/users/{user_id}/content",
+                user_content.get_user_content, name="get_user_content", allow_head=False),
         web.put("/v1/recommenders/{recommender}", recommenders.put_recommender,
                 name="put_recommender"),
         web.get("/v1/recommenders/{recommender}", recommenders.get_recommender,
@@ -46,14 +55,6 @@ def setup_routes(app: web.Application) -> None:
                  name="decorate"),
         web.post("/v1/transform", transform.transform_by_application,
                  name="transform_by_application"),
-        # Send-time content for per-recipient callers (issue 11).
-        web.get("/v1/recommenders/{recommender}/content", content.get_content,
-                name="get_content", allow_head=False),
-        web.post("/v1/recommenders/{recommender}/content", content.post_content,
-                 name="post_content"),
-        # Personalize in the loop (issue 12).
-        web.get("/v1/recommenders/{recommender}/users/{user_id}/content",
-                user_content.get_user_content, name="get_user_content", allow_head=False),
         web.put("/v1/catalogs/{catalog}", catalogs.put_catalog, name="put_catalog"),
         web.get("/v1/catalogs/{catalog}", catalogs.get_catalog, name="get_catalog",
                 allow_head=False),
