@@ -107,8 +107,10 @@ class PersonalizeRuntime:
             client = await creator.__aenter__()
             client.meta.events.register(f"needs-retry.{SERVICE}", _note_attempt)
         except botocore.exceptions.NoRegionError:
-            log.warning("no AWS region configured (AWS_DEFAULT_REGION): Personalize calls will fail "
-                        "and the user route will serve fallback items")
+            # INFO, not a warning: most deployments may not use Personalize at all; a user
+            # route called without a region is counted (outcome `unconfigured`) and logged.
+            log.info("no AWS region configured (AWS_DEFAULT_REGION): the user route will serve "
+                     "fallback items")
             yield cls(None, metrics)
             return
         try:
