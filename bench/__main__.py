@@ -26,7 +26,8 @@ import asyncpg
 import orjson
 
 from bench import database, fairness, profile
-from bench.catalog import hot_ids, write_events
+from bench.catalog import hot_ids, write_content_paths, write_events, write_user_paths
+from bench.personalize import BenchPersonalize
 from bench.report import Row, heading, machine, notes, table
 from bench.scenarios import BY_NAME, SCENARIOS, Scenario
 from bench.servers import ServerProcess, floor_command, free_port, service_command, service_env
@@ -38,6 +39,9 @@ from service.storage.embedded_postgres import embedded_postgres
 from tests.support.databases import can_connect, drop_database
 
 TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
+CONTENT_PATH = f"/v1/recommenders/{database.RECOMMENDER}/content"
+USER_PATH = f"/v1/recommenders/{database.RECOMMENDER}/users/{{user}}/content"
+GET_KINDS = ("content", "users")  # event pools that are GET paths, not POST bodies
 
 
 class OutOfTime(Exception):
@@ -73,6 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="IDs the warm scenarios draw from (default 1000)")
     parser.add_argument("--hot-events", type=int, default=200,
                         help="events in the warm pool (default 200)")
+    parser.add_argument("--content-requests", type=int, default=2000,
+                        help="GET paths in the content pool (default 2000)")
+    parser.add_argument("--users", type=int, default=1000,
+                        help="users the user scenario asks for (default 1000)")
     parser.add_argument("--cold-events", type=int, default=1000,
                         help="events in the cold pool (default 1000: 250,000 IDs)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
@@ -98,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenario_list = [BY_NAME[n] for n in names]
     args.env_by_scenario = _parse_env(parser, args.env)
     for name in ("items", "endpoints", "duration", "warmup", "threads", "connections", "timeout",
-                 "hot_items", "hot_events", "cold_events"):
+                 "hot_items", "hot_events", "cold_events", "content_requests", "users"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -125,10 +133,12 @@ def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def post_event(base_url: str, api_key: str, body: bytes) -> object:
-    """One transform call outside the load, to check the answer (urllib: nothing to install)."""
+def post_event(base_url: str, api_key: str, body: bytes, get_path: str | None = None) -> object:
+    """One transform call outside the load, to check the answer (urllib: nothing to install);
+    with `get_path`, a GET of that path instead."""
     request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1, a server we started
-        base_url + TRANSFORM_PATH, data=body, method="POST",
+        base_url + (get_path or TRANSFORM_PATH), data=None if get_path else body,
+        method="GET" if get_path else "POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
     )
     try:
@@ -164,6 +174,7 @@ class Bench:
         self.profiled = next((s for s in args.scenario_list if s.name == "warm"),
                              args.scenario_list[0])
         self.floor_answers: dict[str, object] = {}
+        self.personalize: BenchPersonalize | None = None
         self.facts: dict[str, str] = {}
         self.b_key: str | None = None  # the fairness scenario's tenant B
         self.fairness: dict[str, fairness.FairnessResult] = {}
@@ -189,6 +200,15 @@ class Bench:
         if "hot" in kinds:
             self.events["hot"] = write_events(self.workdir / "events-hot.ndjson", rng,
                                               self.args.hot_events, hot, self.args.endpoints)
+        if "content" in kinds:
+            self.events["content"] = write_content_paths(
+                self.workdir / "content-paths.txt", rng, self.args.content_requests, hot,
+                CONTENT_PATH)
+        if "users" in kinds:
+            self.events["users"] = write_user_paths(
+                self.workdir / "user-paths.txt", rng, 4 * self.args.users, self.args.users,
+                USER_PATH)
+            self.personalize = BenchPersonalize(self.args.users, self.args.items).start()
         if "cold" in kinds:
             self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
                                                self.args.cold_events, self.args.items,
@@ -225,7 +245,8 @@ class Bench:
             command, env = floor_command(port, args.items, scenario.processes), dict(os.environ)
             ready_timeout = 60 + args.items / 50_000
         else:
-            extra = {**scenario.service_env, **args.env_by_scenario[scenario.name]}
+            extra = {**(self.personalize.service_environment() if self.personalize else {}),
+                     **scenario.service_env, **args.env_by_scenario[scenario.name]}
             command, env = service_command(port, scenario.processes), service_env(db.url, extra)
             ready_timeout = 60
             statements_before = asyncio.run(database.committed_transactions(db.server_url, db.name))
@@ -237,9 +258,14 @@ class Bench:
             server.wait_ready(ready_timeout)
             self.check_answer(scenario, server_kind, server.base_url, events)
             served += 1
+            if scenario.events == "users":
+                # Every user once, so the timed load is per-user cache hits whatever the rate
+                # the warm-up reaches (a first call signs and waits for Personalize).
+                served += self.ask_every_path_once(server.base_url, events)
             load = {"wrk": self.wrk, "url": server.base_url, "events": events, "path": TRANSFORM_PATH,
                     "api_key": db.api_key, "threads": args.threads, "connections": connections,
-                    "timeout_s": args.timeout}
+                    "timeout_s": args.timeout,
+                    "method": "GET" if scenario.events in GET_KINDS else "POST"}
             served += run_wrk(**load, seconds=args.warmup).requests
             server.wait_idle()
             say(f"{scenario.name}: {server_kind} under load for {args.duration} s")
@@ -306,7 +332,8 @@ class Bench:
         """Both servers must give the same answer to the same event before either is timed."""
         with events.open("rb") as lines:
             body = lines.readline().strip()
-        answer = post_event(base_url, self.db.api_key, body)
+        get_path = body.decode() if scenario.events in GET_KINDS else None
+        answer = post_event(base_url, self.db.api_key, body, get_path)
         if server_kind == "floor":
             self.floor_answers[scenario.events] = answer
             return
@@ -314,6 +341,12 @@ class Bench:
         if answer != expected:
             raise RuntimeError("the service's answer differs from the floor's: "
                                + first_difference(expected, answer))  # type: ignore[arg-type]
+
+    def ask_every_path_once(self, base_url: str, events: Path) -> int:
+        paths = dict.fromkeys(events.read_text().split())
+        for path in paths:
+            post_event(base_url, self.db.api_key, b"", path)
+        return len(paths)
 
     def profile(self, server: ServerProcess, load: dict) -> int:
         py_spy = profile.find_py_spy()
@@ -358,6 +391,12 @@ class Bench:
                   f"while tenant A floods ({result.flood.per_second:,.0f} events/s): "
                   f"x{result.p99_ratio:.2f} (target <= 1.5); B errors: "
                   f"{result.alone.errors + result.flooded.errors}")
+        by_scenario = {(r.scenario, r.server): r for r in self.rows}
+        user = by_scenario.get((BY_NAME["user"].title, "service"))
+        content = by_scenario.get((BY_NAME["content"].title, "service"))
+        if user and content and content.per_second:
+            print(f"\nuser route / content route (service, requests/s): "
+                  f"{user.per_second / content.per_second:.2f}")
         summary = getattr(self, "profile_summary", None)
         if summary:
             print(f"\nprofile of the service under the {self.profiled.name} load "
@@ -372,6 +411,8 @@ class Bench:
         if self.current is not None:
             say(f"stopping the {self.current.name} server")
             self.current.stop(grace=10)
+        if self.personalize is not None:
+            self.personalize.stop()
         if self.db_name is not None:
             try:
                 asyncio.run(drop_database(self.server_url, self.db_name))

@@ -113,6 +113,40 @@ def write_events(path: Path, rng: random.Random, count: int, pick: list[str] | i
     return path
 
 
+def write_content_paths(path: Path, rng: random.Random, count: int, pick: list[str],
+                        route: str) -> Path:
+    """`count` GET paths of the content route (`route`), one per line, each asking for 1-5
+    distinct IDs of `pick` (what one recipient's template asks for)."""
+    with path.open("w") as out:
+        for _ in range(count):
+            ids = rng.sample(pick, rng.randint(1, ITEMS_PER_ENDPOINT))
+            out.write(f"{route}?ids={','.join(ids)}\n")
+    return path
+
+
+USER_SCORES = (0.9, 0.7, 0.5, 0.3, 0.1)
+
+
+def user_recommendations(user: str, items: int) -> list[tuple[str, float]]:
+    """What the bench's fake Personalize answers for `user` (`user-<n>`), a pure function so the
+    floor rebuilds it: 5 distinct IDs among the first 1,000 items (cached after the warm-up)."""
+    number = int(user.rpartition("-")[2])
+    span = max(min(items, 1000) // ITEMS_PER_ENDPOINT, 1)
+    return [(item_id((k * span + _mix(number + k) % span) % items), score)
+            for k, score in enumerate(USER_SCORES)]
+
+
+def write_user_paths(path: Path, rng: random.Random, count: int, users: int,
+                     route: str) -> Path:
+    """`count` GET paths of the user route (`route` with `{user}`), one per line, over `users`
+    users in a shuffled order (each user asked for many times: per-user cache hits)."""
+    order = [f"user-{n % users}" for n in range(count)]
+    rng.shuffle(order)
+    with path.open("w") as out:
+        out.writelines(route.format(user=user) + "\n" for user in order)
+    return path
+
+
 def hot_ids(rng: random.Random, items: int, count: int) -> list[str]:
     """The IDs the warm scenario draws from: few enough to be cached after the warm-up."""
     return [item_id(n) for n in rng.sample(range(items), min(count, items))]

@@ -40,6 +40,10 @@ RECOMMENDER_SPEC = {
         {"name": "Genre", "field": "genre"},
         {"name": "Price", "field": "price"},
     ],
+    # The user scenario's Personalize (the bench's fake, bench/personalize.py); results kept
+    # for the whole run, so the measured load is per-user cache hits.
+    "personalize": {"campaign_arn": "arn:aws:personalize:us-east-1:123456789012:campaign/bench",
+                    "num_results": 5, "cache_seconds": 3600},
 }
 # Tenant B of the fairness scenario: its own catalog holding a copy of the hot items.
 COPY_HOT_ITEMS = """

@@ -24,10 +24,11 @@ import time
 import orjson
 from aiohttp import web
 
-from bench.catalog import floor_items
+from bench.catalog import floor_items, user_recommendations
 
 ITEMS = web.AppKey("items", dict)
 ATTRIBUTES = ("Title", "Genre", "Price")
+CAP = 5  # the bench recommender's recommendations_per_message (the default)
 
 
 async def transform(request: web.Request) -> web.Response:
@@ -45,6 +46,49 @@ async def transform(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
+async def content(request: web.Request) -> web.Response:
+    """The content route's answer (service/adapters/content.py) for the bench's recommender:
+    `ids` split on commas, each looked up in the dict, the object serialised."""
+    values = request.query.getall("ids", [])
+    ids = values[0].split(",") if len(values) == 1 else values
+    items = request.app[ITEMS]
+    shown = []
+    missing = {}
+    for item_id in ids:
+        row = items.get(item_id)
+        if row is None:
+            missing[item_id] = None
+        else:
+            shown.append((item_id, row))
+    recommendations = {name: [row[i] for _, row in shown[:CAP]]
+                       for i, name in enumerate(ATTRIBUTES)} if shown else {}
+    answer = {
+        "recommender": request.match_info["recommender"], "locale": "en_US", "send": bool(shown),
+        "items": [{"id": item_id, **dict(zip(ATTRIBUTES, row, strict=True))}
+                  for item_id, row in shown],
+        "Recommendations": recommendations, "missing": list(missing),
+    }
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
+async def user_content(request: web.Request) -> web.Response:
+    """The user route's answer: the fake Personalize's IDs for the user (the same pure function),
+    each item with its score, as `content` answers them."""
+    user = request.match_info["user_id"]
+    items = request.app[ITEMS]
+    found = [(item_id, score, items[item_id])
+             for item_id, score in user_recommendations(user, len(items))]
+    answer = {
+        "recommender": request.match_info["recommender"], "locale": "en_US", "send": True,
+        "items": [{"id": item_id, **dict(zip(ATTRIBUTES, row, strict=True)), "score": score}
+                  for item_id, score, row in found],
+        "Recommendations": {name: [row[i] for _, _, row in found[:CAP]]
+                            for i, name in enumerate(ATTRIBUTES)},
+        "missing": [], "recommendation_id": f"RID-{user}",
+    }
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
 async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -54,6 +98,8 @@ def create_floor_app(items: dict[str, tuple[str, str, str]]) -> web.Application:
     app[ITEMS] = items
     app.router.add_post("/v1/recommenders/{recommender}/transform", transform)
     app.router.add_post("/v1/transform", transform)
+    app.router.add_get("/v1/recommenders/{recommender}/content", content)
+    app.router.add_get("/v1/recommenders/{recommender}/users/{user_id}/content", user_content)
     app.router.add_get("/healthz", healthz)
     return app
 

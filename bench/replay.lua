@@ -1,5 +1,7 @@
 -- wrk script: replays the bench's pre-generated events, one POST per event, cycling through them.
--- Arguments (after `--`): events file (one JSON event per line), URL path, API key.
+-- Arguments (after `--`): events file (one JSON event per line), URL path, API key, and
+-- optionally "GET": then each line of the file is a URL path (with its query) to GET instead.
+-- Either way each request is formatted once, at start.
 -- At the end it prints one line, "BENCH-RESULT {json}", that bench/wrk_runner.py reads.
 
 local thread_count = 0
@@ -12,14 +14,19 @@ function setup(thread)
 end
 
 function init(args)
-   local events_file, path, key = args[1], args[2], args[3]
+   local events_file, path, key, method = args[1], args[2], args[3], args[4]
    local headers = {
       ["Content-Type"] = "application/json",
       ["Authorization"] = "Bearer " .. key,
    }
+   local get_headers = {["Authorization"] = "Bearer " .. key}
    for line in io.lines(events_file) do
       if #line > 0 then
-         requests[#requests + 1] = wrk.format("POST", path, headers, line)
+         if method == "GET" then
+            requests[#requests + 1] = wrk.format("GET", line, get_headers)
+         else
+            requests[#requests + 1] = wrk.format("POST", path, headers, line)
+         end
       end
    end
    -- Threads start at different events, so they do not send the same event at the same time.

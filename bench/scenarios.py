@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 class Scenario:
     name: str  # as given to --scenarios
     title: str  # as printed in the table
-    events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": over the catalog
+    events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": over the
+    # catalog; "content": GETs of the content route for 1-5 hot IDs (one recipient each);
+    # "users": GETs of the user route (Personalize in the loop) over a pool of users
     connections: int | None = None  # wrk connections or shim invokers; None: --connections
     processes: int = 1  # server processes: `serve --workers N`, and N floor processes
     driver: str = "wrk"  # "wrk", "shim": the real Lambda shim in `connections` processes, or
@@ -40,5 +42,12 @@ SCENARIOS = (
     Scenario("fairness", "fairness", "hot", driver="fairness"),
     Scenario("fairness-nocap", "fairness, no in-flight cap", "hot", driver="fairness",
              service_env={"ENRICHER_TENANT_MAX_IN_FLIGHT": "0"}),
+    # Send-time content (issue 11): one GET per recipient, 1-5 IDs, where a request's fixed cost
+    # (auth, lookups, headers, logging) is most of its cost. Requests/s in the events/s column.
+    Scenario("content", "content GETs, 1-5 IDs (warm)", "content"),
+    Scenario("content256", "content GETs, 256 connections", "content", connections=256),
+    # Personalize in the loop (issue 12): GETs of the user route, answered from the per-user
+    # cache after the warm-up (the bench's fake Personalize is asked once per user).
+    Scenario("user", "user route GETs (per-user cache warm)", "users"),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}

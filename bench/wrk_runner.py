@@ -59,11 +59,12 @@ class LoadResult:
 
 
 def run_wrk(wrk: str, *, url: str, events: Path, path: str, api_key: str, threads: int,
-            connections: int, seconds: int, timeout_s: int) -> LoadResult:
-    """Run wrk for `seconds` (wrk takes whole seconds only) and read its result line."""
+            connections: int, seconds: int, timeout_s: int, method: str = "POST") -> LoadResult:
+    """Run wrk for `seconds` (wrk takes whole seconds only) and read its result line. With
+    `method` GET, each line of `events` is a path to GET (`path` is then unused)."""
     command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
                f"--timeout={timeout_s}s", "--latency", "-s", str(REPLAY_SCRIPT), url,
-               "--", str(events), path, api_key]
+               "--", str(events), path, api_key, method]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + timeout_s + 60,
                           check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)

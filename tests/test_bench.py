@@ -68,6 +68,33 @@ class TestBenchRun:
         assert "warm cache" in done.stdout and "vs floor" in done.stdout
         assert not database_exists(pg_server_url, database_name(done.stderr))
 
+    def test_content_scenario_gets_the_same_answer_from_both(self, pg_server_url: str,
+                                                             tmp_path: Path):
+        """The content scenario's GETs: both servers answered the check request alike (else the
+        bench stops) and every request under load with a 2xx."""
+        results = tmp_path / "results.json"
+        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "content", "--json",
+                                            str(results)),
+                              cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = json.loads(results.read_text())["rows"]
+        assert [r["server"] for r in rows] == ["floor", "service"]
+        assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+
+    def test_user_scenario_runs_against_the_fake_personalize(self, pg_server_url: str,
+                                                             tmp_path: Path):
+        """The user route's GETs: the service asked the bench's fake Personalize and answered
+        as the floor (checked before timing), every request with a 2xx."""
+        results = tmp_path / "results.json"
+        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "content,user",
+                                            "--users", "50", "--json", str(results)),
+                              cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = json.loads(results.read_text())["rows"]
+        assert [r["server"] for r in rows] == ["floor", "service"] * 2
+        assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+        assert "user route / content route" in done.stdout
+
 
 class TestBenchInterrupted:
     """Ctrl-C mid-run stops every server the bench started and drops its database."""

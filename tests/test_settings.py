@@ -27,12 +27,27 @@ class TestFromEnv:
         ("ENRICHER_ACCESS_LOG", "maybe"), ("ENRICHER_DB_COMMAND_TIMEOUT", "-1"),
         ("DATABASE_URL", "mysql://u:secret@h/db"),
         ("ENRICHER_LISTENER_PING_SECONDS", "0"), ("ENRICHER_MIGRATE_ON_START", "sometimes"),
+        ("ENRICHER_MAX_CONTENT_IDS", "0"), ("ENRICHER_MAX_CONTENT_IDS", "1001"),
+        ("ENRICHER_CONTENT_DEADLINE_MS", "9"), ("ENRICHER_CONTENT_DEADLINE_MS", "soon"),
+        ("ENRICHER_PERSONALIZE_ENDPOINT_URL", "ftp://u:secret@h"),
+        ("ENRICHER_PERSONALIZE_ENDPOINT_URL", "personalize.example.com"),
     ])
     def test_bad_value_names_the_variable(self, name, value):
         with pytest.raises(SettingsError) as caught:
             Settings.from_env({name: value})
         assert name in str(caught.value)
         assert "secret" not in str(caught.value)
+
+    def test_send_time_settings(self):
+        defaults = Settings.from_env({})
+        assert (defaults.max_content_ids, defaults.content_deadline_ms) == (50, 1500)
+        assert defaults.personalize_endpoint_url is None
+        settings = Settings.from_env({
+            "ENRICHER_MAX_CONTENT_IDS": "10", "ENRICHER_CONTENT_DEADLINE_MS": "900",
+            "ENRICHER_PERSONALIZE_ENDPOINT_URL": "https://u:hunter2@vpce.example.com/x"})
+        assert (settings.max_content_ids, settings.content_deadline_ms) == (10, 900)
+        assert settings.personalize_endpoint_url == "https://u:hunter2@vpce.example.com/x"
+        assert "hunter2" not in repr(settings)
 
     def test_every_problem_reported_at_once(self):
         with pytest.raises(SettingsError) as caught:

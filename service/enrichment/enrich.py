@@ -223,6 +223,11 @@ class Enricher:
         # without the quotes), then its own text without the closing brace, then Recommendations.
         self.endpoint_template = (b'"%b":%b,"Recommendations":' + self.recommendations_template
                                   + b"}")
+        # One item as a JSON object (the content route's `items`): its ID serialised, then each
+        # attribute's value. None when an attribute is named `id` (the item's ID must win).
+        self.item_template = None if "id" in self._names else b'{"id":%b' + b"".join(
+            b"," + orjson.dumps(a.name).replace(b"%", b"%%") + b":%b" for a in spec.attributes
+        ) + b"}"
 
     @property
     def serves_json(self) -> bool:
@@ -248,6 +253,17 @@ class Enricher:
             return tuple([orjson.dumps(placeholder if (value := get(item)) is None else value)
                           for get, placeholder in plain])
         return tuple(map(orjson.dumps, self._filled_row(item, locale)))
+
+    def recommendations_json(self, rows: Sequence[JsonRow]) -> bytes:
+        """The Recommendations object, serialised, from the JSON rows of the usable items in
+        order (the `skip` policy's; at least one): capped, each attribute's values joined, a
+        `first` attribute the first item's value. The same assembly as the transform's
+        (pinpoint.enrich_event_json, which keeps it inline in its per-endpoint loop)."""
+        rows = rows[: self.spec.recommendations_per_message]
+        columns: Any = [*map(b",".join, zip(*rows, strict=True))]
+        for index in self.first_indexes:
+            columns[index] = rows[0][index]
+        return self.recommendations_template % tuple(columns)
 
     def recommendations(
         self, ids: Sequence[str], resolved: Mapping[str, Any], locale: str | None,

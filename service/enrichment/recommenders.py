@@ -14,7 +14,7 @@ from typing import Any
 
 from service.enrichment.locales import TAG_PATTERN, babel_locale, normalize_tag
 from service.errors import FieldError, ValidationFailed
-from service.items import json_type
+from service.items import item_id_problem, json_type
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ATTRIBUTE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
@@ -32,10 +32,27 @@ MAX_TEMPLATE = 2000
 # Pinpoint project IDs are 32 hex characters; other callers' IDs are allowed within this shape.
 APPLICATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_APPLICATION_IDS = 100
+# Cache-Control max-age of the send-time content route's answers (a day at most).
+DEFAULT_CONTENT_MAX_AGE = 300
+MAX_CONTENT_MAX_AGE = 86_400
 RECOMMENDER_FIELDS = (
     "catalog", "attributes", "missing_items", "recommendations_per_message", "locale",
-    "application_ids",
+    "application_ids", "content_max_age", "personalize",
 )
+# The optional `personalize` block (issue 12): where the user route gets a user's item IDs.
+PERSONALIZE_FIELDS = (
+    "campaign_arn", "recommender_arn", "filter_arn", "num_results", "cache_seconds", "fallback_ids",
+)
+# Personalize's own ARN rule (botocore's personalize-runtime model: `Arn`, at most 256
+# characters), with the resource type each field names.
+PERSONALIZE_ARN = r"^arn:[a-z\d-]+:personalize:[a-z\d-]*:\d{12}:{kind}/[A-Za-z\d][A-Za-z\d_.-]*$"
+MAX_ARN_LENGTH = 256
+PERSONALIZE_ARN_KINDS = {"campaign_arn": "campaign", "recommender_arn": "recommender",
+                         "filter_arn": "filter"}
+MAX_NUM_RESULTS = 50
+MAX_CACHE_SECONDS = 3600
+DEFAULT_CACHE_SECONDS = 60
+MAX_FALLBACK_IDS = 50
 ROUND_TRIP_FIELDS = ("name", "updated_at")
 ATTRIBUTE_FIELDS = (
     "name", "field", "display_name", "format", "template", "truncate", "first", "placeholder",
@@ -62,6 +79,31 @@ class AttributeSpec:
 
 
 @dataclass(frozen=True)
+class PersonalizeSpec:
+    """Where the user route asks Amazon Personalize for a user's items, and what it serves when
+    Personalize cannot answer."""
+
+    campaign_arn: str | None = None
+    recommender_arn: str | None = None
+    filter_arn: str | None = None
+    num_results: int = MAX_PER_MESSAGE
+    cache_seconds: int = DEFAULT_CACHE_SECONDS
+    fallback_ids: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {k: getattr(self, k) for k in ("campaign_arn", "recommender_arn",
+                                                               "filter_arn")
+                                if getattr(self, k) is not None}
+        data.update(num_results=self.num_results, cache_seconds=self.cache_seconds,
+                    fallback_ids=list(self.fallback_ids))
+        return data
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> PersonalizeSpec:
+        return cls(**{**stored, "fallback_ids": tuple(stored.get("fallback_ids", ()))})
+
+
+@dataclass(frozen=True)
 class RecommenderSpec:
     catalog: str
     attributes: tuple[AttributeSpec, ...]
@@ -69,6 +111,8 @@ class RecommenderSpec:
     recommendations_per_message: int = MAX_PER_MESSAGE
     locale: str = "en_US"
     application_ids: tuple[str, ...] = field(default_factory=tuple)
+    content_max_age: int = DEFAULT_CONTENT_MAX_AGE
+    personalize: PersonalizeSpec | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {**self.stored_json(), "application_ids": list(self.application_ids)}
@@ -82,6 +126,8 @@ class RecommenderSpec:
             "missing_items": self.missing_items,
             "recommendations_per_message": self.recommendations_per_message,
             "locale": self.locale,
+            "content_max_age": self.content_max_age,
+            **({"personalize": self.personalize.as_json()} if self.personalize else {}),
         }
 
     @classmethod
@@ -96,6 +142,10 @@ class RecommenderSpec:
             recommendations_per_message=stored["recommendations_per_message"],
             locale=stored["locale"],
             application_ids=tuple(application_ids),
+            # Definitions stored before the field existed get its default (no migration needed).
+            content_max_age=stored.get("content_max_age", DEFAULT_CONTENT_MAX_AGE),
+            personalize=(PersonalizeSpec.from_stored(stored["personalize"])
+                         if stored.get("personalize") else None),
         )
 
 
@@ -158,12 +208,78 @@ def parse_recommender(body: object, name: str) -> RecommenderSpec:
 
     application_ids = _parse_application_ids(body.get("application_ids", []), fail)
 
+    content_max_age = body.get("content_max_age", DEFAULT_CONTENT_MAX_AGE)
+    if (not isinstance(content_max_age, int) or isinstance(content_max_age, bool)
+            or not 0 <= content_max_age <= MAX_CONTENT_MAX_AGE):
+        fail("content_max_age", f"must be an integer from 0 to {MAX_CONTENT_MAX_AGE} (seconds)")
+
+    personalize = None
+    if body.get("personalize") is not None:
+        personalize = _parse_personalize(body["personalize"], per_message, fail)
+
     if errors:
         raise ValidationFailed.of_many(errors)
     return RecommenderSpec(
         catalog=catalog, attributes=tuple(attributes), missing_items=missing_items,
         recommendations_per_message=per_message, locale=locale,
-        application_ids=tuple(application_ids),
+        application_ids=tuple(application_ids), content_max_age=content_max_age,
+        personalize=personalize,
+    )
+
+
+def _parse_personalize(raw: object, per_message: object, fail: Any) -> PersonalizeSpec | None:
+    if not isinstance(raw, dict):
+        fail("personalize", 'must be an object like {"campaign_arn": "arn:aws:personalize:…"}')
+        return None
+    ok = True
+
+    def bad(key: str, reason: str) -> None:
+        nonlocal ok
+        ok = False
+        fail(f"personalize.{key}", reason)
+
+    for key in raw:
+        if key not in PERSONALIZE_FIELDS:
+            bad(key, "is not a personalize field (expected one of: "
+                + ", ".join(PERSONALIZE_FIELDS) + ")")
+    arns: dict[str, str | None] = {}
+    for key, kind in PERSONALIZE_ARN_KINDS.items():
+        value = raw.get(key)
+        if value is not None and not (
+            isinstance(value, str) and len(value) <= MAX_ARN_LENGTH
+            and re.match(PERSONALIZE_ARN.replace("{kind}", kind), value)
+        ):
+            bad(key, f"must be a Personalize {kind} ARN like "
+                f"arn:aws:personalize:us-east-1:123456789012:{kind}/name")
+        arns[key] = value
+    if (arns["campaign_arn"] is None) == (arns["recommender_arn"] is None):
+        bad("recommender_arn" if arns["campaign_arn"] else "campaign_arn",
+            "exactly one of campaign_arn and recommender_arn is required")
+    default_results = per_message if isinstance(per_message, int) else MAX_PER_MESSAGE
+    num_results = raw.get("num_results", default_results)
+    if (not isinstance(num_results, int) or isinstance(num_results, bool)
+            or not 1 <= num_results <= MAX_NUM_RESULTS):
+        bad("num_results", f"must be an integer from 1 to {MAX_NUM_RESULTS}")
+    cache_seconds = raw.get("cache_seconds", DEFAULT_CACHE_SECONDS)
+    if (not isinstance(cache_seconds, int) or isinstance(cache_seconds, bool)
+            or not 0 <= cache_seconds <= MAX_CACHE_SECONDS):
+        bad("cache_seconds", f"must be an integer from 0 to {MAX_CACHE_SECONDS} (seconds)")
+    fallback_ids = raw.get("fallback_ids", [])
+    if not isinstance(fallback_ids, list):
+        bad("fallback_ids", "must be an array of item IDs")
+        fallback_ids = []
+    elif len(fallback_ids) > MAX_FALLBACK_IDS:
+        bad("fallback_ids", f"at most {MAX_FALLBACK_IDS} IDs, got {len(fallback_ids)}")
+    for index, item_id in enumerate(fallback_ids):
+        problem = item_id_problem(item_id)
+        if problem:
+            bad(f"fallback_ids[{index}]", problem)
+    if not ok:
+        return None
+    return PersonalizeSpec(
+        campaign_arn=arns["campaign_arn"], recommender_arn=arns["recommender_arn"],
+        filter_arn=arns["filter_arn"], num_results=num_results, cache_seconds=cache_seconds,
+        fallback_ids=tuple(fallback_ids),
     )
 
 

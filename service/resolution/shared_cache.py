@@ -331,6 +331,28 @@ class SharedCache:
             self._unflushed.add(catalog_id)
             self._failed("delete", exc)
 
+    async def get_value(self, key: str, budget: float) -> Any:
+        """What `set_value` stored under `key` (any caller's namespace, e.g. `p:…`), or None when
+        absent, expired, or L2 cannot be used now (a failure counts as a miss)."""
+        if budget <= 0 or not await self._usable():
+            return None
+        try:
+            return await self._cache.get(f"v:{key}", timeout=min(budget, self.timeout))
+        except L2_ERRORS as exc:
+            self._failed("get", exc)
+            return None
+
+    async def set_value(self, key: str, value: Any, ttl: float) -> None:
+        """Keep a JSON-serialisable `value` under `key` for `ttl` seconds (best effort)."""
+        if ttl < 1 or not await self._usable():
+            return
+        try:
+            # multi_set, as `store` does: aiocache's `set` with a TTL calls redis-py's
+            # deprecated SETEX.
+            await self._cache.multi_set([(f"v:{key}", value)], ttl=round(ttl))
+        except L2_ERRORS as exc:
+            self._failed("set", exc)
+
     async def close(self) -> None:
         if self._master_check is not None:
             self._master_check.cancel()

@@ -143,6 +143,18 @@ class Metrics:
             "Answers served past a failing or slow Postgres (X-Degraded), by route and reason.",
             ("route", "reason"), registry=registry,
         )
+        self.personalize_calls = Counter(
+            "enricher_personalize_calls",
+            "GetRecommendations calls to Amazon Personalize, by outcome: ok, timeout, throttled, "
+            "server_error, refused, denied, unreachable, unconfigured.",
+            ("outcome",), registry=registry,
+        )
+        self.personalize_cache = Counter(
+            "enricher_personalize_cache_lookups",
+            "Per-user Personalize results looked up, by tier (l1, l2) and result (hit, miss, "
+            "joined: waited for a call another render had started).",
+            ("tier", "result"), registry=registry,
+        )
         self.notifications = Counter(
             "enricher_invalidation_notifications",
             "Invalidation notifications received from Postgres, by kind.",

@@ -21,7 +21,8 @@ T = TypeVar("T")
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_URL_FIELDS = ("database_url", "database_read_url", "redis_url")  # may carry passwords
+# URLs that may carry passwords: printed masked.
+_URL_FIELDS = ("database_url", "database_read_url", "redis_url", "personalize_endpoint_url")
 
 
 def mask_url(url: str | None) -> str | None:
@@ -97,6 +98,12 @@ class Settings:
     tenant_max_queued: int = 1024
     rate_limit_processes: int = 0  # 0: as many as `serve --workers`
     rate_limit_timeout: float = 0.2
+    # Send-time content (issue 11): IDs per request, and the budget when no X-Deadline-Ms comes.
+    max_content_ids: int = 50
+    content_deadline_ms: int = 1500
+    # Personalize in the loop (issue 12): another endpoint for Personalize's runtime (tests, VPC
+    # endpoints); region and credentials come from the usual AWS environment.
+    personalize_endpoint_url: str | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -173,6 +180,11 @@ class Settings:
             "rate_limit_processes": reader.integer("ENRICHER_RATE_LIMIT_PROCESSES", 0, 0, 10_000),
             "rate_limit_timeout": reader.integer("ENRICHER_RATE_LIMIT_TIMEOUT_MS", 200, 1,
                                                  10_000) / 1000,
+            "max_content_ids": reader.integer("ENRICHER_MAX_CONTENT_IDS", 50, 1, 1000),
+            "content_deadline_ms": reader.integer(
+                "ENRICHER_CONTENT_DEADLINE_MS", 1500, 10, 600_000
+            ),
+            "personalize_endpoint_url": reader.http_url("ENRICHER_PERSONALIZE_ENDPOINT_URL"),
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:
@@ -273,6 +285,16 @@ class _EnvReader:
         if not re.match(r"^rediss?://[^/?#]", raw):
             self.errors.append(f"{name} must be a redis://, rediss:// or redis+sentinel:// URL, "
                                f"got {mask_url(raw)!r}")
+            return None
+        return raw
+
+    def http_url(self, name: str) -> str | None:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return None
+        raw = raw.strip()
+        if not re.match(r"^https?://[^/?#\s]+(/\S*)?$", raw):
+            self.errors.append(f"{name} must be an http:// or https:// URL, got {mask_url(raw)!r}")
             return None
         return raw
 

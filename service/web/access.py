@@ -7,6 +7,7 @@ the rate limit, then a slot among the tenant's requests in flight, held until th
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -19,18 +20,22 @@ from service.web.auth import SCOPES
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def requires(scope: str, *, in_flight: bool = True) -> Callable[[Handler], Handler]:
+def requires(scope: str, *, in_flight: bool = True, default_deadline: str = "default_deadline_ms"
+             ) -> Callable[[Handler], Handler]:
     """Guard a handler: the caller's key must carry `scope` (or `admin`), its tenant be within
     its rate limit, and (unless `in_flight` is False, for bulk imports, which have slots of their
-    own) the request hold one of the tenant's slots while it runs."""
+    own) the request hold one of the tenant's slots while it runs. `default_deadline` names the
+    Settings field that gives the budget when no X-Deadline-Ms comes (a per-recipient route's
+    caller allows far less than a Pinpoint batch's)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
+    budget_of = operator.attrgetter(default_deadline)
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
             # The deadline starts before anything can wait on Postgres, the key lookup included.
-            deadline = request_deadline(request, request.app[SETTINGS].default_deadline_ms)
+            deadline = request_deadline(request, budget_of(request.app[SETTINGS]))
             request[DEADLINE] = deadline
             principal = await request.app[AUTHENTICATOR].authenticate(
                 request.headers.get("Authorization"), deadline

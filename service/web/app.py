@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.adapters.personalize_runtime import PersonalizeRuntime
+from service.adapters.user_recommendations import UserRecommendations
 from service.enrichment.recommender_lookup import RecommenderLookup
 from service.resolution.invalidation import InvalidationListener
 from service.resolution.local_cache import LocalCache
@@ -34,6 +36,7 @@ from service.web.app_keys import (
     SETTINGS,
     SHARED_CACHE,
     TENANT_GATE,
+    USER_RECOMMENDATIONS,
 )
 from service.web.auth import Authenticator
 from service.web.middlewares import request_context
@@ -181,6 +184,20 @@ async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
         await listener.close()
 
 
+async def personalize_context(app: web.Application) -> AsyncIterator[None]:
+    """The process's one Personalize runtime client, and the per-user results cache on it."""
+    settings = app[SETTINGS]
+    async with PersonalizeRuntime.open(settings.personalize_endpoint_url,
+                                       settings.content_deadline_ms / 1000,
+                                       app[METRICS]) as runtime:
+        users = UserRecommendations(runtime, app.get(SHARED_CACHE), app[METRICS])
+        app[USER_RECOMMENDATIONS] = users
+        try:
+            yield
+        finally:
+            await users.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded one)")
@@ -200,5 +217,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(key_usage_context)
     app.cleanup_ctx.append(lookups_context)
     app.cleanup_ctx.append(invalidation_context)
+    app.cleanup_ctx.append(personalize_context)
     setup_routes(app)
     return app

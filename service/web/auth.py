@@ -1,5 +1,9 @@
 """API keys at the door: an Authorization header becomes a Principal, and the scope a handler needs.
 
+A key comes as `Authorization: Bearer <key>`, or as `Authorization: Basic base64(<user>:<key>)`,
+the password being the key and the user name anything (what Braze's stored basic credential and
+other send platforms can send); `curl -u <key>:` (the key as user name, no password) works too.
+
 The key's format, hash and scopes are in service/key_rules.py (shared with the CLI). Lookups are
 cached per process (`ENRICHER_AUTH_CACHE_SECONDS`) so a transform costs no extra round trip; a
 change to a key or a tenant is pushed to every process by a NOTIFY (service/resolution/invalidation.py),
@@ -9,6 +13,8 @@ comparison on the cached key (its time left, as Postgres counted it when read), 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from dataclasses import dataclass
 
@@ -64,6 +70,32 @@ def principal_from_record(record: api_keys.KeyRecord, read_at: float) -> Princip
                      record.rate_limit_burst)
 
 
+def key_from_authorization(header: str | None) -> str:
+    """The API key an Authorization header carries (Bearer, or Basic with the key as password).
+
+    Messages never repeat the header: it holds a secret."""
+    if not header:
+        raise Unauthorized("send the API key as 'Authorization: Bearer <key>' (or Basic, with the "
+                           "key as password)")
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip()
+    scheme = scheme.lower()
+    if scheme == "bearer" and credentials:
+        return credentials
+    if scheme == "basic" and credentials:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("the Basic credential is not base64 of 'user:key'") from None
+        user, colon, password = decoded.partition(":")
+        if colon and password:
+            return password
+        if KEY_PATTERN.match(user):  # `curl -u KEY:`: the key as the user name
+            return user
+        raise Unauthorized("the Basic credential must carry the API key as its password")
+    raise Unauthorized("the Authorization header must be 'Bearer <key>' or 'Basic <credential>'")
+
+
 class Authenticator:
     """Turns an Authorization header into a Principal, with a short per-process cache.
 
@@ -82,12 +114,7 @@ class Authenticator:
         )
 
     async def authenticate(self, header: str | None, deadline: Deadline | None = None) -> Principal:
-        if not header:
-            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-        scheme, _, key = header.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+        key = key_from_authorization(header)
         if not KEY_PATTERN.match(key):
             raise Unauthorized("the API key is not valid")
         digest = hash_key(key)

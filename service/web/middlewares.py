@@ -121,7 +121,9 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
         log.error("database unavailable", extra={"request_id": request_id,
                                                  "error": type(exc).__name__})
         response = problem_response(
-            Unavailable("the catalog database is unavailable; retry shortly"), request.path
+            Unavailable("the catalog database is unavailable; retry shortly",
+                        headers={"Retry-After": "1"}),
+            request.path,
         )
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})

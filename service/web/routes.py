@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.web.handlers import (
     catalogs,
+    content,
     decorate,
     item_import,
     items,
@@ -20,6 +21,7 @@ from service.web.handlers import (
     preview,
     recommenders,
     transform,
+    user_content,
 )
 
 
@@ -30,6 +32,15 @@ def setup_routes(app: web.Application) -> None:
         web.get("/metrics", metrics.metrics, name="metrics", allow_head=False),
         web.post("/v1/recommenders/{recommender}/transform", transform.transform,
                  name="transform"),
+        # Send-time content for per-recipient callers (issue 11), early in the table: aiohttp
+        # tries the /v1/recommenders/ routes in this order, and these requests are small.
+        web.get("/v1/recommenders/{recommender}/content", content.get_content,
+                name="get_content", allow_head=False),
+        web.post("/v1/recommenders/{recommender}/content", content.post_content,
+                 name="post_content"),
+        # Personalize in the loop (issue 12).
+        web.get("/v1/recommenders/{recommender}/users/{user_id}/content",
+                user_content.get_user_content, name="get_user_content", allow_head=False),
         web.put("/v1/recommenders/{recommender}", recommenders.put_recommender,
                 name="put_recommender"),
         web.get("/v1/recommenders/{recommender}", recommenders.get_recommender,

@@ -1,0 +1,116 @@
+"""The content route with Postgres stalled behind the test proxy and no X-Deadline-Ms: its own
+default budget (ENRICHER_CONTENT_DEADLINE_MS, 1,500 ms) holds; cached IDs are answered, degraded,
+within Braze's 2 s; only when nothing can be shown is it a 503 with Retry-After."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from service.runtime.settings import Settings
+from service.web.app import create_app
+from service.web.app_keys import AUTHENTICATOR, RECOMMENDERS, RESOLVER
+from tests.support.api import Api
+from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.metrics_reader import sample
+from tests.support.tcp_proxy import TcpProxy, url_through
+
+pytestmark = pytest.mark.timeout(60)
+
+CONTENT = "/v1/recommenders/movies/content"
+
+
+@pytest.fixture
+async def api(database_url, proxy: TcpProxy, aiohttp_client, make_key, settings: Settings) -> Api:
+    app = create_app(dataclasses.replace(
+        settings, database_url=url_through(database_url, proxy), db_command_timeout=5.0,
+        cache_ttl=3600, auth_cache_seconds=3600))
+    api = Api(await aiohttp_client(app), await make_key("acme", "admin"))
+    await load_catalog(api, "movies", [{"id": str(i), "title": f"Movie {i}"} for i in range(5)])
+    await put_recommender(api, "movies", "movies", ("Title", "title"))
+    assert (await api.get(CONTENT + "?ids=1,2"))[0] == 200  # key, recommender, items 1 and 2
+    return api
+
+
+async def timed_get(api: Api, query: str):
+    started = time.monotonic()
+    status, answer, headers = await api.get(CONTENT + query)
+    return status, answer, headers, time.monotonic() - started
+
+
+class TestStalledPostgres:
+    """Postgres stops answering: what the caches know is served within the route's budget."""
+
+    async def test_cached_and_uncached_ids(self, api: Api, proxy: TcpProxy):
+        proxy.stall()
+        try:
+            status, answer, headers, took = await timed_get(api, "?ids=1,3,2")
+        finally:
+            proxy.resume()
+        assert took < 1.6, f"answered after {took:.3f} s"
+        assert status == 200
+        assert headers["X-Degraded"] == "postgres-timeout"
+        assert headers["Cache-Control"] == "no-store" and "ETag" not in headers
+        assert [i["id"] for i in answer["items"]] == ["1", "2"]
+        assert answer["missing"] == ["3"]
+        assert sample(api.client.app, "enricher_degraded_responses_total",
+                      route="get_content", reason="postgres-timeout") == 1
+
+    async def test_stale_ids_and_stale_key_and_recommender(self, api: Api, proxy: TcpProxy):
+        # A lost invalidation channel: every cache demoted to stale, so each must be asked for
+        # again, and Postgres does not answer.
+        app = api.client.app
+        proxy.stall()
+        try:
+            app[RESOLVER].flush_all()
+            app[AUTHENTICATOR].expire_all()
+            app[RECOMMENDERS].expire_all()
+            status, answer, headers, took = await timed_get(api, "?ids=1,2")
+        finally:
+            proxy.resume()
+        assert took < 1.6, f"answered after {took:.3f} s"
+        assert status == 200
+        assert headers["X-Degraded"] == "postgres-timeout"
+        assert answer["Recommendations"] == {"Title": ["Movie 1", "Movie 2"]}
+
+    async def test_nothing_cached_is_a_503_with_retry_after(self, api: Api, proxy: TcpProxy):
+        proxy.stall()
+        try:
+            status, problem, headers, took = await timed_get(api, "?ids=3,4")
+        finally:
+            proxy.resume()
+        assert took < 2.0, f"answered after {took:.3f} s"
+        assert status == 503
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert headers["Retry-After"] == "1"
+        assert problem["field"] == "ids"
+
+    async def test_unknown_key_with_postgres_stalled_is_a_503_in_time(self, api: Api,
+                                                                       proxy: TcpProxy,
+                                                                       make_key):
+        other = await make_key("acme", "transform")  # never seen by this process
+        proxy.stall()
+        try:
+            started = time.monotonic()
+            status, _, headers = await api.get(CONTENT + "?ids=1",
+                                               headers={"Authorization": f"Bearer {other}"})
+            took = time.monotonic() - started
+        finally:
+            proxy.resume()
+        assert took < 2.0
+        assert status == 503
+        assert headers["Retry-After"] == "1"
+
+    async def test_deadline_header_still_wins(self, api: Api, proxy: TcpProxy):
+        proxy.stall()
+        try:
+            started = time.monotonic()
+            status, _, headers = await api.get(CONTENT + "?ids=1,3",
+                                               headers={"X-Deadline-Ms": "300"})
+            took = time.monotonic() - started
+        finally:
+            proxy.resume()
+        assert took < 0.3
+        assert (status, headers["X-Degraded"]) == (200, "postgres-timeout")
