@@ -168,3 +168,14 @@ async def proxy(database_url: str):
     proxy = await proxy_to_database(database_url)
     yield proxy
     await proxy.stop()
+
+
+@pytest.fixture
+async def owned_redis(tmp_path: Path):
+    """A Redis of this test's own (on a free port), which it may stop, freeze or restart."""
+    from tests.support.owned_servers import OwnedRedis
+
+    server = OwnedRedis(tmp_path / "redis")
+    await server.start()
+    yield server
+    server.stop()

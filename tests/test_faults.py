@@ -11,20 +11,17 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from service.runtime.settings import Settings
-from service.storage.db import connect
-from service.storage.migrations import apply_migrations
 from service.web.app import create_app
 from service.web.app_keys import RESOLVER
 from tests.conftest import KeyMaker
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import sample
-from tests.support.owned_servers import OwnedPostgres, OwnedRedis, pg_available, scratch_folder
+from tests.support.owned_servers import OwnedPostgres, migrated, pg_available, scratch_folder
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,24 +41,7 @@ def event(*ids: str) -> dict:
 def migrated_cluster() -> Iterator[OwnedPostgres]:
     """A stopped, migrated cluster that each test copies (initdb once per module)."""
     with scratch_folder("ce-pg-template-") as folder:
-        yield from _migrated(OwnedPostgres(folder / "cluster"))
-
-
-def _migrated(cluster: OwnedPostgres) -> Iterator[OwnedPostgres]:
-    cluster.init()
-    cluster.start()
-    try:
-        async def migrate() -> None:
-            conn = await connect(Settings(database_url=cluster.url))
-            try:
-                await apply_migrations(conn)
-            finally:
-                await conn.close()
-
-        asyncio.run(migrate())
-    finally:
-        cluster.stop()
-    yield cluster
+        yield from migrated(OwnedPostgres(folder / "cluster"))
 
 
 @pytest.fixture
@@ -74,14 +54,6 @@ def owned_pg(migrated_cluster: OwnedPostgres) -> Iterator[OwnedPostgres]:
         finally:
             cluster.thaw()
             cluster.stop("immediate")
-
-
-@pytest.fixture
-async def owned_redis(tmp_path: Path):
-    server = OwnedRedis(tmp_path / "redis")
-    await server.start()
-    yield server
-    server.stop()
 
 
 def fault_settings(url: str, **extra: object) -> Settings:

@@ -115,14 +115,6 @@ class TestOneProcess:
 
 
 @pytest.fixture
-async def owned_redis(tmp_path: Path):
-    server = OwnedRedis(tmp_path / "redis")
-    await server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def two_servers(database_url: str, owned_redis: OwnedRedis, tmp_path: Path,
                 make_key) -> Iterator[tuple[ServiceProcess, ServiceProcess, str]]:
     """Two `serve` processes counting in one (owned) Redis; yields them and a key of `acme`,

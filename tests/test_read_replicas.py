@@ -14,13 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from service.runtime.settings import Settings
-from service.storage.db import connect
-from service.storage.migrations import apply_migrations
 from service.web.app import create_app
 from service.web.app_keys import LISTENER
 from tests.conftest import KeyMaker
@@ -29,7 +26,7 @@ from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import sample
 from tests.support.owned_servers import (
     OwnedPostgres,
-    OwnedRedis,
+    migrated,
     pg_available,
     scratch_folder,
     wait_for_postgres,
@@ -68,21 +65,7 @@ async def until(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
 def migrated_cluster() -> Iterator[OwnedPostgres]:
     """A stopped, migrated cluster that each test copies (initdb once per module)."""
     with scratch_folder("ce-pg-template-") as folder:
-        cluster = OwnedPostgres(folder / "cluster")
-        cluster.init()
-        cluster.start()
-        try:
-            async def migrate() -> None:
-                conn = await connect(Settings(database_url=cluster.url))
-                try:
-                    await apply_migrations(conn)
-                finally:
-                    await conn.close()
-
-            asyncio.run(migrate())
-        finally:
-            cluster.stop()
-        yield cluster
+        yield from migrated(OwnedPostgres(folder / "cluster"))
 
 
 @pytest.fixture
@@ -100,14 +83,6 @@ def replicated(migrated_cluster) -> Iterator[tuple[OwnedPostgres, OwnedPostgres]
             if standby is not None:
                 standby.stop("immediate")
             primary.stop("immediate")
-
-
-@pytest.fixture
-async def owned_redis(tmp_path: Path):
-    server = OwnedRedis(tmp_path / "redis")
-    await server.start()
-    yield server
-    server.stop()
 
 
 def replica_settings(primary_url: str, standby_url: str, **extra: object) -> Settings:

@@ -176,6 +176,29 @@ async def wait_for_postgres(url: str, within: float = 10) -> None:
             return
 
 
+def migrated(cluster: OwnedPostgres) -> Iterator[OwnedPostgres]:
+    """Initialise `cluster`, apply the migrations, stop it, and yield it: a template for tests to
+    copy (`copy_to`), so initdb and the migrations run once per module, not per test."""
+    from service.runtime.settings import Settings
+    from service.storage.db import connect
+    from service.storage.migrations import apply_migrations
+
+    cluster.init()
+    cluster.start()
+    try:
+        async def migrate() -> None:
+            conn = await connect(Settings(database_url=cluster.url))
+            try:
+                await apply_migrations(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(migrate())
+    finally:
+        cluster.stop()
+    yield cluster
+
+
 class OwnedRedis:
     """A redis-server without persistence on 127.0.0.1:`port`; stop and start it at will. With
     `replica_of`, a replica of that server."""
