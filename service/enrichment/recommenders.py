@@ -227,21 +227,30 @@ def parse_recommender(body: object, name: str) -> RecommenderSpec:
     )
 
 
+class _SubObject:
+    """Checks of one object inside a recommender (an attribute, the personalize block): every
+    problem is reported under `where`, and `ok` says whether any was."""
+
+    def __init__(self, where: str, raw: dict, fields: tuple[str, ...], kind: str,
+                 fail: Any) -> None:
+        self.where = where
+        self.fail = fail
+        self.ok = True
+        for key in raw:
+            if key not in fields:
+                self.bad(key, f"is not {kind} field (expected one of: " + ", ".join(fields) + ")")
+
+    def bad(self, key: str, reason: str) -> None:
+        self.ok = False
+        self.fail(f"{self.where}.{key}", reason)
+
+
 def _parse_personalize(raw: object, per_message: object, fail: Any) -> PersonalizeSpec | None:
     if not isinstance(raw, dict):
         fail("personalize", 'must be an object like {"campaign_arn": "arn:aws:personalize:…"}')
         return None
-    ok = True
-
-    def bad(key: str, reason: str) -> None:
-        nonlocal ok
-        ok = False
-        fail(f"personalize.{key}", reason)
-
-    for key in raw:
-        if key not in PERSONALIZE_FIELDS:
-            bad(key, "is not a personalize field (expected one of: "
-                + ", ".join(PERSONALIZE_FIELDS) + ")")
+    check = _SubObject("personalize", raw, PERSONALIZE_FIELDS, "a personalize", fail)
+    bad = check.bad
     arns: dict[str, str | None] = {}
     for key, kind in PERSONALIZE_ARN_KINDS.items():
         value = raw.get(key)
@@ -274,7 +283,7 @@ def _parse_personalize(raw: object, per_message: object, fail: Any) -> Personali
         problem = item_id_problem(item_id)
         if problem:
             bad(f"fallback_ids[{index}]", problem)
-    if not ok:
+    if not check.ok:
         return None
     return PersonalizeSpec(
         campaign_arn=arns["campaign_arn"], recommender_arn=arns["recommender_arn"],
@@ -325,17 +334,8 @@ def _parse_attributes(raw: object, fail: Any) -> list[AttributeSpec]:
 
 
 def _parse_attribute(entry: dict, where: str, fail: Any) -> AttributeSpec | None:
-    ok = True
-
-    def bad(key: str, reason: str) -> None:
-        nonlocal ok
-        ok = False
-        fail(f"{where}.{key}", reason)
-
-    for key in entry:
-        if key not in ATTRIBUTE_FIELDS:
-            bad(key, "is not an attribute field (expected one of: "
-                + ", ".join(ATTRIBUTE_FIELDS) + ")")
+    check = _SubObject(where, entry, ATTRIBUTE_FIELDS, "an attribute", fail)
+    bad = check.bad
     name = entry.get("name")
     if not isinstance(name, str) or not ATTRIBUTE_NAME_PATTERN.match(name):
         bad("name", "must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$ (Pinpoint's rule)")
@@ -384,7 +384,7 @@ def _parse_attribute(entry: dict, where: str, fail: Any) -> AttributeSpec | None
     placeholder = entry.get("placeholder", "")
     if not isinstance(placeholder, str) or len(placeholder) > MAX_PLACEHOLDER:
         bad("placeholder", f"must be a string of at most {MAX_PLACEHOLDER} characters")
-    if not ok:
+    if not check.ok:
         return None
     return AttributeSpec(
         name=name, field=item_field, display_name=display_name, format=value_format,
