@@ -15,7 +15,7 @@ from service.errors import ValidationFailed
 from service.key_rules import hash_key, parse_duration, scopes_not_held
 from service.runtime.settings import Settings
 from service.web.app import create_app
-from service.web.app_keys import KEY_USAGE
+from service.web.app_keys import KEY_USAGE, LISTENER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import sample
@@ -114,6 +114,19 @@ class TestRevokeAndRotate:
         _, listed, _ = await admin.get("/v1/keys")
         states = {k["prefix"]: k["state"] for k in listed["keys"]}
         assert states[key[:11]] == "revoked"
+
+    async def test_revoke_and_zero_grace_rotate_hold_here_without_the_notification(
+            self, admin: Api, make_key):
+        # The NOTIFY may reach this process after the caller's next request: the process that
+        # revoked must not wait for it. With its listener closed, only the handler can do it.
+        await admin.client.app[LISTENER].close()
+        revoked, rotated = await make_key("acme", "transform"), await make_key("acme", "transform")
+        for key in (revoked, rotated):
+            assert (await Api(admin.client, key).get("/v1/catalogs"))[0] != 401
+        assert (await admin.delete(f"/v1/keys/{revoked[:11]}"))[0] == 204
+        assert (await admin.post(f"/v1/keys/{rotated[:11]}:rotate", {"grace": "0s"}))[0] == 201
+        for key in (revoked, rotated):
+            assert (await Api(admin.client, key).get("/v1/catalogs"))[0] == 401, key[:11]
 
     async def test_rotate_keeps_scopes_and_label_and_refuses_twice(self, admin: Api):
         _, made, _ = await admin.post("/v1/keys", {"scopes": ["catalog:read"], "label": "bi"})

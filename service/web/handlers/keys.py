@@ -16,7 +16,7 @@ from service.items import json_type
 from service.key_rules import check_label, check_prefix, parse_duration, scopes_not_held
 from service.storage import api_keys
 from service.web.access import requires
-from service.web.app_keys import AUDIT_TARGET, POOL, PRINCIPAL, SETTINGS
+from service.web.app_keys import AUDIT_TARGET, AUTHENTICATOR, POOL, PRINCIPAL, SETTINGS
 from service.web.audit import audited
 from service.web.paging import check_known_params, next_link, page_limit
 from service.web.request_body import read_json
@@ -95,6 +95,9 @@ async def delete_key(request: web.Request) -> web.Response:
     prefix = check_prefix(request.match_info["prefix"])
     await api_keys.revoke_key(request.app[POOL], request[PRINCIPAL].tenant_id, prefix,
                               acquire_timeout=request.app[SETTINGS].db_acquire_timeout)
+    # This process refuses the key before answering; the NOTIFY tells the others, but it may
+    # arrive after the caller's next request (the 'at once' a revoking admin relies on).
+    request.app[AUTHENTICATOR].expire_all()
     return web.Response(status=204)
 
 
@@ -112,5 +115,6 @@ async def rotate_key(request: web.Request) -> web.Response:
         request.app[POOL], request[PRINCIPAL].tenant_id, prefix, grace=grace,
         expires_in=_expires_in(body), acquire_timeout=settings.db_acquire_timeout,
     )
+    request.app[AUTHENTICATOR].expire_all()  # the old key's new expiry holds here at once
     return json_response({**created_json(created), "replaces": old.as_json()}, status=201,
                          headers=SECRET_HEADERS)
