@@ -16,6 +16,7 @@ from service.resolution.local_cache import LocalCache
 from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
+from service.runtime.loop_lag import LoopLagMonitor
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings, mask_url
 from service.storage.db import connect, open_pool, open_read_pool
@@ -184,6 +185,17 @@ async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
         await listener.close()
 
 
+async def loop_lag_context(app: web.Application) -> AsyncIterator[None]:
+    """Samples this process's event-loop lag into /metrics (service/runtime/loop_lag.py)."""
+    metrics = app[METRICS]
+    monitor = LoopLagMonitor(metrics.loop_lag.observe, metrics.loop_lag_max.set)
+    monitor.start()
+    try:
+        yield
+    finally:
+        await monitor.close()
+
+
 async def personalize_context(app: web.Application) -> AsyncIterator[None]:
     """The process's one Personalize runtime client, and the per-user results cache on it."""
     settings = app[SETTINGS]
@@ -218,5 +230,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(lookups_context)
     app.cleanup_ctx.append(invalidation_context)
     app.cleanup_ctx.append(personalize_context)
+    # Last: the lag of serving, not of start-up (migrations, first connections, cache tables).
+    app.cleanup_ctx.append(loop_lag_context)
     setup_routes(app)
     return app
