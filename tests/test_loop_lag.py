@@ -45,3 +45,14 @@ async def test_a_held_loop_is_measured_and_logged(client, caplog):
     stalls = [r for r in caplog.records if r.getMessage() == "event loop stalled"]
     assert stalls and stalls[0].lag_ms >= 250
     assert stalls[0].gc_runs[2] >= 1  # the full collection during the stall is named
+
+
+async def test_collections_are_counted_by_generation(client):
+    before = await scrape(client)
+    gc.collect()
+    await asyncio.sleep(2 * SAMPLE_SECONDS)
+    after = await scrape(client)
+    full = (("generation", "2"),)
+    assert after[("enricher_gc_collections_total", full)] >= \
+        before.get(("enricher_gc_collections_total", full), 0) + 1
+    assert after[("enricher_gc_seconds_total", full)] > 0

@@ -48,9 +48,13 @@ class LoopLagMonitor:
     """Samples the running loop's lag into `observe` (a histogram's) and keeps the maximum."""
 
     def __init__(self, observe: Callable[[float], None], set_max: Callable[[float], None],
-                 sample_seconds: float = SAMPLE_SECONDS) -> None:
+                 sample_seconds: float = SAMPLE_SECONDS,
+                 count_gc: Callable[[int, int, float], None] | None = None) -> None:
         self.observe = observe
         self.set_max = set_max
+        # (generation, collections, seconds) since the last sample: published from the sampler,
+        # never from the gc callback, which may run while a metric's lock is held.
+        self.count_gc = count_gc
         self.sample_seconds = sample_seconds
         self.max_lag = 0.0
         self.gc = GcClock()
@@ -79,6 +83,12 @@ class LoopLagMonitor:
 
     def record(self, lag: float, before_gc: tuple[tuple[float, ...], tuple[int, ...]]) -> None:
         lag = max(lag, 0.0)
+        if self.count_gc is not None:
+            seconds, counts = self.gc.snapshot()
+            for generation in range(3):
+                runs = counts[generation] - before_gc[1][generation]
+                if runs:
+                    self.count_gc(generation, runs, seconds[generation] - before_gc[0][generation])
         self.observe(lag)
         if lag > self.max_lag:
             self.max_lag = lag

@@ -218,6 +218,14 @@ class Metrics:
             registry=registry, multiprocess_mode="livemax",
         )
         self.loop_lag_max.set(0)
+        self.gc_collections = Counter(
+            "enricher_gc_collections", "Garbage collections run, by generation.",
+            ("generation",), registry=registry,
+        )
+        self.gc_seconds = Counter(
+            "enricher_gc_seconds", "Time spent in garbage collections (the loop held), by "
+            "generation.", ("generation",), registry=registry,
+        )
         self.replica_rows_behind = Counter(
             "enricher_replica_rows_behind",
             "Rows read from the replica older than a change this process was notified of: "
@@ -235,6 +243,10 @@ class Metrics:
                 self.request_seconds.labels(route),
             )
         return series
+
+    def count_gc(self, generation: int, collections: int, seconds: float) -> None:
+        self.gc_collections.labels(str(generation)).inc(collections)
+        self.gc_seconds.labels(str(generation)).inc(seconds)
 
     def refresh(self) -> None:
         """Write down the sampled gauges (shared between processes only; else a no-op)."""

@@ -188,7 +188,8 @@ async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
 async def loop_lag_context(app: web.Application) -> AsyncIterator[None]:
     """Samples this process's event-loop lag into /metrics (service/runtime/loop_lag.py)."""
     metrics = app[METRICS]
-    monitor = LoopLagMonitor(metrics.loop_lag.observe, metrics.loop_lag_max.set)
+    monitor = LoopLagMonitor(metrics.loop_lag.observe, metrics.loop_lag_max.set,
+                             count_gc=metrics.count_gc)
     monitor.start()
     try:
         yield
