@@ -17,6 +17,7 @@ from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
 from service.runtime.loop_lag import LoopLagMonitor
+from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings, mask_url
 from service.storage.db import connect, open_pool, open_read_pool
@@ -28,6 +29,7 @@ from service.web.app_keys import (
     IMPORT_SLOTS,
     KEY_USAGE,
     LISTENER,
+    LOOP_SLICER,
     METRICS,
     POOL,
     READS,
@@ -222,6 +224,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REQUESTS_IN_FLIGHT] = RequestTracker()
     app[METRICS] = Metrics()
+    app[LOOP_SLICER] = LoopSlicer(settings.loop_slice_ms / 1000)
     app[IMPORT_SLOTS] = asyncio.Semaphore(settings.max_concurrent_imports)
     app.cleanup_ctx.append(pg_pool_context)
     app.cleanup_ctx.append(read_routing_context)
