@@ -17,6 +17,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from service.runtime.gc_tuning import FULL_EVERY_SECONDS, collect_everything, serving_tuned
+
 log = logging.getLogger(__name__)
 
 SAMPLE_SECONDS = 0.05  # the "sampled every 50 ms at most"
@@ -75,11 +77,19 @@ class LoopLagMonitor:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        next_full = time.monotonic() + FULL_EVERY_SECONDS
         while True:
             before_gc = self.gc.snapshot()
             asked = loop.time()
             await asyncio.sleep(self.sample_seconds)
             self.record(loop.time() - asked - self.sample_seconds, before_gc)
+            if time.monotonic() >= next_full:
+                next_full = time.monotonic() + FULL_EVERY_SECONDS
+                if serving_tuned():  # the oldest generation is left to this (gc_tuning.py)
+                    found, seconds = collect_everything()
+                    self.record(seconds, self.gc.snapshot())  # it held the loop: a lag too
+                    log.info("full garbage collection", extra={
+                        "unreachable": found, "ms": round(seconds * 1000, 1)})
 
     def record(self, lag: float, before_gc: tuple[tuple[float, ...], tuple[int, ...]]) -> None:
         lag = max(lag, 0.0)
