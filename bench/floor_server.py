@@ -108,15 +108,22 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def create_floor_app(items: dict[str, tuple], shape: str = "pinpoint") -> web.Application:
+def peer_app(transform_handler, content_handler) -> web.Application:
+    """An app with the service's transform and content routes (and /healthz), as both the floor
+    and the naive server answer them."""
     app = web.Application(client_max_size=7 * 1024 * 1024)
+    app.router.add_post("/v1/recommenders/{recommender}/transform", transform_handler)
+    app.router.add_post("/v1/transform", transform_handler)
+    app.router.add_get("/v1/recommenders/{recommender}/content", content_handler)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def create_floor_app(items: dict[str, tuple], shape: str = "pinpoint") -> web.Application:
+    app = peer_app(transform, content)
     app[ITEMS] = items
     app[ATTRIBUTES] = tuple(name for name, _ in SHAPES[shape])
-    app.router.add_post("/v1/recommenders/{recommender}/transform", transform)
-    app.router.add_post("/v1/transform", transform)
-    app.router.add_get("/v1/recommenders/{recommender}/content", content)
     app.router.add_get("/v1/recommenders/{recommender}/users/{user_id}/content", user_content)
-    app.router.add_get("/healthz", healthz)
     return app
 
 

@@ -20,7 +20,13 @@ import orjson
 from aiohttp import web
 
 from bench.catalog import SHAPES, render_values
-from bench.floor_server import content_answer, content_ids, transform_answer, use_uvloop
+from bench.floor_server import (
+    content_answer,
+    content_ids,
+    peer_app,
+    transform_answer,
+    use_uvloop,
+)
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", dict)
@@ -80,13 +86,9 @@ async def content(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.Response(text="ok")
-
-
 def create_naive_app(database_url: str, catalog_id: int, shape: str = "pinpoint",
                      pool_size: int = 10) -> web.Application:
-    app = web.Application(client_max_size=7 * 1024 * 1024)
+    app = peer_app(transform, content)
     sql, fields = query_for(shape)
     app[SETTINGS] = {"sql": sql, "fields": fields, "shape": shape, "catalog_id": catalog_id,
                      "attributes": tuple(name for name, _ in SHAPES[shape])}
@@ -97,10 +99,6 @@ def create_naive_app(database_url: str, catalog_id: int, shape: str = "pinpoint"
         await app[POOL].close()
 
     app.cleanup_ctx.append(pool)
-    app.router.add_post("/v1/recommenders/{recommender}/transform", transform)
-    app.router.add_post("/v1/transform", transform)
-    app.router.add_get("/v1/recommenders/{recommender}/content", content)
-    app.router.add_get("/healthz", healthz)
     return app
 
 
