@@ -1,25 +1,50 @@
 """Garbage-collector settings for a serving process, applied once the app is set up.
 
 A transform holds thousands of short-lived objects (the parsed event, item records, the answer)
-across awaits, so with CPython's defaults (a young collection every 700 allocations) they are
-traversed and promoted again and again, and full collections (tens of milliseconds each, scanning
-every module and cache) follow: measured under the bench's cold load, a quarter of the process's
-time went to the collector. Reference counting frees almost all of those objects anyway; the
-collector is only for cycles. So: everything alive after start-up (modules, the app) is frozen out
-of collection, and young collections run every 50,000 allocations instead of 700.
+across awaits; reference counting frees almost all of them, the collector is only for cycles. What
+it costs is the objects it scans, and what a serving process keeps is long-lived: L1 holds an
+asyncpg Record (a tracked container) and an entry tuple per item, 200,000 objects at the default
+100,000 entries. With CPython's defaults, or any setting that lets full collections run, a cold
+load (new items promoted to the oldest generation all the time) sets off a full collection every
+few hundred events, and each holds the event loop for as long as scanning all of L1 takes
+(measured: young collections of 50,000 objects 34 ms each, middle ones 200 ms).
+
+So:
+- everything alive after start-up (modules, the app) is frozen out of collection;
+- young collections run every `YOUNG_THRESHOLD` allocations (pauses of a few milliseconds), middle
+  ones every `MIDDLE_EVERY` young ones (their generation stays small: a cycle that outlives a
+  request in flight is still found within a second or so under load);
+- the oldest generation is never collected automatically (its threshold is out of reach): what
+  reaches it is nearly all long-lived cache entries, which reference counting frees when they are
+  evicted. A cycle that becomes garbage there waits for `collect_everything`, which the event-loop
+  sampler (service/runtime/loop_lag.py) runs every `FULL_EVERY_SECONDS`: one pause of a full scan
+  per quarter hour instead of several a second, logged with its length.
 """
 
 from __future__ import annotations
 
 import gc
+import time
 
-YOUNG_THRESHOLD = 50_000
-# The defaults for the older generations: a middle collection every 10 young ones, a full one
-# every 10 middle ones (and only when it would scan 25% more long-lived objects).
-OLDER_THRESHOLDS = (10, 10)
+YOUNG_THRESHOLD = 20_000
+MIDDLE_EVERY = 4
+NEVER = 1_000_000_000  # gen-2 threshold no count reaches: the oldest generation waits
+FULL_EVERY_SECONDS = 900.0
 
 
 def tune_for_serving() -> None:
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+    gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_EVERY, NEVER)
+
+
+def serving_tuned() -> bool:
+    """Did `tune_for_serving` run in this process (so a periodic full collection is due)?"""
+    return gc.get_threshold()[2] == NEVER
+
+
+def collect_everything() -> tuple[int, float]:
+    """One full collection: (objects found unreachable, seconds it took)."""
+    started = time.perf_counter()
+    found = gc.collect()
+    return found, time.perf_counter() - started

@@ -203,6 +203,29 @@ class Metrics:
             "workers: 0 as soon as any live worker reads from the primary).",
             registry=registry, multiprocess_mode="livemin",
         )
+        # service/runtime/loop_lag.py: how late the event loop ran a timer, sampled every 50 ms.
+        self.loop_lag = Histogram(
+            "enricher_event_loop_lag_seconds",
+            "How late the event loop fired a timer set 50 ms ahead: the time some work held the "
+            "loop, which every request in flight waited out.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.loop_lag_max = Gauge(
+            "enricher_event_loop_lag_max_seconds",
+            "The largest event-loop lag this process has seen since it started (over workers: "
+            "the largest of the live workers').",
+            registry=registry, multiprocess_mode="livemax",
+        )
+        self.loop_lag_max.set(0)
+        self.gc_collections = Counter(
+            "enricher_gc_collections", "Garbage collections run, by generation.",
+            ("generation",), registry=registry,
+        )
+        self.gc_seconds = Counter(
+            "enricher_gc_seconds", "Time spent in garbage collections (the loop held), by "
+            "generation.", ("generation",), registry=registry,
+        )
         self.replica_rows_behind = Counter(
             "enricher_replica_rows_behind",
             "Rows read from the replica older than a change this process was notified of: "
@@ -220,6 +243,10 @@ class Metrics:
                 self.request_seconds.labels(route),
             )
         return series
+
+    def count_gc(self, generation: int, collections: int, seconds: float) -> None:
+        self.gc_collections.labels(str(generation)).inc(collections)
+        self.gc_seconds.labels(str(generation)).inc(seconds)
 
     def refresh(self) -> None:
         """Write down the sampled gauges (shared between processes only; else a no-op)."""

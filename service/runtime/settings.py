@@ -85,6 +85,7 @@ class Settings:
     cache_stale_seconds: float = 3600.0
     redis_timeout: float = 0.05
     batch_window_ms: float = 0.0
+    loop_slice_ms: float = 20.0
     # Catalog API (issue 4): caching headers and bulk import limits.
     item_max_age: int = 0
     import_batch_rows: int = 5000
@@ -163,6 +164,7 @@ class Settings:
                                                   minimum=0),
             "redis_timeout": reader.integer("ENRICHER_REDIS_TIMEOUT_MS", 50, 1, 10_000) / 1000,
             "batch_window_ms": reader.decimal("ENRICHER_BATCH_WINDOW_MS", 0.0, 0.0, 100.0),
+            "loop_slice_ms": reader.decimal("ENRICHER_LOOP_SLICE_MS", 20.0, 0.0, 1000.0),
             "item_max_age": reader.integer("ENRICHER_ITEM_MAX_AGE", 0, 0, 86_400),
             "import_batch_rows": reader.integer("ENRICHER_IMPORT_BATCH_ROWS", 5000, 1, 100_000),
             "import_max_line_bytes": reader.integer(

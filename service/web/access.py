@@ -14,7 +14,14 @@ from aiohttp import web
 
 from service.errors import Forbidden
 from service.resolution.deadline import request_deadline
-from service.web.app_keys import AUTHENTICATOR, DEADLINE, PRINCIPAL, SETTINGS, TENANT_GATE
+from service.web.app_keys import (
+    AUTHENTICATOR,
+    DEADLINE,
+    LOOP_SLICER,
+    PRINCIPAL,
+    SETTINGS,
+    TENANT_GATE,
+)
 from service.web.auth import SCOPES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,6 +44,10 @@ def requires(scope: str, *, in_flight: bool = True, default_deadline: str = "def
             # The deadline starts before anything can wait on Postgres, the key lookup included.
             deadline = request_deadline(request, budget_of(request.app[SETTINGS]))
             request[DEADLINE] = deadline
+            # A burst of requests takes turns instead of holding the loop (runtime/loop_slices.py).
+            waiter = request.app[LOOP_SLICER].turn()
+            if waiter is not None:
+                await waiter
             principal = await request.app[AUTHENTICATOR].authenticate(
                 request.headers.get("Authorization"), deadline
             )

@@ -16,6 +16,8 @@ from service.resolution.local_cache import LocalCache
 from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
+from service.runtime.loop_lag import LoopLagMonitor
+from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings, mask_url
 from service.storage.db import connect, open_pool, open_read_pool
@@ -27,6 +29,7 @@ from service.web.app_keys import (
     IMPORT_SLOTS,
     KEY_USAGE,
     LISTENER,
+    LOOP_SLICER,
     METRICS,
     POOL,
     READS,
@@ -184,6 +187,18 @@ async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
         await listener.close()
 
 
+async def loop_lag_context(app: web.Application) -> AsyncIterator[None]:
+    """Samples this process's event-loop lag into /metrics (service/runtime/loop_lag.py)."""
+    metrics = app[METRICS]
+    monitor = LoopLagMonitor(metrics.loop_lag.observe, metrics.loop_lag_max.set,
+                             count_gc=metrics.count_gc)
+    monitor.start()
+    try:
+        yield
+    finally:
+        await monitor.close()
+
+
 async def personalize_context(app: web.Application) -> AsyncIterator[None]:
     """The process's one Personalize runtime client, and the per-user results cache on it."""
     settings = app[SETTINGS]
@@ -209,6 +224,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REQUESTS_IN_FLIGHT] = RequestTracker()
     app[METRICS] = Metrics()
+    app[LOOP_SLICER] = LoopSlicer(settings.loop_slice_ms / 1000)
     app[IMPORT_SLOTS] = asyncio.Semaphore(settings.max_concurrent_imports)
     app.cleanup_ctx.append(pg_pool_context)
     app.cleanup_ctx.append(read_routing_context)
@@ -218,5 +234,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(lookups_context)
     app.cleanup_ctx.append(invalidation_context)
     app.cleanup_ctx.append(personalize_context)
+    # Last: the lag of serving, not of start-up (migrations, first connections, cache tables).
+    app.cleanup_ctx.append(loop_lag_context)
     setup_routes(app)
     return app

@@ -13,6 +13,7 @@ from service.resolution.deadline import Deadline
 from service.resolution.invalidation import InvalidationListener
 from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
+from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings
 from service.storage.key_usage import KeyUsageRecorder
@@ -30,6 +31,7 @@ RESOLVER = web.AppKey("resolver", ItemResolver)
 RECOMMENDERS = web.AppKey("recommenders", RecommenderLookup)
 REQUESTS_IN_FLIGHT = web.AppKey("requests_in_flight", RequestTracker)
 METRICS = web.AppKey("metrics", Metrics)
+LOOP_SLICER = web.AppKey("loop_slicer", LoopSlicer)
 SHARED_CACHE = web.AppKey("shared_cache", SharedCache)
 LISTENER = web.AppKey("invalidation_listener", InvalidationListener)
 # Per-user Personalize results and the process's one Personalize client (issue 12).

@@ -1,0 +1,91 @@
+"""A burst of requests takes turns on the event loop instead of holding it (runtime/loop_slices.py).
+
+Ordering, not timing, is asserted: the work each request does is real CPU (a busy loop), and what
+is checked is whether a timer due during the burst fires before the burst is over, and in which
+order the requests ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from service.runtime.loop_slices import LoopSlicer
+from service.runtime.settings import Settings
+from service.web.app import create_app
+from tests.support.api import Api
+from tests.support.catalogs import load_catalog, put_recommender
+
+WORK_SECONDS = 0.002  # what one warm 50-endpoint transform costs, about
+BURST = 60
+
+
+def busy(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+async def run_burst(slicer: LoopSlicer) -> tuple[list[int], int]:
+    """BURST requests ready at once; returns their order and how many had run when a timer
+    set at the start fired."""
+    done: list[int] = []
+    fired_after: list[int] = []
+    loop = asyncio.get_running_loop()
+    loop.call_later(0, lambda: fired_after.append(len(done)))
+
+    async def request(number: int) -> None:
+        waiter = slicer.turn()
+        if waiter is not None:
+            await waiter
+        busy(WORK_SECONDS)
+        done.append(number)
+
+    await asyncio.gather(*(request(n) for n in range(BURST)))
+    return done, fired_after[0]
+
+
+async def test_a_timer_fires_between_turns_of_a_burst():
+    order, fired_after = await run_burst(LoopSlicer(0.01))
+    assert order == list(range(BURST))  # first come, first served
+    assert fired_after < BURST // 2  # the burst did not hold the loop to its end
+
+
+async def test_without_slices_the_burst_holds_the_loop():
+    # What the slicer is for: with it off, the timer waits for the whole burst.
+    order, fired_after = await run_burst(LoopSlicer(0))
+    assert order == list(range(BURST)) and fired_after == BURST
+
+
+async def test_a_cancelled_waiter_gives_up_its_place():
+    slicer = LoopSlicer(0.001)
+    first = slicer.turn()
+    assert first is None
+    busy(0.002)  # this slice is spent: the next ones wait
+    waiters = [slicer.turn(), slicer.turn()]
+    assert all(w is not None for w in waiters)
+    waiters[0].cancel()
+    await asyncio.wait_for(waiters[1], 5)
+    assert slicer.waiting == 0
+
+
+async def test_every_request_of_a_burst_is_answered_while_taking_turns(
+        aiohttp_client, make_key, settings: Settings):
+    # A slice of a microsecond: almost every request of the burst waits its turn, and each still
+    # gets its own answer.
+    sliced = dataclasses.replace(settings, loop_slice_ms=0.001)
+    api = Api(await aiohttp_client(create_app(sliced)), await make_key("acme", "admin"))
+    await load_catalog(api, "movies", [{"id": str(i), "title": f"Movie {i}"} for i in range(40)])
+    await put_recommender(api, "movies", "movies", ("Title", "title"))
+
+    async def transform(n: int) -> tuple[int, dict]:
+        status, answer, _ = await api.post("/v1/recommenders/movies/transform",
+                                           {"Endpoints": {f"e{n}": {"RecommendationItems": [str(n)]}}})
+        return status, answer
+
+    answers = await asyncio.gather(*(transform(n) for n in range(40)))
+    assert [a for _, a in answers] == [
+        {f"e{n}": {"RecommendationItems": [str(n)], "Recommendations": {"Title": [f"Movie {n}"]}}}
+        for n in range(40)]
+    assert {s for s, _ in answers} == {200}
