@@ -70,7 +70,7 @@ COLUMNS = (
     ("procs", ">", 5), ("runs", ">", 4), ("events/s", ">", 8), ("p50 ms", ">", 7),
     ("p99 ms", ">", 7), ("errors", ">", 6), ("timeouts", ">", 8), ("vs floor", ">", 8),
     ("floor range", ">", 11), ("vs naive", ">", 8), ("naive range", ">", 11),
-    ("CPU µs/ev", ">", 9), ("SQL/event", ">", 9), ("max lag ms", ">", 10), ("peak RSS", ">", 9),
+    ("CPU µs/ev", ">", 9), ("SQL/event", ">", 9), ("max lag ms", ">", 14), ("peak RSS", ">", 9),
 )
 
 
@@ -106,6 +106,7 @@ class Summary:
     cpu_us_per_event: float | None
     sql_per_event: float | None
     max_lag_ms: float | None
+    lag_bucket_ms: float | None
     peak_rss_mb: float | None
 
 
@@ -123,6 +124,7 @@ def summarise(rows: list[Row]) -> list[Summary]:
     for group in groups.values():
         floor, naive = present(group, "vs_floor"), present(group, "vs_naive")
         lags, rss = present(group, "max_lag_ms"), present(group, "peak_rss_mb")
+        buckets = present(group, "lag_bucket_ms")
         found.append(Summary(
             first=group[0], runs=len(group),
             per_second=median([r.per_second for r in group]) or 0.0,
@@ -133,7 +135,8 @@ def summarise(rows: list[Row]) -> list[Summary]:
             vs_naive=median(naive), naive_range=spread(naive),
             cpu_us_per_event=median(present(group, "cpu_us_per_event")),
             sql_per_event=median(present(group, "sql_per_event")),
-            max_lag_ms=max(lags) if lags else None, peak_rss_mb=max(rss) if rss else None))
+            max_lag_ms=max(lags) if lags else None,
+            lag_bucket_ms=max(buckets) if buckets else None, peak_rss_mb=max(rss) if rss else None))
     return found
 
 
@@ -145,6 +148,14 @@ def _range(bounds: tuple[float, float] | None, runs: int) -> str:
     return "" if bounds is None or runs < 2 else f"{bounds[0]:.2f}-{bounds[1]:.2f}"
 
 
+def _lag(s: Summary) -> str:
+    """`79.0 (<=50)`: the largest lag since start, and the bound of the measurement's own."""
+    if s.max_lag_ms is None:
+        return ""
+    bound = "" if s.lag_bucket_ms is None else f" (<={s.lag_bucket_ms:,.0f})"
+    return f"{s.max_lag_ms:,.1f}{bound}"
+
+
 def _cells(s: Summary) -> list[str]:
     row = s.first
     return [
@@ -154,7 +165,7 @@ def _cells(s: Summary) -> list[str]:
         _range(s.naive_range, s.runs),
         "" if s.cpu_us_per_event is None else f"{s.cpu_us_per_event:,.0f}",
         "" if s.sql_per_event is None else f"{s.sql_per_event:.2f}",
-        "" if s.max_lag_ms is None else f"{s.max_lag_ms:,.1f}",
+        _lag(s),
         "" if s.peak_rss_mb is None else f"{s.peak_rss_mb:,.0f} MiB",
     ]
 
@@ -175,8 +186,9 @@ NOTES = (
     "median of each run's events/s over the floor's (the naive Postgres server's) under the same "
     "load in the same run; range: the lowest and highest of those ratios. max lag ms: the "
     "largest event-loop lag the service's /metrics reported after the load (since its start, so "
-    "the warm-up is included; the JSON's lag_bucket_ms is the histogram bucket the measurement's "
-    "own largest lag lies in); empty when the service does not expose it. CPU µs/ev: CPU time "
+    "the warm-up is included); in brackets, the upper bound of the histogram bucket the "
+    "measurement's own largest lag lies in (lag_bucket_ms in the JSON); empty when the service "
+    "does not expose them. CPU µs/ev: CPU time "
     "(user + system) the server's processes used during the measurement, per event served: the "
     "server's own cost, whatever share of the cores wrk took. SQL/event: statements "
     "Postgres ran for the service over its life (start-up and warm-up included) per event served. "

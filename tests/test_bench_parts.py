@@ -65,6 +65,12 @@ class TestSummary:
         assert service.vs_naive is None
         assert "0.90-1.20" in summary_table(rows)
 
+    def test_lag_cell_gives_the_max_since_start_and_the_measurement_s_bucket(self):
+        rows = [row("service", 90, 1), row("service", 100, 2)]
+        rows[0].max_lag_ms, rows[0].lag_bucket_ms = 79.0, 25.0
+        rows[1].max_lag_ms, rows[1].lag_bucket_ms = 60.0, 50.0
+        assert "79.0 (<=50)" in summary_table(rows)
+
 
 class TestLag:
     METRICS = (
