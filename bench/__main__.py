@@ -1,4 +1,5 @@
-"""`python -m bench`: the floor and catalog-enricher, side by side, in one run. See `--help`.
+"""`python -m bench`: the floor, the naive Postgres server and catalog-enricher, side by side, in
+one run; each scenario names its peers (bench/scenarios.py). See `--help`.
 
 Everything it starts (servers, wrk, shim invokers) runs on 127.0.0.1 and is stopped when it ends,
 also on Ctrl-C, SIGTERM or when the run exceeds its time budget; its database is dropped.
@@ -67,7 +68,8 @@ class OutOfTime(Exception):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark catalog-enricher against a minimal aiohttp floor server, side by side.",
+        description="Benchmark catalog-enricher against a minimal aiohttp floor server and a naive "
+                    "Postgres server, side by side.",
     )
     parser.add_argument("--items", type=int, default=1_000_000,
                         help="catalog size (default 1,000,000)")
