@@ -1,4 +1,5 @@
-"""`python -m bench`: the floor and catalog-enricher, side by side, in one run. See `--help`.
+"""`python -m bench`: the floor, the naive Postgres server and catalog-enricher, side by side, in
+one run; each scenario names its peers (bench/scenarios.py). See `--help`.
 
 Everything it starts (servers, wrk, shim invokers) runs on 127.0.0.1 and is stopped when it ends,
 also on Ctrl-C, SIGTERM or when the run exceeds its time budget; its database is dropped.
@@ -26,11 +27,27 @@ import asyncpg
 import orjson
 
 from bench import database, fairness, profile
-from bench.catalog import hot_ids, write_content_paths, write_events, write_user_paths
+from bench.catalog import (
+    SHAPE_RECOMMENDERS,
+    Zipf,
+    hot_ids,
+    write_content_paths,
+    write_events,
+    write_locale_events,
+    write_user_paths,
+)
 from bench.personalize import BenchPersonalize
-from bench.report import Row, heading, machine, notes, table
+from bench.report import Row, heading, machine, notes, summary_table
 from bench.scenarios import BY_NAME, SCENARIOS, Scenario
-from bench.servers import ServerProcess, floor_command, free_port, service_command, service_env
+from bench.servers import (
+    ServerProcess,
+    floor_command,
+    free_port,
+    naive_command,
+    scrape_lag,
+    service_command,
+    service_env,
+)
 from bench.shim_load import run_shim
 from bench.wrk_runner import LoadResult, WrkMissing, ensure_wrk, run_wrk
 from service.storage.embedded_postgres import embedded_postgres
@@ -51,7 +68,8 @@ class OutOfTime(Exception):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark catalog-enricher against a minimal aiohttp floor server, side by side.",
+        description="Benchmark catalog-enricher against a minimal aiohttp floor server and a naive "
+                    "Postgres server, side by side.",
     )
     parser.add_argument("--items", type=int, default=1_000_000,
                         help="catalog size (default 1,000,000)")
@@ -59,7 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of measured load per server and scenario (default 10)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="seconds of unmeasured load before each measurement (default 2)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--threads", default="2",
+                        help="wrk threads, or a comma-separated list (e.g. 1,2): every scenario "
+                             "then runs once per thread count (default 2)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every scenario (all its peers) this many times; the table "
+                             "gives medians and the range of the ratios (default 1)")
     parser.add_argument("--connections", type=int, default=64,
                         help="wrk connections and shim invokers, where a scenario does not fix them "
                              "(default 64)")
@@ -82,7 +105,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=1000,
                         help="users the user scenario asks for (default 1000)")
     parser.add_argument("--cold-events", type=int, default=1000,
-                        help="events in the cold pool (default 1000: 250,000 IDs)")
+                        help="events in each cold pool, uniform and Zipf (default 1000: "
+                             "250,000 IDs)")
+    parser.add_argument("--locale-items", type=int, default=100_000,
+                        help="hot items the locales-rss events run through (default 100,000)")
+    parser.add_argument("--locale-events", type=int, default=800,
+                        help="events in the locales-rss pool (default 800: 200,000 IDs, each "
+                             "hot item twice)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
     parser.add_argument("--database-url",
                         help="Postgres server to create the bench database on (default: "
@@ -105,8 +134,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario {unknown[0]!r}" if unknown else "no scenario given")
     args.scenario_list = [BY_NAME[n] for n in names]
     args.env_by_scenario = _parse_env(parser, args.env)
-    for name in ("items", "endpoints", "duration", "warmup", "threads", "connections", "timeout",
-                 "hot_items", "hot_events", "cold_events", "content_requests", "users"):
+    try:
+        args.thread_counts = [int(n) for n in args.threads.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--threads {args.threads!r}: expected a number or numbers like 1,2")
+    if not args.thread_counts or min(args.thread_counts) < 1:
+        parser.error("--threads must be at least 1")
+    args.threads = max(args.thread_counts)
+    for name in ("items", "endpoints", "duration", "warmup", "connections", "timeout",
+                 "hot_items", "hot_events", "cold_events", "content_requests", "users", "repeat",
+                 "locale_items", "locale_events"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -133,11 +170,12 @@ def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def post_event(base_url: str, api_key: str, body: bytes, get_path: str | None = None) -> object:
-    """One transform call outside the load, to check the answer (urllib: nothing to install);
-    with `get_path`, a GET of that path instead."""
+def post_event(base_url: str, api_key: str, body: bytes, get_path: str | None = None,
+               path: str = TRANSFORM_PATH) -> object:
+    """One transform call (to `path`) outside the load, to check the answer (urllib: nothing to
+    install); with `get_path`, a GET of that path instead."""
     request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1, a server we started
-        base_url + (get_path or TRANSFORM_PATH), data=None if get_path else body,
+        base_url + (get_path or path), data=None if get_path else body,
         method="GET" if get_path else "POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
     )
@@ -149,12 +187,23 @@ def post_event(base_url: str, api_key: str, body: bytes, get_path: str | None = 
                            f"{exc.read()[:500].decode(errors='replace')}") from exc
 
 
-def first_difference(expected: dict, actual: dict) -> str:
+def first_difference(expected: dict, actual: dict, server_kind: str = "service") -> str:
     for endpoint_id in expected.keys() | actual.keys():
         if expected.get(endpoint_id) != actual.get(endpoint_id):
             return (f"endpoint {endpoint_id}: floor {expected.get(endpoint_id)!r:.300} "
-                    f"vs service {actual.get(endpoint_id)!r:.300}")
+                    f"vs {server_kind} {actual.get(endpoint_id)!r:.300}")
     return "none"
+
+
+def transform_path(scenario: Scenario) -> str:
+    return f"/v1/recommenders/{SHAPE_RECOMMENDERS[scenario.shape]}/transform"
+
+
+def load_method(scenario: Scenario) -> str:
+    """How the wrk script reads the scenario's pool (bench/replay.lua)."""
+    if scenario.events in GET_KINDS:
+        return "GET"
+    return "PATHS" if scenario.events == "locales" else "POST"
 
 
 class Bench:
@@ -174,6 +223,7 @@ class Bench:
         self.profiled = next((s for s in args.scenario_list if s.name == "warm"),
                              args.scenario_list[0])
         self.floor_answers: dict[str, object] = {}
+        self.profiled_once = False
         self.personalize: BenchPersonalize | None = None
         self.facts: dict[str, str] = {}
         self.b_key: str | None = None  # the fairness scenario's tenant B
@@ -195,11 +245,14 @@ class Bench:
         self._db = asyncio.run(database.load(self.server_url, self.db_name, self.args.items, say))
         rng = random.Random(self.args.seed)
         hot = self.hot = hot_ids(rng, self.args.items, self.args.hot_items)
+        pools = {s.pool: s for s in self.args.scenario_list}
         kinds = {s.events for s in self.args.scenario_list}
         self.events: dict[str, Path] = {}
-        if "hot" in kinds:
-            self.events["hot"] = write_events(self.workdir / "events-hot.ndjson", rng,
-                                              self.args.hot_events, hot, self.args.endpoints)
+        for pool, scenario in pools.items():
+            if scenario.events == "hot":
+                self.events[pool] = write_events(self.workdir / f"events-{pool}.ndjson", rng,
+                                                 self.args.hot_events, hot, self.args.endpoints,
+                                                 scenario.shape)
         if "content" in kinds:
             self.events["content"] = write_content_paths(
                 self.workdir / "content-paths.txt", rng, self.args.content_requests, hot,
@@ -213,6 +266,19 @@ class Bench:
             self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
                                                self.args.cold_events, self.args.items,
                                                self.args.endpoints)
+        if "zipf" in kinds:
+            self.events["zipf"] = write_events(self.workdir / "events-zipf.ndjson", rng,
+                                               self.args.cold_events,
+                                               Zipf(rng, self.args.items, 1.1),
+                                               self.args.endpoints)
+        if "locales" in kinds:
+            items = hot_ids(random.Random(self.args.seed + 1), self.args.items,
+                            self.args.locale_items)
+            routes = [f"/v1/recommenders/{name}/transform"
+                      for name in database.LOCALE_RECOMMENDERS]
+            self.events["locales"] = write_locale_events(
+                self.workdir / "events-locales.txt", rng, self.args.locale_events, items, routes,
+                self.args.endpoints)
         say("events written: " + ", ".join(
             f"{kind} {path.stat().st_size / 2**20:.1f} MiB" for kind, path in self.events.items()))
 
@@ -224,33 +290,46 @@ class Bench:
 
     # -- runs --------------------------------------------------------------------------------
 
+    def plan(self) -> list[str]:
+        a = self.args
+        return [f"{s.name} ({', '.join(s.peers) if s.driver != 'fairness' else 'service'})"
+                for s in a.scenario_list]
+
     def run(self) -> None:
         for scenario in self.args.scenario_list:
-            if scenario.driver == "fairness":
-                self.rows += self.measure_fairness(scenario)
-                continue
-            floor = self.measure(scenario, "floor")
-            service = self.measure(scenario, "service")
-            floor.vs_floor = 1.0
-            service.vs_floor = service.per_second / floor.per_second if floor.per_second else None
-            self.rows += [floor, service]
+            for threads in self.args.thread_counts:
+                for run in range(1, self.args.repeat + 1):
+                    if scenario.driver == "fairness":
+                        rows = self.measure_fairness(scenario, threads)
+                    else:
+                        rows = [self.measure(scenario, kind, threads) for kind in scenario.peers]
+                    for row in rows:
+                        row.run = run
+                    self.rows += compare(rows)
 
-    def measure(self, scenario: Scenario, server_kind: str) -> Row:
+    def measure(self, scenario: Scenario, server_kind: str, threads: int) -> Row:
         args, db = self.args, self.db
         connections = scenario.connections or args.connections
         port = free_port()
-        events = self.events[scenario.events]
+        events = self.events[scenario.pool]
         log = self.workdir / f"{scenario.name}-{server_kind}.log"
         if server_kind == "floor":
-            command, env = floor_command(port, args.items, scenario.processes), dict(os.environ)
+            command = floor_command(port, args.items, scenario.processes, scenario.shape)
+            env = dict(os.environ)
             ready_timeout = 60 + args.items / 50_000
+        elif server_kind == "naive":
+            command = naive_command(port, db.url, db.catalog_id, scenario.shape)
+            env, ready_timeout = dict(os.environ), 60
         else:
             extra = {**(self.personalize.service_environment() if self.personalize else {}),
-                     **scenario.service_env, **args.env_by_scenario[scenario.name]}
+                     **scenario.service_env}
+            if scenario.l1_divisor:
+                extra["ENRICHER_CACHE_MAX_ENTRIES"] = str(max(args.items // scenario.l1_divisor, 1))
+            extra.update(args.env_by_scenario[scenario.name])
             command, env = service_command(port, scenario.processes), service_env(db.url, extra)
             ready_timeout = 60
             statements_before = asyncio.run(database.committed_transactions(db.server_url, db.name))
-        say(f"{scenario.name}: {server_kind} starting")
+        say(f"{scenario.name}: {server_kind} starting ({threads} wrk threads)")
         server = self.current = ServerProcess(server_kind, command, env=env, port=port,
                                               listeners=scenario.processes, log_path=log)
         served = 0
@@ -262,37 +341,44 @@ class Bench:
                 # Every user once, so the timed load is per-user cache hits whatever the rate
                 # the warm-up reaches (a first call signs and waits for Personalize).
                 served += self.ask_every_path_once(server.base_url, events)
-            load = {"wrk": self.wrk, "url": server.base_url, "events": events, "path": TRANSFORM_PATH,
-                    "api_key": db.api_key, "threads": args.threads, "connections": connections,
-                    "timeout_s": args.timeout,
-                    "method": "GET" if scenario.events in GET_KINDS else "POST"}
+            load = {"wrk": self.wrk, "url": server.base_url, "events": events,
+                    "path": transform_path(scenario), "api_key": db.api_key, "threads": threads,
+                    "connections": connections,
+                    "timeout_s": args.timeout, "method": load_method(scenario)}
             served += run_wrk(**load, seconds=args.warmup).requests
             server.wait_idle()
+            lag_before = scrape_lag(server.base_url) if server_kind == "service" else None
             say(f"{scenario.name}: {server_kind} under load for {args.duration} s")
             cpu_before = server.cpu_seconds()
             if scenario.driver == "shim":
-                result, _ = run_shim(url=server.base_url + TRANSFORM_PATH, api_key=db.api_key,
-                                     events=events, invokers=connections, seconds=args.duration,
-                                     say=say, rate=scenario.rate)
+                result, _ = run_shim(url=server.base_url + transform_path(scenario),
+                                     api_key=db.api_key, events=events, invokers=connections,
+                                     seconds=args.duration, say=say, rate=scenario.rate)
             else:
                 result = run_wrk(**load, seconds=args.duration)
             cpu_used = server.cpu_seconds() - cpu_before
             served += result.requests
-            if args.profile and server_kind == "service" and scenario is self.profiled:
+            lag_after = scrape_lag(server.base_url) if server_kind == "service" else None
+            if args.profile and server_kind == "service" and scenario is self.profiled \
+                    and not self.profiled_once:
+                self.profiled_once = True
                 server.wait_idle()
                 served += self.profile(server, load)
         finally:
             self.current = None
             server.stop()
-        row = self.row(scenario, server_kind, connections, result, server.peak_rss)
+        row = self.row(scenario, server_kind, connections, result, server.peak_rss, threads)
         row.cpu_us_per_event = cpu_used / max(result.requests, 1) * 1e6
+        if lag_after is not None:
+            row.max_lag_ms = lag_after.max_ms
+            row.lag_bucket_ms = lag_after.highest_bucket_since(lag_before)
         if server_kind == "service":
             statements = asyncio.run(database.committed_transactions(db.server_url, db.name))
             row.sql_per_event = (statements - statements_before) / max(served, 1)
         say(f"{scenario.name}: {server_kind} {row.per_second:,.0f} events/s, p99 {row.p99_ms:.1f} ms")
         return row
 
-    def measure_fairness(self, scenario: Scenario) -> list[Row]:
+    def measure_fairness(self, scenario: Scenario, threads: int) -> list[Row]:
         """Tenant B's usual load alone, then under tenant A's flood, on one service process."""
         args, db = self.args, self.db
         if self.b_key is None:
@@ -309,7 +395,7 @@ class Bench:
             result = fairness.measure(
                 wrk=self.wrk, base_url=server.base_url, path=TRANSFORM_PATH,
                 events=self.events["hot"], a_key=db.api_key, b_key=self.b_key,
-                threads=args.threads, connections=scenario.connections or args.connections,
+                threads=threads, connections=scenario.connections or args.connections,
                 seconds=args.duration, warmup=args.warmup, timeout_s=args.timeout,
                 workdir=self.workdir, say=say)
         finally:
@@ -321,26 +407,35 @@ class Bench:
         say(f"{scenario.name}: B p99 {result.alone.p99_ms:.1f} ms alone, "
             f"{result.flooded.p99_ms:.1f} ms under the flood (x{result.p99_ratio:.2f})")
         return [
-            self.row(scenario, "B alone", fairness.B_CLIENTS, result.alone, server.peak_rss),
-            self.row(scenario, "B+flood", fairness.B_CLIENTS, result.flooded, server.peak_rss),
+            self.row(scenario, "B alone", fairness.B_CLIENTS, result.alone, server.peak_rss,
+                     threads),
+            self.row(scenario, "B+flood", fairness.B_CLIENTS, result.flooded, server.peak_rss,
+                     threads),
             self.row(scenario, "A flood", scenario.connections or args.connections,
-                     result.flood, server.peak_rss),
+                     result.flood, server.peak_rss, threads),
         ]
 
     def check_answer(self, scenario: Scenario, server_kind: str, base_url: str,
                      events: Path) -> None:
-        """Both servers must give the same answer to the same event before either is timed."""
+        """Every peer must give the floor's answer to the same event before any is timed (where
+        no floor runs, the answer must only be a 2xx)."""
         with events.open("rb") as lines:
             body = lines.readline().strip()
-        get_path = body.decode() if scenario.events in GET_KINDS else None
-        answer = post_event(base_url, self.db.api_key, body, get_path)
-        if server_kind == "floor":
-            self.floor_answers[scenario.events] = answer
+        method = load_method(scenario)
+        if method == "PATHS":
+            path, _, body = body.partition(b" ")
+            post_event(base_url, self.db.api_key, body, path=path.decode())
             return
-        expected = self.floor_answers[scenario.events]
-        if answer != expected:
-            raise RuntimeError("the service's answer differs from the floor's: "
-                               + first_difference(expected, answer))  # type: ignore[arg-type]
+        get_path = body.decode() if method == "GET" else None
+        answer = post_event(base_url, self.db.api_key, body, get_path,
+                            path=transform_path(scenario))
+        if server_kind == "floor":
+            self.floor_answers[scenario.pool] = answer
+            return
+        expected = self.floor_answers.get(scenario.pool)
+        if expected is not None and answer != expected:
+            raise RuntimeError(f"the {server_kind}'s answer differs from the floor's: "
+                               + first_difference(expected, answer, server_kind))  # type: ignore[arg-type]
 
     def ask_every_path_once(self, base_url: str, events: Path) -> int:
         paths = dict.fromkeys(events.read_text().split())
@@ -366,24 +461,25 @@ class Bench:
 
     @staticmethod
     def row(scenario: Scenario, server_kind: str, connections: int, result: LoadResult,
-            peak_rss: int) -> Row:
+            peak_rss: int, threads: int) -> Row:
         return Row(scenario=scenario.title, server=server_kind, connections=connections,
                    processes=scenario.processes, per_second=result.per_second, p50_ms=result.p50_ms,
                    p99_ms=result.p99_ms, errors=result.errors, timeouts=result.timeouts,
-                   requests=result.requests, peak_rss_mb=peak_rss / 2**20)
+                   requests=result.requests, peak_rss_mb=peak_rss / 2**20, threads=threads)
 
     # -- results and cleanup -----------------------------------------------------------------
 
     def settings(self) -> dict[str, str]:
         a = self.args
         return {"items": f"{a.items:,}", "event": f"{a.endpoints} endpoints x 5 items",
-                "wrk": f"{a.threads} threads, {a.connections} connections unless said, "
-                       f"{a.duration} s after {a.warmup} s warm-up, timeout {a.timeout} s",
-                "hot set": f"{min(a.hot_items, a.items):,} IDs"}
+                "wrk": f"{a.connections} connections unless said, {a.duration} s after "
+                       f"{a.warmup} s warm-up, timeout {a.timeout} s",
+                "repeats": str(a.repeat), "hot set": f"{min(a.hot_items, a.items):,} IDs",
+                "cold L1 bound": f"{a.items // 5:,} entries (catalog / 5)"}
 
     def report(self) -> None:
         print(heading(self.facts, self.settings()))
-        print(table(self.rows))
+        print(summary_table(self.rows))
         print(notes())
         for name, result in self.fairness.items():
             print(f"\n{name}: tenant B ({fairness.B_CLIENTS} clients, {fairness.B_RATE:.0f} events/s "
@@ -391,7 +487,7 @@ class Bench:
                   f"while tenant A floods ({result.flood.per_second:,.0f} events/s): "
                   f"x{result.p99_ratio:.2f} (target <= 1.5); B errors: "
                   f"{result.alone.errors + result.flooded.errors}")
-        by_scenario = {(r.scenario, r.server): r for r in self.rows}
+        by_scenario = {(r.scenario, r.server): r for r in self.rows if r.run == 1}
         user = by_scenario.get((BY_NAME["user"].title, "service"))
         content = by_scenario.get((BY_NAME["content"].title, "service"))
         if user and content and content.per_second:
@@ -428,8 +524,19 @@ class Bench:
 
 def budget_seconds(args: argparse.Namespace) -> int:
     per_run = args.warmup + args.duration + 60 + args.items / 100_000
-    runs = 2 * len(args.scenario_list) + (1 if args.profile else 0)
-    return int(300 + args.items / 5_000 + runs * per_run)
+    runs = sum(len(s.peers) for s in args.scenario_list) * len(args.thread_counts) * args.repeat
+    return int(300 + args.items / 5_000 + (runs + (1 if args.profile else 0)) * per_run)
+
+
+def compare(rows: list[Row]) -> list[Row]:
+    """One run of a scenario's peers: each row's events/s over the floor's and the naive's."""
+    by_kind = {row.server: row for row in rows}
+    for row in rows:
+        for peer, attribute in (("floor", "vs_floor"), ("naive", "vs_naive")):
+            base = by_kind.get(peer)
+            if base is not None and base.per_second:
+                setattr(row, attribute, row.per_second / base.per_second)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     started = time.monotonic()
     status = 0
+    say("planned scenarios: " + "; ".join(bench.plan())
+        + f" x {len(args.thread_counts)} thread count(s) x {args.repeat} repeat(s)")
     try:
         bench.prepare()
         bench.run()

@@ -8,8 +8,10 @@ by wrk and the shim invokers to both servers alike.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -42,6 +44,19 @@ def item_fields(number: int) -> tuple[str, str, str, str]:
     return item_id(number), title, GENRES[(h >> 20) % len(GENRES)], f"{cents // 100}.{cents % 100:02d}"
 
 
+def image_url(identifier: str) -> str:
+    """A CDN image URL of about 200 characters, as real catalogs hold (signed, sized, cropped)."""
+    h = _mix(int(identifier))
+    return (f"https://images.example-cdn.com/catalog/v2/items/{identifier}/poster/original/"
+            f"{h:08x}{h ^ 0x5BD1E995:08x}.jpg?w=600&h=900&fit=crop&auto=format,compress"
+            f"&sig={h:08x}{h * 31 & 0xFFFFFFFF:08x}{h * 97 & 0xFFFFFFFF:08x}"
+            f"{h * 193 & 0xFFFFFFFF:08x}&v=20261122&locale=en-US")
+
+
+def item_url(identifier: str) -> str:
+    return f"https://shop.example.com/items/{identifier}"
+
+
 def copy_records(count: int, catalog_id: int) -> Iterator[tuple]:
     """Rows for COPY into `items` (see COPY_COLUMNS), in ID order (cheap on the primary key).
 
@@ -49,21 +64,47 @@ def copy_records(count: int, catalog_id: int) -> Iterator[tuple]:
     """
     for number in range(count):
         identifier, title, genre, amount = item_fields(number)
-        yield (catalog_id, identifier, title, genre, amount, CURRENCY,
-               f"https://img.example.com/items/{identifier}.jpg",
-               f"https://shop.example.com/items/{identifier}")
+        yield (catalog_id, identifier, title, genre, amount, CURRENCY, image_url(identifier),
+               item_url(identifier))
 
 
 COPY_COLUMNS = ("catalog_id", "id", "title", "genre", "price_amount", "price_currency",
                 "image_url", "url")
 
 
-def floor_items(count: int) -> dict[str, tuple[str, str, str]]:
-    """The whole catalog as the floor server holds it: ID → (Title, Genre, Price) as answered."""
+# The recommenders' attributes by event shape: (attribute name, what it shows). "price" is the
+# plain Price (`19.99 USD`), "money" the `currency` format for en_US (`$19.99`), the others the item
+# field of that name. bench/database.py makes one recommender of each; the floor and the naive
+# server render the same texts (render_values).
+SHAPES: dict[str, tuple[tuple[str, str], ...]] = {
+    "pinpoint": (("Title", "title"), ("Genre", "genre"), ("Price", "price")),
+    "guide1": (("Image", "image_url"),),
+    "guide3": (("Title", "title"), ("Image", "image_url"), ("Price", "money")),
+    "guide10": (("Title", "title"), ("Genre", "genre"), ("Price", "money"), ("Image", "image_url"),
+                ("Link", "url"), ("Sku", "id"), ("ListPrice", "price"), ("Name", "title"),
+                ("Category", "genre"), ("Poster", "image_url")),
+}
+SHAPE_RECOMMENDERS = {"pinpoint": "bench", "guide1": "guide1", "guide3": "guide3",
+                      "guide10": "guide10"}
+
+
+def render_values(shape: str, identifier: str, title: str, genre: str | None, amount: str,
+                  currency: str, image: str | None, url: str | None) -> tuple:
+    """One item's answered texts for `shape`'s attributes, in their order (USD amounts < 1000:
+    the bench catalog's, so `$` + amount is what Babel writes for en_US)."""
+    values = {"id": identifier, "title": title, "genre": genre, "image_url": image, "url": url,
+              "price": f"{amount} {currency}", "money": f"${amount}"}
+    return tuple(values[what] for _, what in SHAPES[shape])
+
+
+def floor_items(count: int, shape: str = "pinpoint") -> dict[str, tuple]:
+    """The whole catalog as the floor server holds it: ID → the answered texts of `shape`'s
+    attributes (e.g. (Title, Genre, Price))."""
     items = {}
     for number in range(count):
         identifier, title, genre, amount = item_fields(number)
-        items[identifier] = (title, genre, f"{amount} {CURRENCY}")
+        items[identifier] = render_values(shape, identifier, title, genre, amount, CURRENCY,
+                                          image_url(identifier), item_url(identifier))
     return items
 
 
@@ -84,32 +125,119 @@ def _endpoint(rng: random.Random, ids: list[str]) -> dict:
     }
 
 
-def make_event(rng: random.Random, pick: list[str] | int,
-               endpoints: int = ENDPOINTS_PER_EVENT) -> dict:
-    """One event of `endpoints` endpoints (Pinpoint's 50 by default) of 5 items each; IDs from the
-    list `pick`, or any of `pick` catalog items."""
-    def draw() -> list[str]:
-        if isinstance(pick, int):
-            return [item_id(rng.randrange(pick)) for _ in range(ITEMS_PER_ENDPOINT)]
-        return rng.sample(pick, ITEMS_PER_ENDPOINT)
+_FIRST_NAMES = ("Sofia", "Zoë", "Łukasz", "Alejandro", "Søren", "José", "Ngọc Anh", "Chloé",
+                "Müller", "Дмитрий", "陽菜", "Björk", "Agnieszka", "François", "Ayşe", "Mateus")
+_LAST_NAMES = ("Martínez", "渡辺", "Rosalez", "Kowalski", "Øvergaard", "Nguyễn", "Ibáñez",
+               "Dvořák", "Schröder", "Иванова", "山田", "Þórsdóttir", "Wiśniewska", "Lefèvre",
+               "Öztürk", "Gonçalves")
+_NEIGHBOURHOODS = ("East Bay", "West Bay", "Kreuzberg", "Śródmieście", "Shibuya 渋谷", "Gràcia")
 
+
+def _guide_endpoint(rng: random.Random, ids: list[str], locale: str = "en_US") -> dict:
+    """An endpoint shaped like the developer guide's example (User with UserAttributes,
+    Attributes, non-ASCII names; about 450 bytes of JSON)."""
+    user = rng.randrange(10_000_000)
+    first, last = _FIRST_NAMES[user % 16], _LAST_NAMES[(user >> 4) % 16]
+    return {
+        "ChannelType": "EMAIL",
+        "Address": f"user{user}@example.com",
+        "EndpointStatus": "ACTIVE",
+        "OptOut": "NONE",
+        "EffectiveDate": "2026-11-22T08:56:24.875Z",
+        "Demographic": {"Locale": locale},
+        "Attributes": {"AddressType": ["primary"]},
+        "User": {"UserId": f"{first}{last}{user}",
+                 "UserAttributes": {"LastName": [last], "FirstName": [first],
+                                    "Neighborhood": [_NEIGHBOURHOODS[user % 6]]}},
+        "RecommendationItems": ids,
+        "CreationDate": "2026-11-22T08:56:24.875Z",
+    }
+
+
+class Zipf:
+    """Draws catalog numbers with P(rank r) ∝ r^-s (how popularity falls in recommendations);
+    ranks are mapped to items through a seeded shuffle, so the popular items are spread over the
+    catalog rather than its first IDs."""
+
+    def __init__(self, rng: random.Random, items: int, s: float = 1.1) -> None:
+        self.cumulative = list(itertools.accumulate(r ** -s for r in range(1, items + 1)))
+        self.order = list(range(items))
+        rng.shuffle(self.order)
+        self.rng = rng
+
+    def rank(self) -> int:
+        """A 0-based rank (0 the most popular)."""
+        return bisect.bisect_left(self.cumulative, self.rng.random() * self.cumulative[-1])
+
+    def __call__(self) -> int:
+        return self.order[min(self.rank(), len(self.order) - 1)]
+
+
+Pick = Sequence[str] | int | Zipf
+
+
+def _draw(rng: random.Random, pick: Pick) -> list[str]:
+    """5 distinct IDs: from the list `pick`, uniform over `pick` catalog items, or Zipf."""
+    if isinstance(pick, Zipf):
+        drawn: dict[str, None] = {}
+        while len(drawn) < min(ITEMS_PER_ENDPOINT, len(pick.order)):
+            drawn[item_id(pick())] = None
+        return list(drawn)
+    if isinstance(pick, int):
+        return [item_id(rng.randrange(pick)) for _ in range(ITEMS_PER_ENDPOINT)]
+    return rng.sample(pick, ITEMS_PER_ENDPOINT)
+
+
+def _event(rng: random.Random, endpoints: dict) -> dict:
     return {
         "ApplicationId": "bench-application",
         "CampaignId": "bench-campaign",
         "TreatmentId": "0",
         "ActivityId": "bench-activity",
         "ScheduledTime": "2026-11-22T09:00:00.000Z",
-        "Endpoints": {f"{rng.getrandbits(128):032x}": _endpoint(rng, draw())
-                      for _ in range(endpoints)},
+        "Endpoints": endpoints,
     }
 
 
-def write_events(path: Path, rng: random.Random, count: int, pick: list[str] | int,
-                 endpoints: int = ENDPOINTS_PER_EVENT) -> Path:
+def make_event(rng: random.Random, pick: Pick, endpoints: int = ENDPOINTS_PER_EVENT,
+               shape: str = "pinpoint") -> dict:
+    """One event of `endpoints` endpoints (Pinpoint's 50 by default) of 5 items each (see
+    `_draw`); endpoints as the bench always made them, or (any `guide*` shape) like the guide's."""
+    make = _endpoint if shape == "pinpoint" else _guide_endpoint
+    return _event(rng, {f"{rng.getrandbits(128):032x}": make(rng, _draw(rng, pick))
+                        for _ in range(endpoints)})
+
+
+def write_events(path: Path, rng: random.Random, count: int, pick: Pick,
+                 endpoints: int = ENDPOINTS_PER_EVENT, shape: str = "pinpoint") -> Path:
     """`count` events, one compact JSON object per line (the form the wrk script reads)."""
     with path.open("wb") as out:
         for _ in range(count):
-            out.write(orjson.dumps(make_event(rng, pick, endpoints)) + b"\n")
+            out.write(orjson.dumps(make_event(rng, pick, endpoints, shape)) + b"\n")
+    return path
+
+
+LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "es_MX", "it_IT", "pt_BR", "pt_PT",
+           "nl_NL", "sv_SE", "da_DK", "nb_NO", "fi_FI", "pl_PL", "cs_CZ", "hu_HU", "ro_RO",
+           "tr_TR", "ru_RU", "uk_UA", "el_GR", "ja_JP", "ko_KR", "zh_CN", "zh_TW", "th_TH",
+           "id_ID", "vi_VN", "hi_IN")
+
+
+def write_locale_events(path: Path, rng: random.Random, count: int, pick: list[str],
+                        routes: list[str], endpoints: int = ENDPOINTS_PER_EVENT) -> Path:
+    """`count` lines "PATH EVENT" (the wrk script's per-line path): event n goes to
+    `routes[n % len(routes)]`, each endpoint with a locale of LOCALES, and the IDs run through
+    `pick` in a shuffled order, so the pool touches every ID of `pick` when it holds enough."""
+    order = list(pick)
+    rng.shuffle(order)
+    cycle = itertools.cycle(order)
+    with path.open("wb") as out:
+        for n in range(count):
+            event = _event(rng, {
+                f"{rng.getrandbits(128):032x}": _guide_endpoint(
+                    rng, [next(cycle) for _ in range(ITEMS_PER_ENDPOINT)], rng.choice(LOCALES))
+                for _ in range(endpoints)})
+            out.write(routes[n % len(routes)].encode() + b" " + orjson.dumps(event) + b"\n")
     return path
 
 

@@ -24,16 +24,16 @@ import time
 import orjson
 from aiohttp import web
 
-from bench.catalog import floor_items, user_recommendations
+from bench.catalog import SHAPES, floor_items, user_recommendations
 
 ITEMS = web.AppKey("items", dict)
-ATTRIBUTES = ("Title", "Genre", "Price")
+ATTRIBUTES = web.AppKey("attributes", tuple)
 CAP = 5  # the bench recommender's recommendations_per_message (the default)
 
 
-async def transform(request: web.Request) -> web.Response:
-    event = orjson.loads(await request.read())
-    items = request.app[ITEMS]
+def transform_answer(event: dict, items: dict[str, tuple], attributes: tuple[str, ...]) -> dict:
+    """The transformer's answer: each endpoint with an item found, plus its `Recommendations`
+    (the found items' texts per attribute); `items` maps an ID to its texts in `attributes` order."""
     answer = {}
     for endpoint_id, endpoint in event["Endpoints"].items():
         rows = [row for row in map(items.get, endpoint["RecommendationItems"]) if row is not None]
@@ -41,17 +41,20 @@ async def transform(request: web.Request) -> web.Response:
             answer[endpoint_id] = {
                 **endpoint,
                 "Recommendations": {name: [row[i] for row in rows]
-                                    for i, name in enumerate(ATTRIBUTES)},
+                                    for i, name in enumerate(attributes)},
             }
-    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+    return answer
 
 
-async def content(request: web.Request) -> web.Response:
-    """The content route's answer (service/adapters/content.py) for the bench's recommender:
-    `ids` split on commas, each looked up in the dict, the object serialised."""
+def content_ids(request: web.Request) -> list[str]:
+    """The content route's `ids`: split on commas, or repeated."""
     values = request.query.getall("ids", [])
-    ids = values[0].split(",") if len(values) == 1 else values
-    items = request.app[ITEMS]
+    return values[0].split(",") if len(values) == 1 else values
+
+
+def content_answer(recommender: str, ids: list[str], items: dict[str, tuple],
+                   attributes: tuple[str, ...]) -> dict:
+    """The content route's answer (service/adapters/content.py) for the bench's recommender."""
     shown = []
     missing = {}
     for item_id in ids:
@@ -61,13 +64,25 @@ async def content(request: web.Request) -> web.Response:
         else:
             shown.append((item_id, row))
     recommendations = {name: [row[i] for _, row in shown[:CAP]]
-                       for i, name in enumerate(ATTRIBUTES)} if shown else {}
-    answer = {
-        "recommender": request.match_info["recommender"], "locale": "en_US", "send": bool(shown),
-        "items": [{"id": item_id, **dict(zip(ATTRIBUTES, row, strict=True))}
+                       for i, name in enumerate(attributes)} if shown else {}
+    return {
+        "recommender": recommender, "locale": "en_US", "send": bool(shown),
+        "items": [{"id": item_id, **dict(zip(attributes, row, strict=True))}
                   for item_id, row in shown],
         "Recommendations": recommendations, "missing": list(missing),
     }
+
+
+async def transform(request: web.Request) -> web.Response:
+    event = orjson.loads(await request.read())
+    answer = transform_answer(event, request.app[ITEMS], request.app[ATTRIBUTES])
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
+async def content(request: web.Request) -> web.Response:
+    """`ids` looked up in the dict, the answer serialised."""
+    answer = content_answer(request.match_info["recommender"], content_ids(request),
+                            request.app[ITEMS], request.app[ATTRIBUTES])
     return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
@@ -75,15 +90,15 @@ async def user_content(request: web.Request) -> web.Response:
     """The user route's answer: the fake Personalize's IDs for the user (the same pure function),
     each item with its score, as `content` answers them."""
     user = request.match_info["user_id"]
-    items = request.app[ITEMS]
+    items, attributes = request.app[ITEMS], request.app[ATTRIBUTES]
     found = [(item_id, score, items[item_id])
              for item_id, score in user_recommendations(user, len(items))]
     answer = {
         "recommender": request.match_info["recommender"], "locale": "en_US", "send": True,
-        "items": [{"id": item_id, **dict(zip(ATTRIBUTES, row, strict=True)), "score": score}
+        "items": [{"id": item_id, **dict(zip(attributes, row, strict=True)), "score": score}
                   for item_id, score, row in found],
         "Recommendations": {name: [row[i] for _, _, row in found[:CAP]]
-                            for i, name in enumerate(ATTRIBUTES)},
+                            for i, name in enumerate(attributes)},
         "missing": [], "recommendation_id": f"RID-{user}",
     }
     return web.Response(body=orjson.dumps(answer), content_type="application/json")
@@ -93,15 +108,32 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def create_floor_app(items: dict[str, tuple[str, str, str]]) -> web.Application:
+def peer_app(transform_handler, content_handler) -> web.Application:
+    """An app with the service's transform and content routes (and /healthz), as both the floor
+    and the naive server answer them."""
     app = web.Application(client_max_size=7 * 1024 * 1024)
-    app[ITEMS] = items
-    app.router.add_post("/v1/recommenders/{recommender}/transform", transform)
-    app.router.add_post("/v1/transform", transform)
-    app.router.add_get("/v1/recommenders/{recommender}/content", content)
-    app.router.add_get("/v1/recommenders/{recommender}/users/{user_id}/content", user_content)
+    app.router.add_post("/v1/recommenders/{recommender}/transform", transform_handler)
+    app.router.add_post("/v1/transform", transform_handler)
+    app.router.add_get("/v1/recommenders/{recommender}/content", content_handler)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def create_floor_app(items: dict[str, tuple], shape: str = "pinpoint") -> web.Application:
+    app = peer_app(transform, content)
+    app[ITEMS] = items
+    app[ATTRIBUTES] = tuple(name for name, _ in SHAPES[shape])
+    app.router.add_get("/v1/recommenders/{recommender}/users/{user_id}/content", user_content)
+    return app
+
+
+def use_uvloop() -> None:
+    """uvloop exactly when the service would use it: when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def main() -> None:
@@ -110,15 +142,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--items", type=int, required=True)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="pinpoint",
+                        help="the recommender attributes answered (bench/catalog.py SHAPES)")
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        pass
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_uvloop()
     started = time.monotonic()
-    items = floor_items(args.items)
+    items = floor_items(args.items, args.shape)
     print(f"floor: {len(items):,} items in {time.monotonic() - started:.1f} s", flush=True)
     children = []
     for _ in range(args.processes - 1):
@@ -128,7 +157,7 @@ def main() -> None:
             break
         children.append(pid)
     try:
-        web.run_app(create_floor_app(items), host=args.host, port=args.port,
+        web.run_app(create_floor_app(items, args.shape), host=args.host, port=args.port,
                     reuse_port=args.processes > 1, access_log=None, print=None, backlog=1024)
     finally:
         for pid in children:

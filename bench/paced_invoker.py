@@ -3,58 +3,34 @@
 
 Run as `python -I -S paced_invoker.py UNUSED EVENTS_FILE INDEX STRIDE SECONDS [INTERVAL]` with
 ENRICHER_URL and ENRICHER_API_KEY set (the argument layout of shim_invoker.py, so
-bench/shim_load.py drives both). It prints "ready", waits for a line on stdin, sends its share of
-the events (every STRIDE-th line from INDEX) one every INTERVAL seconds (staggered by INDEX; a
-late one goes at once) for SECONDS, and prints one JSON line: latencies in ms, errors, seconds.
+bench/shim_load.py drives both; the loop and its output: bench/invoker_loop.py).
 """
 
 import http.client
-import json
 import os
 import sys
-import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # invoker_loop.py
+import invoker_loop
 
-def main():
-    events_file, index, stride, seconds = sys.argv[2:6]
-    index, stride, seconds = int(index), int(stride), float(seconds)
-    interval = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
-    target = urllib.parse.urlsplit(os.environ["ENRICHER_URL"])
-    headers = {"Content-Type": "application/json",
-               "Authorization": f"Bearer {os.environ['ENRICHER_API_KEY']}"}
-    with open(events_file, "rb") as lines:
-        bodies = [line.strip() for n, line in enumerate(lines) if n % stride == index % stride]
-    connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    latencies, errors = [], []
-    began = time.monotonic()
-    stop = began + seconds
-    count = 0
-    next_start = began + interval * index / stride
-    while time.monotonic() < stop:
-        if interval:
-            wait = next_start - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            next_start += interval
-        body = bodies[count % len(bodies)]
-        count += 1
-        started = time.perf_counter()
-        try:
-            connection.request("POST", target.path, body=body, headers=headers)
-            answer = connection.getresponse()
-            data = answer.read()
-            if answer.status != 200:
-                errors.append(f"HTTP {answer.status}: {data[:200]!r}")
-        except (OSError, http.client.HTTPException) as exc:
-            errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            connection.close()
-            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
-        latencies.append((time.perf_counter() - started) * 1000)
-    print(json.dumps({"latencies_ms": latencies, "errors": errors,
-                      "elapsed_s": time.monotonic() - began}), flush=True)
+target = urllib.parse.urlsplit(os.environ["ENRICHER_URL"])
+headers = {"Content-Type": "application/json",
+           "Authorization": f"Bearer {os.environ['ENRICHER_API_KEY']}"}
+connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
 
 
-main()
+def post(body, _count):
+    global connection
+    try:
+        connection.request("POST", target.path, body=body, headers=headers)
+        answer = connection.getresponse()
+        data = answer.read()
+    except (OSError, http.client.HTTPException) as exc:
+        connection.close()
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        return f"{type(exc).__name__}: {exc}"
+    return None if answer.status == 200 else f"HTTP {answer.status}: {data[:200]!r}"
+
+
+invoker_loop.run(bytes.strip, post)

@@ -1,6 +1,7 @@
 -- wrk script: replays the bench's pre-generated events, one POST per event, cycling through them.
 -- Arguments (after `--`): events file (one JSON event per line), URL path, API key, and
--- optionally "GET": then each line of the file is a URL path (with its query) to GET instead.
+-- optionally "GET": then each line of the file is a URL path (with its query) to GET instead, or
+-- "PATHS": each line is "PATH EVENT", a POST of EVENT to PATH (events for several recommenders).
 -- Either way each request is formatted once, at start.
 -- At the end it prints one line, "BENCH-RESULT {json}", that bench/wrk_runner.py reads.
 
@@ -24,6 +25,10 @@ function init(args)
       if #line > 0 then
          if method == "GET" then
             requests[#requests + 1] = wrk.format("GET", line, get_headers)
+         elseif method == "PATHS" then
+            local space = string.find(line, " ", 1, true)
+            requests[#requests + 1] = wrk.format("POST", string.sub(line, 1, space - 1), headers,
+                                                 string.sub(line, space + 1))
          else
             requests[#requests + 1] = wrk.format("POST", path, headers, line)
          end

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 @dataclass
 class Row:
     scenario: str
-    server: str  # "floor" or "service"
+    server: str  # "floor", "naive" or "service" (fairness: the tenants' loads)
     connections: int
     processes: int
     per_second: float
@@ -26,6 +26,11 @@ class Row:
     sql_per_event: float | None = None
     peak_rss_mb: float | None = None
     cpu_us_per_event: float | None = None  # the server's own CPU time per event served
+    threads: int = 2  # wrk threads
+    run: int = 1  # which of --repeat's runs
+    vs_naive: float | None = None
+    max_lag_ms: float | None = None  # the service's largest event-loop lag since its start
+    lag_bucket_ms: float | None = None  # the histogram bucket the measurement's largest lag is in
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -61,35 +66,129 @@ def machine(wrk: str, postgres_version: str) -> dict[str, str]:
 
 
 COLUMNS = (
-    ("scenario", "<", 36), ("server", "<", 7), ("conns", ">", 5), ("procs", ">", 5),
-    ("events/s", ">", 8), ("p50 ms", ">", 7), ("p99 ms", ">", 7), ("errors", ">", 6),
-    ("timeouts", ">", 8), ("vs floor", ">", 8), ("CPU µs/ev", ">", 9), ("SQL/event", ">", 9),
-    ("peak RSS", ">", 9),
+    ("scenario", "<", 40), ("server", "<", 7), ("thr", ">", 3), ("conns", ">", 5),
+    ("procs", ">", 5), ("runs", ">", 4), ("events/s", ">", 8), ("p50 ms", ">", 7),
+    ("p99 ms", ">", 7), ("errors", ">", 6), ("timeouts", ">", 8), ("vs floor", ">", 8),
+    ("floor range", ">", 11), ("vs naive", ">", 8), ("naive range", ">", 11),
+    ("CPU µs/ev", ">", 9), ("SQL/event", ">", 9), ("max lag ms", ">", 14), ("peak RSS", ">", 9),
 )
 
 
-def _cells(row: Row) -> list[str]:
+def median(values: list[float]) -> float | None:
+    """The median (of an even count, the mean of the middle two); None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def spread(values: list[float]) -> tuple[float, float] | None:
+    """(min, max) of the values, None for none."""
+    return (min(values), max(values)) if values else None
+
+
+@dataclass
+class Summary:
+    """One scenario, thread count and server over its --repeat runs."""
+
+    first: Row
+    runs: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    timeouts: int
+    vs_floor: float | None
+    floor_range: tuple[float, float] | None
+    vs_naive: float | None
+    naive_range: tuple[float, float] | None
+    cpu_us_per_event: float | None
+    sql_per_event: float | None
+    max_lag_ms: float | None
+    lag_bucket_ms: float | None
+    peak_rss_mb: float | None
+
+
+def summarise(rows: list[Row]) -> list[Summary]:
+    """Rows grouped by (scenario, wrk threads, server), in the order first seen: medians of the
+    rates, latencies and ratios, the ratios' range, sums of errors, maxima of lag and RSS."""
+    groups: dict[tuple[str, int, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.scenario, row.threads, row.server), []).append(row)
+
+    def present(group: list[Row], name: str) -> list[float]:
+        return [value for row in group if (value := getattr(row, name)) is not None]
+
+    found = []
+    for group in groups.values():
+        floor, naive = present(group, "vs_floor"), present(group, "vs_naive")
+        lags, rss = present(group, "max_lag_ms"), present(group, "peak_rss_mb")
+        buckets = present(group, "lag_bucket_ms")
+        found.append(Summary(
+            first=group[0], runs=len(group),
+            per_second=median([r.per_second for r in group]) or 0.0,
+            p50_ms=median([r.p50_ms for r in group]) or 0.0,
+            p99_ms=median([r.p99_ms for r in group]) or 0.0,
+            errors=sum(r.errors for r in group), timeouts=sum(r.timeouts for r in group),
+            vs_floor=median(floor), floor_range=spread(floor),
+            vs_naive=median(naive), naive_range=spread(naive),
+            cpu_us_per_event=median(present(group, "cpu_us_per_event")),
+            sql_per_event=median(present(group, "sql_per_event")),
+            max_lag_ms=max(lags) if lags else None,
+            lag_bucket_ms=max(buckets) if buckets else None, peak_rss_mb=max(rss) if rss else None))
+    return found
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _range(bounds: tuple[float, float] | None, runs: int) -> str:
+    return "" if bounds is None or runs < 2 else f"{bounds[0]:.2f}-{bounds[1]:.2f}"
+
+
+def _lag(s: Summary) -> str:
+    """`79.0 (<=50)`: the largest lag since start, and the bound of the measurement's own."""
+    if s.max_lag_ms is None:
+        return ""
+    bound = "" if s.lag_bucket_ms is None else f" (<={s.lag_bucket_ms:,.0f})"
+    return f"{s.max_lag_ms:,.1f}{bound}"
+
+
+def _cells(s: Summary) -> list[str]:
+    row = s.first
     return [
-        row.scenario, row.server, str(row.connections), str(row.processes),
-        f"{row.per_second:,.0f}", f"{row.p50_ms:.1f}", f"{row.p99_ms:.1f}", str(row.errors),
-        str(row.timeouts), "" if row.vs_floor is None else f"{row.vs_floor:.2f}",
-        "" if row.cpu_us_per_event is None else f"{row.cpu_us_per_event:,.0f}",
-        "" if row.sql_per_event is None else f"{row.sql_per_event:.2f}",
-        "" if row.peak_rss_mb is None else f"{row.peak_rss_mb:,.0f} MiB",
+        row.scenario, row.server, str(row.threads), str(row.connections), str(row.processes),
+        str(s.runs), f"{s.per_second:,.0f}", f"{s.p50_ms:.1f}", f"{s.p99_ms:.1f}", str(s.errors),
+        str(s.timeouts), _ratio(s.vs_floor), _range(s.floor_range, s.runs), _ratio(s.vs_naive),
+        _range(s.naive_range, s.runs),
+        "" if s.cpu_us_per_event is None else f"{s.cpu_us_per_event:,.0f}",
+        "" if s.sql_per_event is None else f"{s.sql_per_event:.2f}",
+        _lag(s),
+        "" if s.peak_rss_mb is None else f"{s.peak_rss_mb:,.0f} MiB",
     ]
 
 
-def table(rows: list[Row]) -> str:
+def summary_table(rows: list[Row]) -> str:
     def line(cells: list[str]) -> str:
         return "  ".join(f"{cell:{align}{width}}"
                          for cell, (_, align, width) in zip(cells, COLUMNS, strict=True)).rstrip()
 
     header = line([name for name, _, _ in COLUMNS])
-    return "\n".join([header, "-" * len(header), *(line(_cells(row)) for row in rows)])
+    return "\n".join([header, "-" * len(header),
+                      *(line(_cells(summary)) for summary in summarise(rows))])
 
 
 NOTES = (
-    "vs floor: events/s over the floor's under the same load in this run. CPU µs/ev: CPU time "
+    "Each line: one scenario, wrk thread count (thr) and server over its runs (--repeat): events/s, "
+    "p50, p99, CPU and SQL are medians, errors and timeouts sums. vs floor / vs naive: the "
+    "median of each run's events/s over the floor's (the naive Postgres server's) under the same "
+    "load in the same run; range: the lowest and highest of those ratios. max lag ms: the "
+    "largest event-loop lag the service's /metrics reported after the load (since its start, so "
+    "the warm-up is included); in brackets, the upper bound of the histogram bucket the "
+    "measurement's own largest lag lies in (lag_bucket_ms in the JSON); empty when the service "
+    "does not expose them. CPU µs/ev: CPU time "
     "(user + system) the server's processes used during the measurement, per event served: the "
     "server's own cost, whatever share of the cores wrk took. SQL/event: statements "
     "Postgres ran for the service over its life (start-up and warm-up included) per event served. "

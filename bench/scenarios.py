@@ -1,4 +1,5 @@
-"""The scenarios the bench runs, in order. Each runs the floor and then the service, same load.
+"""The scenarios the bench runs, in order. Each runs its peers (by default the floor, then the
+service; the cold ones also the naive Postgres server) one after the other, same load.
 
 To change what the service runs with in one scenario (e.g. turn its cache off for `cold`), add the
 variable to that scenario's `service_env` here, or pass `--env cold:NAME=VALUE` on the command line.
@@ -14,22 +15,46 @@ from dataclasses import dataclass, field
 class Scenario:
     name: str  # as given to --scenarios
     title: str  # as printed in the table
-    events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": over the
-    # catalog; "content": GETs of the content route for 1-5 hot IDs (one recipient each);
-    # "users": GETs of the user route (Personalize in the loop) over a pool of users
+    events: str  # "hot": IDs from a small hot set (cached after the warm-up); "cold": uniform
+    # over the catalog; "zipf": Zipf (s = 1.1) over the catalog; "content": GETs of the content
+    # route for 1-5 hot IDs (one recipient each); "users": GETs of the user route (Personalize in
+    # the loop) over a pool of users; "locales": POSTs to 20 recommenders, endpoints in 30 locales,
+    # IDs running through --locale-items hot items
     connections: int | None = None  # wrk connections or shim invokers; None: --connections
     processes: int = 1  # server processes: `serve --workers N`, and N floor processes
     driver: str = "wrk"  # "wrk", "shim": the real Lambda shim in `connections` processes, or
     # "fairness": the service alone, tenant B's paced load alone and under tenant A's wrk flood
     rate: float | None = None  # shim: invocations a second in all (None: back to back)
     service_env: Mapping[str, str] = field(default_factory=dict)
+    shape: str = "pinpoint"  # the endpoints and the recommender's attributes (catalog.SHAPES):
+    # "pinpoint" (the bench's first shape) or "guide1", "guide3", "guide10" (the developer guide's
+    # endpoints; 1, 3 or 10 attributes with a ~200-character image URL and a currency price)
+    peers: tuple[str, ...] = ("floor", "service")  # run in this order: "floor", "naive", "service"
+    l1_divisor: int | None = None  # the service's L1 bound (ENRICHER_CACHE_MAX_ENTRIES) is
+    # --items // this: the catalog is this many times L1 (the cache stays on)
+
+    @property
+    def pool(self) -> str:
+        """The name of the event pool (file) the scenario replays; scenarios may share one."""
+        return self.events if self.shape == "pinpoint" else f"{self.events}-{self.shape}"
 
 
+COLD_PEERS = ("floor", "naive", "service")
 SCENARIOS = (
     Scenario("warm", "warm cache", "hot"),
+    # Endpoints like the developer guide's (~450 bytes, non-ASCII names), 1, 3, 10 attributes.
+    Scenario("warm-guide1", "warm, guide endpoints, 1 attribute", "hot", shape="guide1"),
+    Scenario("warm-guide3", "warm, guide endpoints, 3 attributes", "hot", shape="guide3"),
+    Scenario("warm-guide10", "warm, guide endpoints, 10 attributes", "hot", shape="guide10"),
     # Cache off (L1 bound 0, no Redis): every event's IDs come from Postgres, one query each.
     Scenario("cold", "cold: cache off, random IDs over the catalog", "cold",
-             service_env={"ENRICHER_CACHE_MAX_ENTRIES": "0"}),
+             service_env={"ENRICHER_CACHE_MAX_ENTRIES": "0"}, peers=COLD_PEERS),
+    # Cache on, the catalog 5 x the L1 bound: where big catalogs live. Uniform IDs miss L1 most of
+    # the time; Zipf (s = 1.1) IDs are what a cache is for.
+    Scenario("cold-uniform", "cold: L1 = catalog/5, uniform IDs", "cold", peers=COLD_PEERS,
+             l1_divisor=5),
+    Scenario("cold-zipf", "cold: L1 = catalog/5, Zipf 1.1 IDs", "zipf", peers=COLD_PEERS,
+             l1_divisor=5),
     Scenario("c256", "256 connections (warm)", "hot", connections=256),
     Scenario("shim", "Lambda shim, 64 invocations (warm)", "hot", driver="shim"),
     # The same 64 containers, paced below saturation: the latency a shim invocation has when the
@@ -44,10 +69,14 @@ SCENARIOS = (
              service_env={"ENRICHER_TENANT_MAX_IN_FLIGHT": "0"}),
     # Send-time content (issue 11): one GET per recipient, 1-5 IDs, where a request's fixed cost
     # (auth, lookups, headers, logging) is most of its cost. Requests/s in the events/s column.
-    Scenario("content", "content GETs, 1-5 IDs (warm)", "content"),
+    Scenario("content", "content GETs, 1-5 IDs (warm)", "content", peers=COLD_PEERS),
     Scenario("content256", "content GETs, 256 connections", "content", connections=256),
     # Personalize in the loop (issue 12): GETs of the user route, answered from the per-user
     # cache after the warm-up (the bench's fake Personalize is asked once per user).
     Scenario("user", "user route GETs (per-user cache warm)", "users"),
+    # L1's memory (issue 13): 20 recommenders x 30 locales over 100k hot items; what counts is the
+    # service's peak RSS (only the service runs: no floor holds 600 renderings per item).
+    Scenario("locales-rss", "20 recommenders x 30 locales, 100k items", "locales",
+             peers=("service",)),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -9,6 +9,7 @@ every 100 ms and keeps the peak.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -166,9 +168,70 @@ class ServerProcess:
         return self.process.returncode
 
 
-def floor_command(port: int, items: int, processes: int) -> list[str]:
+def floor_command(port: int, items: int, processes: int, shape: str = "pinpoint") -> list[str]:
     return [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--items", str(items),
-            "--processes", str(processes)]
+            "--processes", str(processes), "--shape", shape]
+
+
+def naive_command(port: int, database_url: str, catalog_id: int, shape: str) -> list[str]:
+    return [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--database-url",
+            database_url, "--catalog-id", str(catalog_id), "--shape", shape]
+
+
+LAG_MAX = "enricher_event_loop_lag_max_seconds"
+LAG_BUCKET = "enricher_event_loop_lag_seconds_bucket"
+
+
+@dataclass(frozen=True)
+class Lag:
+    """What /metrics says of the event loop's lag: the largest seen since start (None when the
+    service does not expose it) and the histogram's cumulative bucket counts by upper bound."""
+
+    max_ms: float | None
+    buckets: dict[float, float]
+
+    def highest_bucket_since(self, before: Lag | None) -> float | None:
+        """The upper bound (ms) of the highest bucket that gained samples since `before`: the
+        largest lag of that interval was at most this (None: no histogram, or no samples)."""
+        if not self.buckets:
+            return None
+        earlier = before.buckets if before else {}
+        gained = [le for le, count in self.buckets.items() if count > earlier.get(le, 0.0)]
+        if not gained:
+            return None
+        # Cumulative buckets: the lowest bound whose count grew as much as +Inf's holds them all.
+        total = self.buckets.get(math.inf, 0.0) - earlier.get(math.inf, 0.0)
+        for le in sorted(self.buckets):
+            if self.buckets[le] - earlier.get(le, 0.0) >= total:
+                return le * 1000
+        return None
+
+
+def parse_lag(text: str) -> Lag:
+    """The lag gauge and histogram buckets out of Prometheus' text format (summed over labels)."""
+    max_ms = None
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(LAG_MAX):
+            value = float(line.rsplit(" ", 1)[1]) * 1000
+            max_ms = value if max_ms is None else max(max_ms, value)
+        elif line.startswith(LAG_BUCKET):
+            labels, _, value = line.rpartition(" ")
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            le = math.inf if bound == "+Inf" else float(bound)
+            buckets[le] = buckets.get(le, 0.0) + float(value)
+    return Lag(max_ms, buckets)
+
+
+def scrape_lag(base_url: str) -> Lag:
+    """The service's event-loop lag from GET /metrics (unauthenticated); empty when it is not
+    there (a service without the monitor)."""
+    try:
+        # http://127.0.0.1, a server we started
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as answer:  # noqa: S310
+            return parse_lag(answer.read().decode(errors="replace"))
+    except (OSError, ValueError, IndexError):
+        return Lag(None, {})
 
 
 def service_command(port: int, workers: int) -> list[str]:

@@ -70,16 +70,18 @@ class TestBenchRun:
 
     def test_content_scenario_gets_the_same_answer_from_both(self, pg_server_url: str,
                                                              tmp_path: Path):
-        """The content scenario's GETs: both servers answered the check request alike (else the
-        bench stops) and every request under load with a 2xx."""
+        """The content scenario's GETs: the floor, the naive Postgres server and the service
+        answered the check request alike (else the bench stops), every request under load with
+        a 2xx."""
         results = tmp_path / "results.json"
         done = subprocess.run(bench_command(pg_server_url, "--scenarios", "content", "--json",
                                             str(results)),
                               cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         rows = json.loads(results.read_text())["rows"]
-        assert [r["server"] for r in rows] == ["floor", "service"]
+        assert [r["server"] for r in rows] == ["floor", "naive", "service"]
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+        assert rows[2]["vs_naive"] > 0 and "vs naive" in done.stdout
 
     def test_user_scenario_runs_against_the_fake_personalize(self, pg_server_url: str,
                                                              tmp_path: Path):
@@ -91,9 +93,32 @@ class TestBenchRun:
                               cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         rows = json.loads(results.read_text())["rows"]
-        assert [r["server"] for r in rows] == ["floor", "service"] * 2
+        assert [r["server"] for r in rows] == ["floor", "naive", "service", "floor", "service"]
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
         assert "user route / content route" in done.stdout
+
+
+    def test_repeated_cold_zipf_and_locales_with_two_thread_counts(self, pg_server_url: str,
+                                                                   tmp_path: Path):
+        """--repeat and --threads 1,2: every run kept in the JSON (three peers where the naive
+        server runs, the service alone for locales-rss), one median line per server and count."""
+        results = tmp_path / "results.json"
+        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "cold-zipf,locales-rss",
+                                            "--repeat", "2", "--threads", "1,2", "--cold-events",
+                                            "20", "--locale-items", "500", "--locale-events", "20",
+                                            "--json", str(results)),
+                              cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = json.loads(results.read_text())["rows"]
+        zipf = [(r["threads"], r["run"], r["server"]) for r in rows if "Zipf" in r["scenario"]]
+        assert zipf == [(t, n, s) for t in (1, 2) for n in (1, 2)
+                        for s in ("floor", "naive", "service")]
+        assert [r["server"] for r in rows if "locales" in r["scenario"]] == ["service"] * 4
+        assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+        assert "planned scenarios: cold-zipf (floor, naive, service); locales-rss (service)" \
+            in done.stderr
+        table_lines = [line for line in done.stdout.splitlines() if "Zipf" in line]
+        assert len(table_lines) == 6  # 2 thread counts x 3 servers, runs folded into medians
 
 
 class TestBenchInterrupted:

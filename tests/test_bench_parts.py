@@ -1,0 +1,129 @@
+"""The bench's parts of issue 13, fast: the Zipf draw, the medians and ranges of repeated runs, the
+event-loop lag read from /metrics, and the naive Postgres server answering as the floor does (real
+Postgres, real HTTP). Numbers of a run are never asserted."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bench import database
+from bench.catalog import SHAPES, Zipf, floor_items, make_event
+from bench.floor_server import create_floor_app
+from bench.naive_server import create_naive_app, query_for
+from bench.report import Row, median, summarise, summary_table
+from bench.servers import parse_lag
+from tests.support.databases import drop_database
+
+
+class TestZipf:
+    def test_rank_frequencies_fall_as_rank_to_the_minus_1_1(self):
+        zipf = Zipf(random.Random(7), 1000, 1.1)
+        counts = Counter(zipf.rank() for _ in range(200_000))
+        norm = sum(r ** -1.1 for r in range(1, 1001))
+        for rank in (0, 1, 4, 9):
+            expected = 200_000 * (rank + 1) ** -1.1 / norm
+            assert abs(counts[rank] - expected) < 0.1 * expected, (rank, counts[rank], expected)
+        # Most of the mass on few items: the top 10% of ranks get well over half the draws.
+        assert sum(n for rank, n in counts.items() if rank < 100) > 0.6 * 200_000
+
+    def test_popular_items_are_spread_over_the_catalog_and_endpoints_hold_distinct_ids(self):
+        rng = random.Random(3)
+        zipf = Zipf(rng, 10_000, 1.1)
+        assert zipf.order[0] != 0 and sorted(zipf.order) == list(range(10_000))
+        event = make_event(rng, zipf, endpoints=50)
+        for endpoint in event["Endpoints"].values():
+            ids = endpoint["RecommendationItems"]
+            assert len(ids) == 5 and len(set(ids)) == 5
+
+
+def row(server: str, per_second: float, run: int, vs_floor: float | None = None) -> Row:
+    return Row(scenario="s", server=server, connections=64, processes=1, per_second=per_second,
+               p50_ms=1.0, p99_ms=float(run), errors=run - 1, timeouts=0, requests=100,
+               vs_floor=vs_floor, run=run)
+
+
+class TestSummary:
+    def test_median_of_odd_and_even_counts(self):
+        assert median([3.0, 1.0, 2.0]) == 2.0
+        assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+        assert median([]) is None
+
+    def test_repeated_runs_give_median_rate_and_ratio_range(self):
+        rows = [row("floor", 100, 1, 1.0), row("service", 90, 1, 0.9),
+                row("floor", 100, 2, 1.0), row("service", 120, 2, 1.2),
+                row("floor", 100, 3, 1.0), row("service", 100, 3, 1.0)]
+        floor, service = summarise(rows)
+        assert (floor.first.server, service.first.server) == ("floor", "service")
+        assert service.runs == 3 and service.per_second == 100 and service.p99_ms == 2.0
+        assert service.vs_floor == 1.0 and service.floor_range == (0.9, 1.2)
+        assert service.errors == 3  # summed over the runs
+        assert service.vs_naive is None
+        assert "0.90-1.20" in summary_table(rows)
+
+    def test_lag_cell_gives_the_max_since_start_and_the_measurement_s_bucket(self):
+        rows = [row("service", 90, 1), row("service", 100, 2)]
+        rows[0].max_lag_ms, rows[0].lag_bucket_ms = 79.0, 25.0
+        rows[1].max_lag_ms, rows[1].lag_bucket_ms = 60.0, 50.0
+        assert "79.0 (<=50)" in summary_table(rows)
+
+
+class TestLag:
+    METRICS = (
+        "# TYPE enricher_event_loop_lag_seconds histogram\n"
+        'enricher_event_loop_lag_seconds_bucket{le="0.005"} %d\n'
+        'enricher_event_loop_lag_seconds_bucket{le="0.05"} %d\n'
+        'enricher_event_loop_lag_seconds_bucket{le="0.5"} %d\n'
+        'enricher_event_loop_lag_seconds_bucket{le="+Inf"} %d\n'
+        "enricher_event_loop_lag_max_seconds %s\n"
+    )
+
+    def test_max_and_the_bucket_of_the_interval_s_largest_lag(self):
+        before = parse_lag(self.METRICS % (10, 10, 11, 11, "0.3"))  # warm-up: one 300 ms lag
+        after = parse_lag(self.METRICS % (50, 58, 59, 59, "0.3"))  # load: nothing above 50 ms
+        assert after.max_ms == pytest.approx(300)
+        assert after.highest_bucket_since(before) == pytest.approx(50)
+        assert after.highest_bucket_since(None) == pytest.approx(500)
+
+    def test_absent_metrics_give_nothing(self):
+        lag = parse_lag("enricher_requests_total 3\n")
+        assert lag.max_ms is None and lag.highest_bucket_since(None) is None
+
+
+class TestNaiveServer:
+    def test_one_query_names_only_the_needed_columns(self):
+        sql, _ = query_for("guide1")
+        assert sql == ("SELECT id, image_url FROM items WHERE catalog_id = $1 "
+                       "AND id = ANY($2::text[])")
+        sql, _ = query_for("pinpoint")
+        assert "title, genre, price_amount::text, price_currency FROM" in sql
+
+    @pytest.mark.parametrize("shape", sorted(SHAPES))
+    async def test_answers_as_the_floor_does(self, pg_server_url: str, shape: str):
+        items = 300
+        name, _ = await database.create_database(pg_server_url)
+        try:
+            db = await database.load(pg_server_url, name, items, lambda _m: None)
+            rng = random.Random(5)
+            event = make_event(rng, items + 50, endpoints=20, shape=shape)  # some IDs missing
+            floor = TestClient(TestServer(create_floor_app(floor_items(items, shape), shape)))
+            naive = TestClient(TestServer(create_naive_app(db.url, db.catalog_id, shape)))
+            async with floor, naive:
+                answers = []
+                for client in (floor, naive):
+                    done = await client.post("/v1/recommenders/x/transform",
+                                             data=orjson.dumps(event))
+                    assert done.status == 200
+                    answers.append(await done.json())
+                    got = await client.get("/v1/recommenders/x/content",
+                                           params={"ids": "100001,100299,999999"})
+                    assert got.status == 200
+                    answers.append(await got.json())
+            assert answers[0] and answers[0] == answers[2]
+            assert answers[1]["missing"] == ["999999"] and answers[1] == answers[3]
+        finally:
+            await drop_database(pg_server_url, name)
