@@ -5,6 +5,7 @@ state is the whole process's."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -46,3 +47,45 @@ def test_the_defaults_would_have_run_full_collections():
     # What the setting is for: the same load with CPython's defaults scans everything repeatedly.
     full, tuned = run("defaults")
     assert not tuned and full > 1
+
+
+async def test_requests_leave_no_cycles_behind(client, make_key):
+    # A serving process collects its oldest generation only every few minutes: what a request
+    # leaves in a reference cycle stays until then. A cold transform's batch of rows was such a
+    # cycle (a flight and its answer), and so was every 404's request (through its traceback).
+    from tests.support.api import Api
+    from tests.support.catalogs import load_catalog, put_recommender
+
+    api = Api(client, await make_key("acme", "admin"))
+    stranger = Api(client, "ce_" + "A" * 43)
+    await load_catalog(api, "movies", [{"id": str(i), "title": f"Movie {i}"} for i in range(60)])
+    await put_recommender(api, "movies", "movies", ("Title", "title"))
+    path = "/v1/recommenders/movies/transform"
+
+    def event(k: int) -> dict:
+        return {"Endpoints": {f"e{j}": {"RecommendationItems": [str((k + j) % 60), "nope"]}
+                              for j in range(5)}}
+
+    async def requests(k: int) -> None:
+        assert (await api.post(path, event(k)))[0] == 200  # cold the first times, then warm
+        assert (await api.post(path, raw=b"{not json"))[0] == 400
+        assert (await api.post(path, {"Endpoints": {"x": {"RecommendationItems": 5}}}))[0] == 422
+        assert (await stranger.post(path, event(k)))[0] == 401
+        assert (await api.get("/v1/no-such-route"))[0] == 404
+        assert (await api.get(f"/v1/recommenders/movies/content?ids={k},{k + 1}"))[0] == 200
+        assert (await api.get(f"/v1/catalogs/movies/items/{k}"))[0] == 200
+
+    await requests(0)  # first-use caches (keys, recommender, routes) out of the way
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for k in range(1, 25):
+            await requests(k)
+        gc.collect()
+        left = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not left & {"Flight", "FlightAnswer", "Request", "frame", "Record"}, left

@@ -209,6 +209,16 @@ class ItemBatcher:
         return values
 
     async def _query(self, flight: Flight) -> None:
+        try:
+            await self._answer(flight)
+        finally:
+            # The flight and its answer point at each other (waiters read the flight's
+            # `provisional` through the answer): a cycle, which reference counting cannot free,
+            # holding a whole batch of rows until a full collection. Once answered, the flight
+            # no longer needs its answer; the answer lives as long as its waiters hold it.
+            flight.future = None  # type: ignore[assignment]
+
+    async def _answer(self, flight: Flight) -> None:
         ids = list(flight.ids)
         started = time.perf_counter()
         try:

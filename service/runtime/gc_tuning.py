@@ -18,7 +18,7 @@ So:
   reaches it is nearly all long-lived cache entries, which reference counting frees when they are
   evicted. A cycle that becomes garbage there waits for `collect_everything`, which the event-loop
   sampler (service/runtime/loop_lag.py) runs every `FULL_EVERY_SECONDS`: one pause of a full scan
-  per quarter hour instead of several a second, logged with its length.
+  every five minutes instead of several a second, logged with its length.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from __future__ import annotations
 import gc
 import time
 
-YOUNG_THRESHOLD = 20_000
+YOUNG_THRESHOLD = 10_000
 MIDDLE_EVERY = 4
 NEVER = 1_000_000_000  # gen-2 threshold no count reaches: the oldest generation waits
-FULL_EVERY_SECONDS = 900.0
+FULL_EVERY_SECONDS = 300.0
 
 
 def tune_for_serving() -> None:

@@ -106,6 +106,11 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        # aiohttp keeps a routing failure (404, 405) on the request's match info, and its
+        # traceback holds this frame, which holds the request: a cycle per such request, left
+        # for the collector's oldest generation (service/runtime/gc_tuning.py). Not logged, so
+        # its traceback can go.
+        exc.__traceback__ = None
         response = problem_response(_http_problem(exc), request.path)
     except READ_ONLY:
         # A failover demoted the primary under us: its connections are replaced (new ones find
