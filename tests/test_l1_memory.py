@@ -1,5 +1,5 @@
 """L1's byte bound holds the memory it is about, measured with tracemalloc: items as they come
-from L2 (decoded JSON) and rows rendered by real enrichers, for 20 recommenders × 30 locales over
+from L2 (decoded JSON) and rows rendered by real enrichers, for 20 recommenders x 30 locales over
 the same items, the transform's worst case (each entry keeps rows per recommender and locale).
 
 The documented slack (README, "Memory"): what L1 holds stays within ENRICHER_CACHE_MAX_BYTES plus
@@ -50,7 +50,7 @@ def item_json(i: int) -> bytes:
 
 
 def fill(cache: LocalCache, count: int) -> None:
-    """Store `count` items, then render and attach their rows for every recommender × locale,
+    """Store `count` items, then render and attach their rows for every recommender x locale,
     recommender by recommender and locale by locale, as many requests would."""
     for start in range(0, count, 50):
         items = {f"item-{i:06d}": orjson.loads(item_json(i)) for i in range(start, start + 50)}
