@@ -32,6 +32,7 @@ largest size is copied, as a dict never gives back the room it once grew to.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -62,34 +63,38 @@ _NOTHING_DERIVED = object()  # a key no entry holds: `lookup` is `lookup_derived
 # Derived tables kept at once (recommender versions times locales in use); past it, all are dropped.
 MAX_DERIVED_TABLES = 256
 
-# What an entry costs beyond the sizes of its key's ID and its item's objects: its OrderedDict slot
-# and link, the key and entry tuples, the two deadlines, the generation (tracemalloc, CPython 3.11:
-# tests/test_l1_memory.py measures it and fails when this no longer covers it).
+# What an entry costs beyond its item: its OrderedDict slot and link, the key and entry tuples, the
+# two deadlines, the generation, the ID's string object (tracemalloc, CPython 3.11:
+# tests/test_l1_memory.py measures it and fails when these no longer cover what L1 holds).
 ENTRY_OVERHEAD = 400
+# An item beyond the text `item_bytes` counts: its mapping (an L2-decoded dict, the larger; a
+# Record from Postgres is smaller), price, version, updated_at.
+ITEM_OVERHEAD = 600
 # What a derived value costs beyond its own objects: its slot in the entry's dict of derived values
 # and in its table (a dict holds up to a third more room than entries, then doubles).
 DERIVED_OVERHEAD = 120
-# Inside an item's JSON fields (attributes, locales), each object and each string: estimated from
-# the field's JSON text (keys counted as strings, though orjson shares short ones between items).
-_JSON_OBJECT_BYTES = 200
-_JSON_STRING_BYTES = 30
-_JSON_FIELDS = (dict, list)
+# Each string of the item's text (top-level texts, and keys and values inside its JSON fields),
+# beyond its characters: its object, and its share of the dicts holding it (a locale's dict).
+_STRING_BYTES = 100
+# The fields whose size varies with the item: texts (as UTF-8, which is at least what CPython
+# holds of them, give or take a header) and the JSON fields (attributes, locales).
+_SIZED_FIELDS = ("id", "title", "genre", "image_url", "url", "attributes", "locales")
+_sized_fields = operator.itemgetter(*_SIZED_FIELDS)
 _dumps = orjson.dumps
 
 
 def item_bytes(item_id: str, value: Any) -> int:
-    """The bytes L1 accounts for an entry of `value` (an item or ABSENT): C-speed sizes of the ID,
-    the item and its fields, plus an estimate of its JSON fields' contents from their text."""
+    """The bytes L1 accounts for an entry of `value` (an item or ABSENT), in a few C calls: its
+    texts and JSON fields serialised at once, their length, and a cost per string in them."""
     if value is ABSENT:
-        return ENTRY_OVERHEAD + getsizeof(item_id)
-    fields = list(value.values())
-    size = ENTRY_OVERHEAD + getsizeof(item_id) + getsizeof(value) + sum(map(getsizeof, fields))
-    for field in fields:
-        if field.__class__ in _JSON_FIELDS and field:
-            text = _dumps(field)
-            size += (len(text) + (text.count(b"{") + text.count(b"[")) * _JSON_OBJECT_BYTES
-                     + (text.count(b'"') >> 1) * _JSON_STRING_BYTES)
-    return size
+        return ENTRY_OVERHEAD + len(item_id)
+    try:
+        fields = _sized_fields(value)
+    except KeyError:  # an item read without some of these columns
+        fields = tuple(map(value.get, _SIZED_FIELDS))
+    text = _dumps(fields)
+    return (ENTRY_OVERHEAD + ITEM_OVERHEAD + len(item_id) + len(text)
+            + (text.count(b'"') >> 1) * _STRING_BYTES)
 
 
 def derived_bytes(value: Any) -> int:
