@@ -300,3 +300,18 @@ class TestEstimates:
     def test_row_estimate_counts_its_bytes(self):
         assert derived_bytes((b"x" * 500, b"y")) >= derived_bytes((b"x", b"y")) + 499
         assert derived_bytes(False) > 0
+
+    def test_a_table_that_shrank_gives_its_room_back(self):
+        """A dict keeps the room it grew to: a table whose rows mostly left is copied."""
+        import sys
+
+        cache = make_cache(Clock(), max_entries=10_000, max_bytes=0)
+        key = (0, "l00")
+        items = {f"i{n}": {"id": f"i{n}"} for n in range(2000)}
+        cache.store(1, items, cache.generation())
+        cache.attach(1, {i: (item, (b'"x"',)) for i, item in items.items()}, key)
+        full = sys.getsizeof(cache.derived_table(1, key))
+        cache.forget(1, [f"i{n}" for n in range(1900)])
+        rows = cache.derived_table(1, key)
+        assert rows == {f"i{n}": (b'"x"',) for n in range(1900, 2000)}
+        assert sys.getsizeof(rows) < full / 4
