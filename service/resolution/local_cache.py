@@ -92,7 +92,10 @@ def item_bytes(item_id: str, value: Any) -> int:
         fields = _sized_fields(value)
     except KeyError:  # an item read without some of these columns
         fields = tuple(map(value.get, _SIZED_FIELDS))
-    text = _dumps(fields)
+    try:
+        text = _dumps(fields)
+    except TypeError:  # orjson.JSONEncodeError: a value orjson cannot write (a huge integer)
+        text = repr(fields).encode()
     return (ENTRY_OVERHEAD + ITEM_OVERHEAD + len(item_id) + len(text)
             + (text.count(b'"') >> 1) * _STRING_BYTES)
 
