@@ -12,6 +12,7 @@ from service.web.app import create_app
 from service.web.app_keys import RESOLVER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.imports import NDJSON, ndjson
 from tests.support.metrics_reader import item_queries, sample
 from tests.support.redis_keys import key_ttl
 
@@ -104,6 +105,56 @@ class TestL1:
             assert (await api.post(TRANSFORM, many))[0] == 200
             assert len(resolver.local) <= 50
         assert sample(api.client.app, "enricher_l1_entries") == 50
+
+
+class TestL1Bytes:
+    """Through the app: transforms for many recommenders x locales over the same items keep L1's
+    accounted bytes (the gauge enricher_cache_bytes on /metrics) within ENRICHER_CACHE_MAX_BYTES,
+    rows kept on the entries included, and still answer right."""
+
+    RECOMMENDERS = 20
+    LOCALES = tuple(f"{language}_{country}" for language in ("en", "de", "fr", "es", "it", "pt")
+                    for country in ("US", "GB", "DE", "FR", "BR"))
+    BOUND = 256 * 1024
+
+    async def test_many_recommenders_and_locales_stay_within_the_bytes(
+        self, start, settings, make_key,
+    ):
+        bounded = dataclasses.replace(settings, cache_max_entries=100_000,
+                                      cache_max_bytes=self.BOUND)
+        api = await start(bounded, await make_key("acme", "admin"))
+        items = [{"id": f"m{i}", "title": f"Film numéro {i}", "genre": "Drame",
+                  "price": {"amount": "19.99", "currency": "EUR"},
+                  "image_url": f"https://images.example.com/catalog/{i:06d}/large.jpg?w=640"}
+                 for i in range(120)]
+        assert (await api.put("/v1/catalogs/movies", {}))[0] in (200, 201)
+        status, answer, _ = await api.call("POST", "/v1/catalogs/movies/items:import",
+                                           raw=ndjson(items), headers={"Content-Type": NDJSON})
+        assert status == 200, answer
+        for r in range(self.RECOMMENDERS):
+            await put_recommender(api, f"r{r}", "movies", ("Title", "title"),
+                                  ("Image", "image_url"), ("Price", "price"))
+        app = api.client.app
+        highest = 0.0
+        for r in range(self.RECOMMENDERS):
+            for n, locale in enumerate(self.LOCALES):
+                ids = [f"m{(n * 7 + k) % 120}" for k in range(40)]
+                body = {"Endpoints": {f"e{e}": {"RecommendationItems": ids[e * 4:e * 4 + 4],
+                                                "Demographic": {"Locale": locale}}
+                                      for e in range(10)}}
+                status, answer, _ = await api.post(f"/v1/recommenders/r{r}/transform", body)
+                assert status == 200, answer
+                assert answer["e3"]["Recommendations"]["Title"] == [
+                    f"Film numéro {(n * 7 + k) % 120}" for k in range(12, 16)]
+                highest = max(highest, sample(app, "enricher_cache_bytes"))
+        local = app[RESOLVER].local
+        assert highest <= self.BOUND
+        assert self.BOUND / 2 < local.accounted_bytes <= self.BOUND
+        assert len(local) < 120  # the bytes bound evicted entries the entry bound would keep
+        async with api.client.get("/metrics") as response:
+            text = await response.text()
+        line = next(x for x in text.splitlines() if x.startswith("enricher_cache_bytes "))
+        assert float(line.split()[1]) == local.accounted_bytes
 
 
 class TestL2:

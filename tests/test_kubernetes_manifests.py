@@ -124,6 +124,16 @@ class TestBrokenCopies:
         _, objects = broken_copy(tmp_path, more_cpu)
         assert "--workers 2 does not match the CPU request 4" in invariant_problems(objects)
 
+    def test_memory_limit_below_the_l1_byte_bound(self, tmp_path):
+        def bigger_cache(container: dict) -> None:
+            for entry in container["env"]:
+                if entry["name"] == "ENRICHER_CACHE_MAX_BYTES":
+                    entry["value"] = str(1024 * 1024 * 1024)
+
+        _, objects = broken_copy(tmp_path, bigger_cache)
+        assert any(p.startswith("the memory limit 1Gi is below --workers 2")
+                   for p in invariant_problems(objects))
+
     def test_database_url_written_in(self, tmp_path):
         def written(container: dict) -> None:
             for entry in container["env"]:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from service.resolution.local_cache import ABSENT, LocalCache
+from service.resolution.local_cache import (
+    ABSENT,
+    MAX_DERIVED_PER_ENTRY,
+    LocalCache,
+    derived_bytes,
+    item_bytes,
+)
 
 
 class Clock:
@@ -181,3 +187,131 @@ class TestDerivedValues:
         cache.store(1, {"c": {"id": "c"}}, cache.generation())
         assert cache.derived_table(1, self.KEY) == {"a": "row-a"}
         assert cache.lookup(1, ["b"])[2] == ["b"]
+
+
+def rendered_row(key: int, item_id: str) -> tuple[bytes, ...]:
+    """A transform's row: three serialised attribute values, as json_row makes them."""
+    return (b'"Title %d of %s"' % (key, item_id.encode()), b'"Genre"', b'"$19.99"')
+
+
+def derived_keys(recommenders: int = 20, locales: int = 30) -> list[tuple[int, str]]:
+    return [(r, f"l{loc:02d}") for r in range(recommenders) for loc in range(locales)]
+
+
+class TestByteBound:
+    """L1 accounts for the bytes of its entries and of the rows kept on them, and evicts the least
+    recently used entries while they pass `max_bytes`, however many (recommender, locale) rows
+    each entry keeps."""
+
+    def fill(self, cache: LocalCache, count: int, keys: list) -> dict[str, dict]:
+        items = {f"item-{i}": {"id": f"item-{i}", "title": f"Movie {i}", "available": True}
+                 for i in range(count)}
+        cache.store(1, items, cache.generation())
+        for key in keys:
+            cache.attach(1, {i: (item, rendered_row(key[0], i)) for i, item in items.items()}, key)
+        return items
+
+    def test_rows_for_many_keys_stay_within_the_bound_and_evict_lru(self):
+        bound = 200_000
+        cache = make_cache(Clock(), max_entries=100_000, max_bytes=bound)
+        cache.store(1, {"keep": {"id": "keep"}}, cache.generation())
+        highest = 0
+        for start in range(0, 2000, 100):
+            ids = [f"item-{i}" for i in range(start, start + 100)]
+            items = {i: {"id": i, "title": f"Movie {i}", "available": True} for i in ids}
+            cache.store(1, items, cache.generation())
+            for key in derived_keys(4, 5):
+                cache.attach(1, {i: (items[i], rendered_row(key[0], i)) for i in ids}, key)
+                highest = max(highest, cache.accounted_bytes)
+                cache.lookup(1, ["keep"])  # recently used: survives
+        assert highest <= bound
+        assert 0.5 * bound < cache.accounted_bytes <= bound  # filled, not emptied
+        fresh, _, missing = cache.lookup(1, ["keep", "item-0", "item-1999"])
+        assert set(fresh) == {"keep", "item-1999"}
+        assert missing == ["item-0"]
+        assert len(cache) < 2000  # the bytes bound, not the entry bound, evicted
+
+    def test_accounted_bytes_come_back_to_zero(self):
+        for drop in (lambda c: c.forget(1, [f"item-{i}" for i in range(50)]),
+                     lambda c: c.store(1, {f"item-{i}": ABSENT for i in range(50)},
+                                       c.generation()) or c.forget(
+                         1, [f"item-{i}" for i in range(50)])):
+            cache = make_cache(Clock(), max_entries=1000, max_bytes=10**9)
+            self.fill(cache, 50, derived_keys(2, 3))
+            assert cache.accounted_bytes > 50 * 6 * 100
+            drop(cache)
+            assert cache.accounted_bytes == 0
+            assert len(cache) == 0
+
+    def test_replacing_and_evicting_give_the_bytes_back(self):
+        cache = make_cache(Clock(), max_entries=10, max_bytes=10**9)
+        self.fill(cache, 10, derived_keys(1, 3))
+        one_entry = cache.accounted_bytes // 10
+        cache.store(1, {f"item-{i}": {"id": f"item-{i}"} for i in range(10)}, cache.generation())
+        plain = cache.accounted_bytes
+        assert plain < 10 * one_entry  # the rows went with the values they were made from
+        cache.store(1, {f"new-{i}": {"id": f"new-{i}"} for i in range(10)}, cache.generation())
+        assert len(cache) == 10
+        assert abs(cache.accounted_bytes - plain) < 10 * 10  # ten evicted, ten alike stored
+
+    def test_a_row_an_entry_drops_leaves_its_table(self):
+        """An entry keeps at most MAX_DERIVED_PER_ENTRY rows, then starts over: the rows it drops
+        are no longer in their tables either, nor in the accounted bytes."""
+        cache = make_cache(Clock(), max_entries=1000, max_bytes=10**9)
+        keys = derived_keys(3, 30)
+        self.fill(cache, 20, keys)
+        held = sum(len(cache.derived_table(1, key) or {}) for key in keys)
+        assert held <= 20 * MAX_DERIVED_PER_ENTRY
+        kept_now = [key for key in keys if cache.derived_table(1, key)]
+        assert len(kept_now) <= MAX_DERIVED_PER_ENTRY
+        # What is accounted is what the entries hold: as many as after attaching one round.
+        again = make_cache(Clock(), max_entries=1000, max_bytes=10**9)
+        self.fill(again, 20, keys[-len(kept_now):])
+        assert cache.accounted_bytes == again.accounted_bytes
+
+    def test_flushes_keep_the_accounting(self):
+        cache = make_cache(Clock(), max_entries=1000, max_bytes=10**9)
+        self.fill(cache, 10, derived_keys(1, 2))
+        before = cache.accounted_bytes
+        cache.flush_all()  # entries demoted to stale, still held (a fallback): still accounted
+        assert cache.accounted_bytes == before
+        cache.forget(1, [f"item-{i}" for i in range(10)])
+        assert cache.accounted_bytes == 0
+
+    def test_zero_is_no_byte_bound(self):
+        cache = make_cache(Clock(), max_entries=1000, max_bytes=0)
+        self.fill(cache, 100, derived_keys(2, 2))
+        assert len(cache) == 100
+        assert cache.accounted_bytes > 0
+
+
+class TestEstimates:
+    """The estimates L1 accounts for grow with what an item and a row hold."""
+
+    def test_item_estimate_counts_texts_and_json_fields(self):
+        small = {"id": "a", "title": "x"}
+        long = {"id": "a", "title": "x" * 1000}
+        localized = {"id": "a", "title": "x",
+                     "locales": {f"l{j}": {"title": "y" * 20} for j in range(30)}}
+        assert item_bytes("a", long) >= item_bytes("a", small) + 999
+        assert item_bytes("a", localized) >= item_bytes("a", small) + 30 * 20
+        assert item_bytes("a", ABSENT) < item_bytes("a", small)
+
+    def test_row_estimate_counts_its_bytes(self):
+        assert derived_bytes((b"x" * 500, b"y")) >= derived_bytes((b"x", b"y")) + 499
+        assert derived_bytes(False) > 0
+
+    def test_a_table_that_shrank_gives_its_room_back(self):
+        """A dict keeps the room it grew to: a table whose rows mostly left is copied."""
+        import sys
+
+        cache = make_cache(Clock(), max_entries=10_000, max_bytes=0)
+        key = (0, "l00")
+        items = {f"i{n}": {"id": f"i{n}"} for n in range(2000)}
+        cache.store(1, items, cache.generation())
+        cache.attach(1, {i: (item, (b'"x"',)) for i, item in items.items()}, key)
+        full = sys.getsizeof(cache.derived_table(1, key))
+        cache.forget(1, [f"i{n}" for n in range(1900)])
+        rows = cache.derived_table(1, key)
+        assert rows == {f"i{n}": (b'"x"',) for n in range(1900, 2000)}
+        assert sys.getsizeof(rows) < full / 4

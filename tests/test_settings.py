@@ -31,6 +31,8 @@ class TestFromEnv:
         ("ENRICHER_CONTENT_DEADLINE_MS", "9"), ("ENRICHER_CONTENT_DEADLINE_MS", "soon"),
         ("ENRICHER_PERSONALIZE_ENDPOINT_URL", "ftp://u:secret@h"),
         ("ENRICHER_PERSONALIZE_ENDPOINT_URL", "personalize.example.com"),
+        ("ENRICHER_CACHE_MAX_BYTES", "256MiB"), ("ENRICHER_CACHE_MAX_BYTES", "-1"),
+        ("ENRICHER_CACHE_MAX_BYTES", "1000"),
     ])
     def test_bad_value_names_the_variable(self, name, value):
         with pytest.raises(SettingsError) as caught:
@@ -48,6 +50,12 @@ class TestFromEnv:
         assert (settings.max_content_ids, settings.content_deadline_ms) == (10, 900)
         assert settings.personalize_endpoint_url == "https://u:hunter2@vpce.example.com/x"
         assert "hunter2" not in repr(settings)
+
+    def test_cache_byte_bound(self):
+        assert Settings.from_env({}).cache_max_bytes == 256 * 1024 * 1024
+        assert Settings.from_env({"ENRICHER_CACHE_MAX_BYTES": "0"}).cache_max_bytes == 0
+        settings = Settings.from_env({"ENRICHER_CACHE_MAX_BYTES": "67108864"})
+        assert settings.cache_max_bytes == 64 * 1024 * 1024
 
     def test_every_problem_reported_at_once(self):
         with pytest.raises(SettingsError) as caught:

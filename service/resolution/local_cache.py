@@ -1,11 +1,14 @@
-"""L1: the per-process item cache, bounded by entry count, with TTLs and a stale window.
+"""L1: the per-process item cache, bounded by entry count and by bytes, with TTLs and a stale window.
 
 Keys are (catalog ID, item ID); a value is an item (any mapping with the item columns) or
 `ABSENT`, a negative entry saying "not in the catalog" (kept for a shorter TTL). An entry is
 *fresh* until its TTL passes, then *stale* for `stale_seconds` more: a stale entry is never answered
 as if it were current, only handed to the resolver as a fallback for when Postgres fails or is too
-slow. Past the stale window it is gone. The least recently used entry is evicted when the bound is
-reached, so a large catalog cannot take the process down.
+slow. Past the stale window it is gone. The least recently used entry is evicted when either bound
+is passed, so a large catalog cannot take the process down: `max_entries`, and `max_bytes` (0: none)
+over the bytes L1 accounts for, an estimate made once per entry when it is stored (`item_bytes`)
+and once per derived value when it is attached (`derived_bytes`), both calibrated against
+tracemalloc (tests/test_l1_memory.py), and given back when the entry or value goes.
 
 Flushes come in two strengths. `forget` drops entries outright: the item is known to have changed,
 and serving the old version even as a fallback would be wrong. `flush_catalog` and `flush_all` (a
@@ -21,16 +24,23 @@ with nothing derived yet. Each derived key also has a table of the values derive
 entries are fresh (`derived_table`), so a warm transform finds all its rows with C-speed set and
 dict operations instead of a Python loop over its IDs: a row leaves its table when its entry is
 forgotten, replaced, evicted or flushed, and the whole table is dropped when its earliest entry's
-TTL passes (its rows are then found again, entry by entry, and put back).
+TTL passes (its rows are then found again, entry by entry, and put back). A table only refers to
+values its entries keep (a value an entry drops, when it starts over, leaves its table too), so
+accounting for the entries accounts for the tables; a table that has shrunk to a quarter of its
+largest size is copied, as a dict never gives back the room it once grew to.
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from itertools import repeat
+from sys import getsizeof
 from typing import Any
+
+import orjson
 
 
 class _Absent:
@@ -44,32 +54,94 @@ class _Absent:
 
 ABSENT: Any = _Absent()
 
-# (value, fresh until, stale until, generation stored in, derived values by key or None)
-_Entry = tuple[Any, float, float, int, dict | None]
+# (value, fresh until, stale until, generation stored in, derived values by key or None, the
+# bytes accounted for it: its item's estimate and its derived values'
+_Entry = tuple[Any, float, float, int, dict | None, int]
 # Derived values an entry keeps (recommender versions times locales) before it starts over.
 MAX_DERIVED_PER_ENTRY = 8
 _NOTHING_DERIVED = object()  # a key no entry holds: `lookup` is `lookup_derived` without any
 # Derived tables kept at once (recommender versions times locales in use); past it, all are dropped.
 MAX_DERIVED_TABLES = 256
 
+# What an entry costs beyond its item: its OrderedDict slot and link, the key and entry tuples, the
+# two deadlines, the generation, the ID's string object (tracemalloc, CPython 3.11:
+# tests/test_l1_memory.py measures it and fails when these no longer cover what L1 holds).
+ENTRY_OVERHEAD = 400
+# An item beyond the text `item_bytes` counts: its mapping (an L2-decoded dict, the larger; a
+# Record from Postgres is smaller), price, version, updated_at.
+ITEM_OVERHEAD = 600
+# What a derived value costs beyond its own objects: its slot in the entry's dict of derived values
+# and in its table (a dict holds up to a third more room than entries, then doubles).
+DERIVED_OVERHEAD = 120
+# Each string of the item's text (top-level texts, and keys and values inside its JSON fields),
+# beyond its characters: its object, and its share of the dicts holding it (a locale's dict).
+_STRING_BYTES = 100
+# The fields whose size varies with the item: texts (as UTF-8, which is at least what CPython
+# holds of them, give or take a header) and the JSON fields (attributes, locales).
+_SIZED_FIELDS = ("id", "title", "genre", "image_url", "url", "attributes", "locales")
+_sized_fields = operator.itemgetter(*_SIZED_FIELDS)
+_dumps = orjson.dumps
+
+
+def item_bytes(item_id: str, value: Any) -> int:
+    """The bytes L1 accounts for an entry of `value` (an item or ABSENT), in a few C calls: its
+    texts and JSON fields serialised at once, their length, and a cost per string in them."""
+    if value is ABSENT:
+        return ENTRY_OVERHEAD + len(item_id)
+    try:
+        fields = _sized_fields(value)
+    except KeyError:  # an item read without some of these columns
+        fields = tuple(map(value.get, _SIZED_FIELDS))
+    try:
+        text = _dumps(fields)
+    except TypeError:  # orjson.JSONEncodeError: a value orjson cannot write (a huge integer)
+        text = repr(fields).encode()
+    return (ENTRY_OVERHEAD + ITEM_OVERHEAD + len(item_id) + len(text)
+            + (text.count(b'"') >> 1) * _STRING_BYTES)
+
+
+def derived_bytes(value: Any) -> int:
+    """The bytes L1 accounts for a derived value: a rendered row (a tuple of bytes), bytes or text
+    (their sizes), anything else (False, a shared marker) its slots only."""
+    kind = value.__class__
+    if kind is tuple:
+        return DERIVED_OVERHEAD + getsizeof(value) + sum(map(getsizeof, value))
+    if kind is bytes or kind is str:
+        return DERIVED_OVERHEAD + getsizeof(value)
+    return DERIVED_OVERHEAD
+
 
 class _DerivedTable:
     """Values derived under one key from fresh entries of one catalog: item ID → derived value."""
 
-    __slots__ = ("catalog_id", "rows", "valid_until")
+    __slots__ = ("catalog_id", "peak", "rows", "valid_until")
 
     def __init__(self, catalog_id: int) -> None:
         self.catalog_id = catalog_id
         self.rows: dict[str, Any] = {}
         self.valid_until = float("inf")  # the earliest TTL end among the rows' entries
+        self.peak = 0  # the most rows it has held since it was made or copied
+
+    def grew(self) -> None:
+        if len(self.rows) > self.peak:
+            self.peak = len(self.rows)
+
+    def remove(self, item_id: str) -> None:
+        rows = self.rows
+        if rows.pop(item_id, rows) is not rows and len(rows) * 4 < self.peak:
+            # A dict keeps the room it grew to; a copy has only what it needs. A caller still
+            # reading the old dict reads rows that were right when it got them.
+            self.rows = dict(rows)
+            self.peak = len(rows)
 
 
 class LocalCache:
     def __init__(
         self, *, max_entries: int, ttl: float, negative_ttl: float, stale_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 0, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes  # 0: no byte bound (the bytes are still accounted for)
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.stale_seconds = stale_seconds
@@ -79,6 +151,7 @@ class LocalCache:
         self._floor = 0
         self._catalog_floor: dict[int, int] = {}
         self._tables: dict[Any, _DerivedTable] = {}
+        self._bytes = 0
 
     @property
     def enabled(self) -> bool:
@@ -86,6 +159,11 @@ class LocalCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def accounted_bytes(self) -> int:
+        """The bytes L1 accounts for now: its entries' estimates and their derived values'."""
+        return self._bytes
 
     def generation(self) -> int:
         """The current generation: take it before a read from a slower tier, pass it to `store`."""
@@ -121,7 +199,7 @@ class LocalCache:
             if entry is None:
                 missing.append(item_id)
                 continue
-            value, fresh_until, stale_until, generation, kept = entry
+            value, fresh_until, stale_until, generation, kept, size = entry
             if now < fresh_until and generation > floor:
                 touch(key)
                 if kept is not None and derived_key in kept:
@@ -137,7 +215,11 @@ class LocalCache:
                 stale[item_id] = value
             else:
                 del entries[key]
-                self._untable(catalog_id, (item_id,))
+                self._bytes -= size
+                if kept:
+                    self._untable(catalog_id, item_id, kept)
+        if table is not None:
+            table.grew()
         return derived, fresh, stale, missing
 
     def derived_table(self, catalog_id: int, derived_key: Any) -> dict[str, Any] | None:
@@ -163,21 +245,37 @@ class LocalCache:
         table = self._table(catalog_id, derived_key)
         now = self.clock()
         floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
+        added = 0
         for item_id, (value, derived) in values.items():
             key = (catalog_id, item_id)
             entry = entries.get(key)
             if entry is None or entry[0] is not value:
                 continue  # gone, or replaced by a newer value meanwhile
             kept = entry[4]
-            if kept is None or len(kept) >= MAX_DERIVED_PER_ENTRY:
-                # A new dict in a new tuple; the key keeps its place in the LRU order.
-                entries[key] = (*entry[:4], {derived_key: derived})
+            size = entry[5] + derived_bytes(derived)
+            if kept is None:
+                kept = {derived_key: derived}
+            elif derived_key in kept:
+                size -= derived_bytes(kept[derived_key])
+                kept[derived_key] = derived
+            elif len(kept) >= MAX_DERIVED_PER_ENTRY:
+                # Start over: what it kept leaves the entry, its tables and the accounted bytes.
+                size -= sum(map(derived_bytes, kept.values()))
+                self._untable(catalog_id, item_id, kept)
+                kept = {derived_key: derived}
             else:
                 kept[derived_key] = derived
+            added += size - entry[5]
+            # A new tuple (the size changed); the key keeps its place in the LRU order.
+            entries[key] = (*entry[:4], kept, size)
             fresh_until = entry[1]
             if now < fresh_until and entry[3] > floor:
                 table.rows[item_id] = derived
                 table.valid_until = min(table.valid_until, fresh_until)
+        table.grew()
+        self._bytes += added
+        if added > 0:
+            self._evict()
 
     def store(self, catalog_id: int, values: Mapping[str, Any], generation: int) -> None:
         """Keep `values` (id → item or ABSENT) read at `generation`; older than a flush = stale."""
@@ -185,35 +283,47 @@ class LocalCache:
             return
         now = self.clock()
         entries = self._entries
-        move_to_end = entries.move_to_end
+        pop = entries.pop
+        added = 0
         # Two kinds of entry, so two sets of times, computed once (a cold event stores hundreds).
         found_until, found_stale = now + self.ttl, now + self.ttl + self.stale_seconds
         absent_until = now + self.negative_ttl
         absent_stale = absent_until + self.stale_seconds
         for item_id, value in values.items():
             key = (catalog_id, item_id)
+            size = item_bytes(item_id, value)
+            replaced = pop(key, None)  # a new key goes last in the LRU order
             if value is ABSENT:
-                entries[key] = (value, absent_until, absent_stale, generation, None)
+                entries[key] = (value, absent_until, absent_stale, generation, None, size)
             else:
-                entries[key] = (value, found_until, found_stale, generation, None)
-            move_to_end(key)
-        self._untable(catalog_id, values)  # what was derived from the values these replace
-        overflow = len(entries) - self.max_entries
-        if overflow > 0:
-            # Evicted together, then taken out of the tables once per catalog, not once per ID.
-            evicted = [entries.popitem(last=False)[0] for _ in range(overflow)]
-            by_catalog: dict[int, list[str]] = {}
-            for evicted_catalog, evicted_id in evicted:
-                by_catalog.setdefault(evicted_catalog, []).append(evicted_id)
-            for evicted_catalog, ids in by_catalog.items():
-                self._untable(evicted_catalog, ids)
+                entries[key] = (value, found_until, found_stale, generation, None, size)
+            added += size
+            if replaced is not None:
+                added -= replaced[5]
+                if replaced[4]:  # what was derived from the value this replaces
+                    self._untable(catalog_id, item_id, replaced[4])
+        self._bytes += added
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop least recently used entries while either bound is passed."""
+        entries = self._entries
+        max_bytes = self.max_bytes or float("inf")
+        while entries and (len(entries) > self.max_entries or self._bytes > max_bytes):
+            (evicted_catalog, evicted_id), entry = entries.popitem(last=False)
+            self._bytes -= entry[5]
+            if entry[4]:
+                self._untable(evicted_catalog, evicted_id, entry[4])
 
     def forget(self, catalog_id: int, ids: Iterable[str]) -> None:
         """Drop entries known to be wrong (the items changed)."""
-        ids = list(ids)
+        pop = self._entries.pop
         for item_id in ids:
-            self._entries.pop((catalog_id, item_id), None)
-        self._untable(catalog_id, ids)
+            entry = pop((catalog_id, item_id), None)
+            if entry is not None:
+                self._bytes -= entry[5]
+                if entry[4]:
+                    self._untable(catalog_id, item_id, entry[4])
 
     def flush_catalog(self, catalog_id: int) -> None:
         """Demote every entry of one catalog to stale."""
@@ -239,12 +349,11 @@ class LocalCache:
             table = self._tables[derived_key] = _DerivedTable(catalog_id)
         return table
 
-    def _untable(self, catalog_id: int, ids: Iterable[str]) -> None:
-        """Take the values derived for `ids` out of the catalog's tables."""
-        if not self._tables:
-            return
-        if not isinstance(ids, (list, tuple, dict)):
-            ids = list(ids)
-        for table in self._tables.values():
-            if table.catalog_id == catalog_id:
-                deque(map(table.rows.pop, ids, repeat(None)), maxlen=0)  # C speed, per ID
+    def _untable(self, catalog_id: int, item_id: str, kept: dict) -> None:
+        """Take the values derived for `item_id` (the keys its entry keeps) out of their tables:
+        a table holds only values its entries keep."""
+        tables = self._tables
+        for derived_key in kept:
+            table = tables.get(derived_key)
+            if table is not None and table.catalog_id == catalog_id:
+                table.remove(item_id)

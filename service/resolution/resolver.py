@@ -84,6 +84,7 @@ class ItemResolver:
         # Rows a replica had behind a notified change, served past the deadline (degraded).
         self._count["replica", "stale_served"] = lookups.labels("replica", "stale_served")
         metrics.l1_entries.set_function(lambda: len(local))
+        metrics.l1_bytes.set_function(lambda: local.accounted_bytes)
 
     async def resolve(
         self, catalog_id: int, ids: Iterable[str], *, deadline: Deadline | None = None,

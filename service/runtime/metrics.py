@@ -8,7 +8,8 @@ With `serve --workers N` the workers share their numbers through files, promethe
 multiprocess mode: the supervisor calls `share_between_processes(directory)` before it forks any
 worker, and a scrape of any worker then reports the sum over all of them (counters and histograms
 of workers that have died since included, so they never go backwards; `enricher_l1_entries`
-summed over the live workers). One process alone keeps its numbers in memory, as before.
+and `enricher_cache_bytes` summed over the live workers). One process alone keeps its numbers in
+memory, as before.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ class Metrics:
         )
         self.l1_entries = SampledGauge(Gauge(
             "enricher_l1_entries", "Entries held in the L1 item caches (summed over live workers).",
+            registry=registry, multiprocess_mode="livesum",
+        ), shared=bool(shared))
+        self.l1_bytes = SampledGauge(Gauge(
+            "enricher_cache_bytes",
+            "Bytes the L1 item caches account for: entries and the rows kept on them, bounded by "
+            "ENRICHER_CACHE_MAX_BYTES per process (summed over live workers).",
             registry=registry, multiprocess_mode="livesum",
         ), shared=bool(shared))
         self.l2_errors = Counter(
@@ -251,6 +258,7 @@ class Metrics:
     def refresh(self) -> None:
         """Write down the sampled gauges (shared between processes only; else a no-op)."""
         self.l1_entries.refresh()
+        self.l1_bytes.refresh()
 
 
 class SupervisorMetrics:

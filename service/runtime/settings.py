@@ -80,6 +80,7 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "ce"
     cache_max_entries: int = 100_000
+    cache_max_bytes: int = 256 * MIB  # L1's bytes, rows kept on its entries included; 0: no bound
     cache_ttl: float = 300.0
     cache_negative_ttl: float = 30.0
     cache_stale_seconds: float = 3600.0
@@ -158,6 +159,7 @@ class Settings:
             "redis_prefix": reader.pattern("ENRICHER_REDIS_PREFIX", "ce", r"[A-Za-z0-9_.-]{1,64}"),
             "cache_max_entries": reader.integer("ENRICHER_CACHE_MAX_ENTRIES", 100_000, 0,
                                                 100_000_000),
+            "cache_max_bytes": reader.cache_bytes("ENRICHER_CACHE_MAX_BYTES", 256 * MIB),
             "cache_ttl": reader.seconds("ENRICHER_CACHE_TTL_SECONDS", 300.0),
             "cache_negative_ttl": reader.seconds("ENRICHER_CACHE_NEGATIVE_TTL_SECONDS", 30.0),
             "cache_stale_seconds": reader.seconds("ENRICHER_CACHE_STALE_SECONDS", 3600.0,
@@ -231,6 +233,17 @@ class _EnvReader:
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         return self._ranged(name, default, int, low, high, f"an integer from {low} to {high}")
+
+    def cache_bytes(self, name: str, default: int) -> int:
+        """0 (no bound) or a number of bytes from 1 MiB to 1 TiB."""
+        def cast(raw: str) -> int:
+            value = int(raw)
+            if value != 0 and not MIB <= value <= 1024 * 1024 * MIB:
+                raise ValueError
+            return value
+
+        return self._read(name, default, cast,
+                          f"0 (no bound) or an integer from {MIB} to {1024 * 1024 * MIB}")
 
     def seconds(self, name: str, default: float, minimum: float = 0.001) -> float:
         def cast(raw: str) -> float:

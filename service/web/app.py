@@ -145,7 +145,8 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
     # Only a replica can answer rows older than a notified change.
     notified = NotifiedVersions(notified_window(settings)) if settings.database_read_url else None
     local = LocalCache(
-        max_entries=settings.cache_max_entries, ttl=settings.cache_ttl,
+        max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes,
+        ttl=settings.cache_ttl,
         negative_ttl=settings.cache_negative_ttl, stale_seconds=stale,
     )
     resolver = ItemResolver(

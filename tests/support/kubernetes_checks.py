@@ -109,6 +109,22 @@ def cpu_cores(quantity: str | int | float) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
+MIB = 1024 * 1024
+_MEMORY_UNITS = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB, "K": 1000, "M": 1000**2, "G": 1000**3}
+# What a worker takes besides its L1, and how far L1 may pass its byte bound (README, Size).
+WORKER_BASE_BYTES = 120 * MIB
+L1_SLACK = 1.1
+DEFAULT_CACHE_MAX_BYTES = 256 * MIB
+
+
+def memory_bytes(quantity: str | int) -> int:
+    text = str(quantity)
+    for unit, factor in _MEMORY_UNITS.items():
+        if text.endswith(unit):
+            return int(float(text[:-len(unit)]) * factor)
+    return int(text)
+
+
 def arg_after(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args and args.index(flag) + 1 < len(args) else None
 
@@ -191,6 +207,14 @@ def _size_problems(container: dict) -> list[str]:
     cpu = resources.get("requests", {}).get("cpu")
     if workers is None or cpu is None or int(workers) != cpu_cores(cpu):
         problems.append(f"--workers {workers} does not match the CPU request {cpu}")
+    limit = resources.get("limits", {}).get("memory")
+    cache = env_of(container).get("ENRICHER_CACHE_MAX_BYTES", {}).get("value")
+    cache_bytes = DEFAULT_CACHE_MAX_BYTES if cache is None else int(cache)
+    if workers is not None and limit is not None and cache_bytes:
+        needed = int(workers) * (WORKER_BASE_BYTES + L1_SLACK * cache_bytes)
+        if memory_bytes(limit) < needed:
+            problems.append(f"the memory limit {limit} is below --workers {workers} x (120 MiB + "
+                            f"1.1 x ENRICHER_CACHE_MAX_BYTES {cache_bytes})")
     return problems
 
 
