@@ -27,6 +27,15 @@ from service.web.auth import SCOPES
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def _take_turn(request: web.Request) -> None:
+    """A burst of requests takes turns instead of holding the loop (runtime/loop_slices.py).
+    After the tenant's gate, not before: a flooding tenant's requests wait for their slots in
+    their own line, and another tenant's request queues here behind at most their cap."""
+    waiter = request.app[LOOP_SLICER].turn()
+    if waiter is not None:
+        await waiter
+
+
 def requires(scope: str, *, in_flight: bool = True, default_deadline: str = "default_deadline_ms"
              ) -> Callable[[Handler], Handler]:
     """Guard a handler: the caller's key must carry `scope` (or `admin`), its tenant be within
@@ -44,10 +53,6 @@ def requires(scope: str, *, in_flight: bool = True, default_deadline: str = "def
             # The deadline starts before anything can wait on Postgres, the key lookup included.
             deadline = request_deadline(request, budget_of(request.app[SETTINGS]))
             request[DEADLINE] = deadline
-            # A burst of requests takes turns instead of holding the loop (runtime/loop_slices.py).
-            waiter = request.app[LOOP_SLICER].turn()
-            if waiter is not None:
-                await waiter
             principal = await request.app[AUTHENTICATOR].authenticate(
                 request.headers.get("Authorization"), deadline
             )
@@ -62,10 +67,12 @@ def requires(scope: str, *, in_flight: bool = True, default_deadline: str = "def
             if in_flight:
                 await gate.take_slot(principal, deadline.remaining())
                 try:
+                    await _take_turn(request)
                     response = await handler(request)
                 finally:
                     gate.give_back_slot(principal)
             else:
+                await _take_turn(request)
                 response = await handler(request)
             if rate_headers and not response.prepared:
                 response.headers.update(rate_headers)
