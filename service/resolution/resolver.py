@@ -32,6 +32,7 @@ from service.resolution.item_batcher import Flight, FlightAnswer, ItemBatcher
 from service.resolution.local_cache import ABSENT, LocalCache
 from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.shared_cache import SharedCache
+from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.storage.db_faults import DATABASE_UNAVAILABLE
 from service.storage.read_routing import ReadRouting
@@ -61,8 +62,10 @@ class ItemResolver:
         shared: SharedCache | None, metrics: Metrics, batch_window_ms: float = 0.0,
         default_deadline_ms: int = 10_000, acquire_timeout: float = 5.0,
         reads: ReadRouting | None = None, notified: NotifiedVersions | None = None,
+        slicer: LoopSlicer | None = None,
     ) -> None:
         self.local = local
+        self.slicer = slicer
         self.shared = shared
         self.metrics = metrics
         self.default_deadline_ms = default_deadline_ms
@@ -142,6 +145,11 @@ class ItemResolver:
                 return resolved
         waits = self.batcher.fetch(catalog_id, missing, epoch)
         done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
+        # A batch's rows wake all its waiters at once, and each then renders its items: without
+        # a turn they would all run in one loop iteration (runtime/loop_slices.py).
+        waiter = self.slicer.turn() if self.slicer is not None else None
+        if waiter is not None:
+            await waiter
         unanswered: list[str] = []
         provisional: dict[str, Any] = {}
         for future, future_ids in waits.items():

@@ -155,6 +155,7 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         batch_window_ms=settings.batch_window_ms,
         default_deadline_ms=settings.default_deadline_ms,
         acquire_timeout=settings.db_acquire_timeout, reads=app[READS], notified=notified,
+        slicer=app[LOOP_SLICER],
     )
     app[RESOLVER] = resolver
     try:
