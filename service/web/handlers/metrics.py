@@ -3,13 +3,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import struct
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.web.app_keys import METRICS
 
+# With --workers N a scrape reads every worker's files. A worker that has just started may have
+# created its file but not yet sized and headed it (prometheus_client reads an empty file as a
+# struct.error), and a dead worker's files go while they are read: both pass in microseconds, so
+# the scrape is read again rather than answered 500.
+_RACES = (struct.error, FileNotFoundError)
+ATTEMPTS = 5  # waiting 10, 20, 40 and 80 ms between them
+
 
 async def metrics(request: web.Request) -> web.Response:
     """Unauthenticated, like /healthz: bind the port privately or filter /metrics at the proxy."""
-    body = generate_latest(request.app[METRICS].exposition)
+    exposition = request.app[METRICS].exposition
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            body = generate_latest(exposition)
+            break
+        except _RACES:
+            if attempt == ATTEMPTS:
+                raise
+            await asyncio.sleep(0.01 * 2 ** (attempt - 1))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
