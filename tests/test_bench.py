@@ -31,6 +31,16 @@ def bench_command(pg_server_url: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bench", *SMALL, "--database-url", pg_server_url, *extra]
 
 
+def run_bench(pg_server_url: str, tmp_path: Path, *extra: str,
+              timeout: int = 90) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """One bench run to its end, successful: what it printed, and its rows from --json."""
+    results = tmp_path / "results.json"
+    done = subprocess.run(bench_command(pg_server_url, *extra, "--json", str(results)),
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, json.loads(results.read_text())["rows"]
+
+
 def database_name(stderr: str) -> str:
     match = re.search(r"database (ce_bench_\w+): loading", stderr)
     assert match, stderr
@@ -52,12 +62,7 @@ class TestBenchRun:
     """A short run prints the table, with both servers measured on the same events."""
 
     def test_warm_scenario_runs_and_cleans_up(self, pg_server_url: str, tmp_path: Path):
-        results = tmp_path / "results.json"
-        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "warm", "--json",
-                                            str(results)),
-                              cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
-        rows = json.loads(results.read_text())["rows"]
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "warm")
         assert [(r["scenario"], r["server"]) for r in rows] == [("warm cache", "floor"),
                                                                 ("warm cache", "service")]
         floor, service = rows
@@ -73,12 +78,7 @@ class TestBenchRun:
         """The content scenario's GETs: the floor, the naive Postgres server and the service
         answered the check request alike (else the bench stops), every request under load with
         a 2xx."""
-        results = tmp_path / "results.json"
-        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "content", "--json",
-                                            str(results)),
-                              cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
-        rows = json.loads(results.read_text())["rows"]
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "content")
         assert [r["server"] for r in rows] == ["floor", "naive", "service"]
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
         assert rows[2]["vs_naive"] > 0 and "vs naive" in done.stdout
@@ -87,12 +87,8 @@ class TestBenchRun:
                                                              tmp_path: Path):
         """The user route's GETs: the service asked the bench's fake Personalize and answered
         as the floor (checked before timing), every request with a 2xx."""
-        results = tmp_path / "results.json"
-        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "content,user",
-                                            "--users", "50", "--json", str(results)),
-                              cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
-        rows = json.loads(results.read_text())["rows"]
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "content,user",
+                               "--users", "50", timeout=120)
         assert [r["server"] for r in rows] == ["floor", "naive", "service", "floor", "service"]
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
         assert "user route / content route" in done.stdout
@@ -102,14 +98,9 @@ class TestBenchRun:
                                                                    tmp_path: Path):
         """--repeat and --threads 1,2: every run kept in the JSON (three peers where the naive
         server runs, the service alone for locales-rss), one median line per server and count."""
-        results = tmp_path / "results.json"
-        done = subprocess.run(bench_command(pg_server_url, "--scenarios", "cold-zipf,locales-rss",
-                                            "--repeat", "2", "--threads", "1,2", "--cold-events",
-                                            "20", "--locale-items", "500", "--locale-events", "20",
-                                            "--json", str(results)),
-                              cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
-        rows = json.loads(results.read_text())["rows"]
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "cold-zipf,locales-rss",
+                               "--repeat", "2", "--threads", "1,2", "--cold-events", "20",
+                               "--locale-items", "500", "--locale-events", "20", timeout=240)
         zipf = [(r["threads"], r["run"], r["server"]) for r in rows if "Zipf" in r["scenario"]]
         assert zipf == [(t, n, s) for t in (1, 2) for n in (1, 2)
                         for s in ("floor", "naive", "service")]
