@@ -44,11 +44,8 @@ class TestStalledPostgres:
     """Postgres stops answering: what the caches know is served within the route's budget."""
 
     async def test_cached_and_uncached_ids(self, api: Api, proxy: TcpProxy):
-        proxy.stall()
-        try:
+        with proxy.stalled():
             status, answer, headers, took = await timed_get(api, "?ids=1,3,2")
-        finally:
-            proxy.resume()
         assert took < 1.6, f"answered after {took:.3f} s"
         assert status == 200
         assert headers["X-Degraded"] == "postgres-timeout"
@@ -62,25 +59,19 @@ class TestStalledPostgres:
         # A lost invalidation channel: every cache demoted to stale, so each must be asked for
         # again, and Postgres does not answer.
         app = api.client.app
-        proxy.stall()
-        try:
+        with proxy.stalled():
             app[RESOLVER].flush_all()
             app[AUTHENTICATOR].expire_all()
             app[RECOMMENDERS].expire_all()
             status, answer, headers, took = await timed_get(api, "?ids=1,2")
-        finally:
-            proxy.resume()
         assert took < 1.6, f"answered after {took:.3f} s"
         assert status == 200
         assert headers["X-Degraded"] == "postgres-timeout"
         assert answer["Recommendations"] == {"Title": ["Movie 1", "Movie 2"]}
 
     async def test_nothing_cached_is_a_503_with_retry_after(self, api: Api, proxy: TcpProxy):
-        proxy.stall()
-        try:
+        with proxy.stalled():
             status, problem, headers, took = await timed_get(api, "?ids=3,4")
-        finally:
-            proxy.resume()
         assert took < 2.0, f"answered after {took:.3f} s"
         assert status == 503
         assert headers["Content-Type"].startswith("application/problem+json")
@@ -91,26 +82,20 @@ class TestStalledPostgres:
                                                                        proxy: TcpProxy,
                                                                        make_key):
         other = await make_key("acme", "transform")  # never seen by this process
-        proxy.stall()
-        try:
+        with proxy.stalled():
             started = time.monotonic()
             status, _, headers = await api.get(CONTENT + "?ids=1",
                                                headers={"Authorization": f"Bearer {other}"})
             took = time.monotonic() - started
-        finally:
-            proxy.resume()
         assert took < 2.0
         assert status == 503
         assert headers["Retry-After"] == "1"
 
     async def test_deadline_header_still_wins(self, api: Api, proxy: TcpProxy):
-        proxy.stall()
-        try:
+        with proxy.stalled():
             started = time.monotonic()
             status, _, headers = await api.get(CONTENT + "?ids=1,3",
                                                headers={"X-Deadline-Ms": "300"})
             took = time.monotonic() - started
-        finally:
-            proxy.resume()
         assert took < 0.3
         assert (status, headers["X-Degraded"]) == (200, "postgres-timeout")

@@ -63,14 +63,12 @@ class TestStalledDatabase:
 
     @pytest.mark.parametrize("budget_ms", [150, 400])
     async def test_answer_before_the_deadline(self, api: Api, proxy: TcpProxy, budget_ms: int):
-        proxy.stall()
-        try:
+        # Resumed at the end of the block: the query the deadline cut short finishes before teardown.
+        with proxy.stalled():
             started = time.monotonic()
             status, answer, headers = await api.post(
                 TRANSFORM, event("1", "2"), headers={"X-Deadline-Ms": str(budget_ms)})
             took = time.monotonic() - started
-        finally:
-            proxy.resume()  # lets the query cut short by the deadline finish before teardown
         assert took < budget_ms / 1000, f"answered after {took:.3f} s"
         assert status == 200
         assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1"]
@@ -83,16 +81,13 @@ class TestStalledDatabase:
         # from a stalled Postgres must not hold the request past its deadline (a cancelled
         # asyncpg query once held it until the command timeout, 3 s here).
         app = api.client.app
-        proxy.stall()
-        try:
+        with proxy.stalled():
             app[AUTHENTICATOR].expire_all()
             app[RECOMMENDERS].expire_all()
             started = time.monotonic()
             status, answer, _ = await api.post(
                 TRANSFORM, event("1"), headers={"X-Deadline-Ms": "300"})
             took = time.monotonic() - started
-        finally:
-            proxy.resume()
         assert took < 0.3, f"answered after {took:.3f} s"
         assert status == 200  # the stale key and recommender, the cached item
         assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1"]
@@ -106,13 +101,10 @@ class TestStalledDatabase:
         await load_catalog(api, "movies", [{"id": "1", "title": "Movie 1"}])
         await put_recommender(api, "movies", "movies", ("Title", "title"))
         assert (await api.post(TRANSFORM, event("1")))[0] == 200
-        proxy.stall()
-        try:
+        with proxy.stalled():
             started = time.monotonic()
             status, _, headers = await api.post(TRANSFORM, event("1", "2"))
             took = time.monotonic() - started
-        finally:
-            proxy.resume()
         assert took < 0.3
         assert status == 200
         assert headers["X-Degraded"] == "postgres-timeout"

@@ -237,12 +237,9 @@ class TestPastTheDeadline:
                           db_command_timeout=3.0)
         assert (await api.post(TRANSFORM, event("1")))[0] == 200  # key, recommender, item warm
         assert (await api.put(ITEM + "1", {"title": "Sequel"}))[0] == 200
-        primary_proxy.stall()
-        try:
+        with primary_proxy.stalled():
             status, answer, headers = await api.post(TRANSFORM, event("1"),
                                                      headers={"X-Deadline-Ms": "300"})
-        finally:
-            primary_proxy.resume()
         assert status == 200
         assert answer["e1"]["Recommendations"]["Title"] == ["Movie 1"]
         assert headers["X-Degraded"] == "postgres-timeout"

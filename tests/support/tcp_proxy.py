@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+from collections.abc import Iterator
 
 
 class TcpProxy:
@@ -55,6 +56,15 @@ class TcpProxy:
         self._flowing.set()
         for link in self._links:
             link.flowing.set()
+
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """`stall` for the block, then `resume`, whatever the block raised."""
+        self.stall()
+        try:
+            yield
+        finally:
+            self.resume()
 
     def stall_listening(self) -> int:
         """Stop forwarding on the connections that sent a LISTEN (only those, and for good: the
