@@ -86,8 +86,10 @@ class LoopLagMonitor:
             if time.monotonic() >= next_full:
                 next_full = time.monotonic() + FULL_EVERY_SECONDS
                 if serving_tuned():  # the oldest generation is left to this (gc_tuning.py)
+                    before_full = self.gc.snapshot()
                     found, seconds = collect_everything()
-                    self.record(seconds, self.gc.snapshot())  # it held the loop: a lag too
+                    # It held the loop: a lag too, and a collection the counters must include.
+                    self.record(seconds, before_full)
                     log.info("full garbage collection", extra={
                         "unreachable": found, "ms": round(seconds * 1000, 1)})
 
