@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -44,6 +43,7 @@ from bench.servers import (
     floor_command,
     free_port,
     naive_command,
+    peer_env,
     scrape_lag,
     service_command,
     service_env,
@@ -240,7 +240,7 @@ class Bench:
             self.server_url = self.postgres.enter_context(
                 embedded_postgres(self.workdir / "postgres"))
         self.db_name, version = asyncio.run(database.create_database(self.server_url))
-        self.facts = machine(self.wrk, version)
+        self.facts = machine(self.wrk, version, self.args.env_by_scenario)
         say(f"database {self.db_name}: loading {self.args.items:,} items")
         self._db = asyncio.run(database.load(self.server_url, self.db_name, self.args.items, say))
         rng = random.Random(self.args.seed)
@@ -315,11 +315,11 @@ class Bench:
         log = self.workdir / f"{scenario.name}-{server_kind}.log"
         if server_kind == "floor":
             command = floor_command(port, args.items, scenario.processes, scenario.shape)
-            env = dict(os.environ)
+            env = peer_env(args.env_by_scenario[scenario.name])
             ready_timeout = 60 + args.items / 50_000
         elif server_kind == "naive":
             command = naive_command(port, db.url, db.catalog_id, scenario.shape)
-            env, ready_timeout = dict(os.environ), 60
+            env, ready_timeout = peer_env(args.env_by_scenario[scenario.name]), 60
         else:
             extra = {**(self.personalize.service_environment() if self.personalize else {}),
                      **scenario.service_env}

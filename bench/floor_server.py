@@ -4,7 +4,8 @@ One aiohttp process: read the body, parse it with orjson, look each endpoint's i
 dict of the whole catalog (tuples of the answered texts), add `Recommendations`, serialise with
 orjson. No auth, no validation, no database, no cache, no logging. It answers the same route and the
 same shape as the service (the bench checks that both answers are equal before timing anything),
-and uses uvloop exactly when the service would (when it is installed).
+and runs on the event loop the service would: the stdlib's, or uvloop's when ENRICHER_EVENT_LOOP is
+`uvloop` (the bench passes the service's value on).
 
     python -m bench.floor_server --port 8081 --items 1000000 [--processes 2]
 
@@ -127,13 +128,13 @@ def create_floor_app(items: dict[str, tuple], shape: str = "pinpoint") -> web.Ap
     return app
 
 
-def use_uvloop() -> None:
-    """uvloop exactly when the service would use it: when it is installed."""
-    try:
+def use_event_loop() -> None:
+    """The service's event loop (service/server.py install_event_loop): uvloop exactly when
+    ENRICHER_EVENT_LOOP says so."""
+    if os.environ.get("ENRICHER_EVENT_LOOP", "asyncio").lower() == "uvloop":
         import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def main() -> None:
@@ -145,7 +146,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="pinpoint",
                         help="the recommender attributes answered (bench/catalog.py SHAPES)")
     args = parser.parse_args()
-    use_uvloop()
+    use_event_loop()
     started = time.monotonic()
     items = floor_items(args.items, args.shape)
     print(f"floor: {len(items):,} items in {time.monotonic() - started:.1f} s", flush=True)

@@ -1,6 +1,6 @@
 """The naive Postgres server: what a user could write in an afternoon, to measure the cold path against.
 
-aiohttp + asyncpg + orjson (+ uvloop when installed, like the floor and the service). No cache, no
+aiohttp + asyncpg + orjson, on the service's event loop (like the floor). No cache, no
 auth, no validation, no logging: per transform event ONE query for every ID of the event,
 
     SELECT id, <only the needed columns> FROM items WHERE catalog_id = $1 AND id = ANY($2::text[])
@@ -25,7 +25,7 @@ from bench.floor_server import (
     content_ids,
     peer_app,
     transform_answer,
-    use_uvloop,
+    use_event_loop,
 )
 
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=10,
                         help="Postgres connections (default 10, the service's ENRICHER_DB_POOL_MAX)")
     args = parser.parse_args()
-    use_uvloop()
+    use_event_loop()
     web.run_app(create_naive_app(args.database_url, args.catalog_id, args.shape, args.pool_size),
                 host=args.host, port=args.port, access_log=None, print=None, backlog=1024)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import subprocess
@@ -54,12 +53,16 @@ def wrk_version(wrk: str) -> str:
     return first[0].split(" [")[0].removeprefix("wrk ") if first else "unknown"
 
 
-def machine(wrk: str, postgres_version: str) -> dict[str, str]:
+def machine(wrk: str, postgres_version: str,
+            env_by_scenario: dict[str, dict[str, str]]) -> dict[str, str]:
+    loops = sorted({env.get("ENRICHER_EVENT_LOOP", "asyncio").lower()
+                    for env in env_by_scenario.values()}) or ["asyncio"]
     return {
         "cores": str(len(os.sched_getaffinity(0))),
         "cpu": cpu_model(),
         "python": platform.python_version(),
-        "uvloop": "yes" if importlib.util.find_spec("uvloop") else "no",
+        # The servers' (service and peers alike): ENRICHER_EVENT_LOOP, given with --env.
+        "event loop": "/".join(loops),
         "postgres": postgres_version,
         "wrk": wrk_version(wrk),
     }

@@ -234,8 +234,18 @@ def scrape_lag(base_url: str) -> Lag:
         return Lag(None, {})
 
 
+EVENT_LOOP = "ENRICHER_EVENT_LOOP"
+
+
 def service_command(port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "service", "serve", "--port", str(port), "--workers", str(workers)]
+
+
+def peer_env(extra: dict[str, str]) -> dict[str, str]:
+    """A peer's (floor, naive) environment: ours, on the event loop the service gets from
+    `extra` (the stdlib's unless ENRICHER_EVENT_LOOP is there), so both run on the same one."""
+    env = {k: v for k, v in os.environ.items() if k != EVENT_LOOP}
+    return {**env, **({EVENT_LOOP: extra[EVENT_LOOP]} if EVENT_LOOP in extra else {})}
 
 
 def service_env(database_url: str, extra: dict[str, str]) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """A worker of `serve --workers N`: aiohttp's gunicorn worker, serving our app as `serve` does.
 
-`GunicornUVLoopWebWorker` (aiohttp's documented worker) gives the process its uvloop event loop
-and routes gunicorn's signals through it; what it would run is replaced by `ServingApp`, the same
+`GunicornWebWorker` (aiohttp's documented worker) gives the process its event loop (uvloop's when
+ENRICHER_EVENT_LOOP says so, as `GunicornUVLoopWebWorker` does) and routes gunicorn's signals
+through it; what it would run is replaced by `ServingApp`, the same
 set-up, drain and stop as a single `serve` process (batched log lines, GC tuning, the request
 tracker, ENRICHER_SHUTDOWN_TIMEOUT), on the socket the supervisor listens on.
 
@@ -21,21 +22,26 @@ import os
 import socket
 from typing import Any
 
-from aiohttp.worker import GunicornUVLoopWebWorker
+from aiohttp.worker import GunicornWebWorker
 
 from service.runtime.settings import Settings
-from service.server import ServingApp
+from service.server import ServingApp, install_event_loop, running_loop_name
 
 log = logging.getLogger(__name__)
 
 BEAT_SECONDS = 1.0
 
 
-class EnricherWorker(GunicornUVLoopWebWorker):
+class EnricherWorker(GunicornWebWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._serving: ServingApp | None = None
         self._stop: asyncio.Event | None = None
+
+    def init_process(self) -> None:
+        # Before the parent makes this process's loop (after the fork), under the policy chosen.
+        install_event_loop(self.app.settings.event_loop)
+        super().init_process()
 
     async def _run(self) -> None:
         settings: Settings = self.app.settings
@@ -46,7 +52,8 @@ class EnricherWorker(GunicornUVLoopWebWorker):
             sockets: list[socket.socket] = [getattr(s, "sock", s) for s in self.sockets]
             await serving.start(sockets)
             self.booted = True
-            log.info("worker serving", extra={"pid": os.getpid()})
+            log.info("worker serving", extra={"pid": os.getpid(),
+                                              "event_loop": running_loop_name()})
             beat = asyncio.ensure_future(self._beat())
             await self._stop.wait()
         except Exception:

@@ -145,6 +145,30 @@ def test_two_workers_share_one_port(database_url: str):
         assert server.stop() == 0
 
 
+@pytest.mark.parametrize(("choice", "workers", "expected"), [
+    (None, "1", "asyncio"), ("uvloop", "1", "uvloop"),
+    (None, "2", "asyncio"), ("uvloop", "2", "uvloop"),
+])
+def test_event_loop_is_the_one_chosen(database_url: str, choice, workers, expected):
+    """ENRICHER_EVENT_LOOP picks the loop of the single process and of every worker (the stdlib's
+    by default: README, Performance), and requests are answered on it."""
+    env = clean_env(DATABASE_URL=database_url, **({"ENRICHER_EVENT_LOOP": choice} if choice else {}))
+    server = Server("--demo", "--port", "0", "--workers", workers, env=env)
+    try:
+        assert "endpoint-1" in run_curl(server.read_until("curl "))
+        message = "listening" if workers == "1" else "worker serving"
+        deadline = time.monotonic() + 30
+        while True:
+            started = [json.loads(line) for line in server.logs().splitlines()
+                       if line.startswith("{") and f'"msg":"{message}"' in line]
+            if len(started) >= int(workers) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [line["event_loop"] for line in started] == [expected] * int(workers)
+    finally:
+        assert server.stop() == 0
+
+
 def test_port_in_use_is_a_clear_message(database_url: str):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -32,7 +32,7 @@ class TestFromEnv:
         ("ENRICHER_PERSONALIZE_ENDPOINT_URL", "ftp://u:secret@h"),
         ("ENRICHER_PERSONALIZE_ENDPOINT_URL", "personalize.example.com"),
         ("ENRICHER_CACHE_MAX_BYTES", "256MiB"), ("ENRICHER_CACHE_MAX_BYTES", "-1"),
-        ("ENRICHER_CACHE_MAX_BYTES", "1000"),
+        ("ENRICHER_CACHE_MAX_BYTES", "1000"), ("ENRICHER_EVENT_LOOP", "tokio"),
     ])
     def test_bad_value_names_the_variable(self, name, value):
         with pytest.raises(SettingsError) as caught:
@@ -56,6 +56,10 @@ class TestFromEnv:
         assert Settings.from_env({"ENRICHER_CACHE_MAX_BYTES": "0"}).cache_max_bytes == 0
         settings = Settings.from_env({"ENRICHER_CACHE_MAX_BYTES": "67108864"})
         assert settings.cache_max_bytes == 64 * 1024 * 1024
+
+    def test_event_loop(self):
+        assert Settings.from_env({}).event_loop == "asyncio"
+        assert Settings.from_env({"ENRICHER_EVENT_LOOP": "UVLoop"}).event_loop == "uvloop"
 
     def test_every_problem_reported_at_once(self):
         with pytest.raises(SettingsError) as caught:

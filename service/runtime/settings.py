@@ -8,6 +8,7 @@ printed with its password.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +22,9 @@ T = TypeVar("T")
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The stdlib's loop by default: under 256 connections uvloop left some of them unserved for
+# seconds while answering the others (README, Performance: "The event loop").
+EVENT_LOOPS = ("asyncio", "uvloop")
 # URLs that may carry passwords: printed masked.
 _URL_FIELDS = ("database_url", "database_read_url", "redis_url", "personalize_endpoint_url")
 
@@ -87,6 +91,7 @@ class Settings:
     redis_timeout: float = 0.05
     batch_window_ms: float = 0.0
     loop_slice_ms: float = 20.0
+    event_loop: str = "asyncio"
     # Catalog API (issue 4): caching headers and bulk import limits.
     item_max_age: int = 0
     import_batch_rows: int = 5000
@@ -167,6 +172,7 @@ class Settings:
             "redis_timeout": reader.integer("ENRICHER_REDIS_TIMEOUT_MS", 50, 1, 10_000) / 1000,
             "batch_window_ms": reader.decimal("ENRICHER_BATCH_WINDOW_MS", 0.0, 0.0, 100.0),
             "loop_slice_ms": reader.decimal("ENRICHER_LOOP_SLICE_MS", 20.0, 0.0, 1000.0),
+            "event_loop": reader.choice("ENRICHER_EVENT_LOOP", "asyncio", EVENT_LOOPS),
             "item_max_age": reader.integer("ENRICHER_ITEM_MAX_AGE", 0, 0, 86_400),
             "import_batch_rows": reader.integer("ENRICHER_IMPORT_BATCH_ROWS", 5000, 1, 100_000),
             "import_max_line_bytes": reader.integer(
@@ -196,6 +202,9 @@ class Settings:
                 "ENRICHER_DB_POOL_MIN must not exceed ENRICHER_DB_POOL_MAX "
                 f"({values['db_pool_min']} > {values['db_pool_max']})"
             )
+        if values["event_loop"] == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            reader.errors.append("ENRICHER_EVENT_LOOP is uvloop, but uvloop is not installed "
+                                 "(pip install uvloop)")
         if reader.errors:
             raise SettingsError("invalid configuration: " + "; ".join(reader.errors))
         return cls(**values)
@@ -267,9 +276,10 @@ class _EnvReader:
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         def cast(raw: str) -> str:
-            if raw.upper() not in choices:
-                raise ValueError
-            return raw.upper()
+            for spelled in (raw.upper(), raw.lower()):  # the choices' own case, either way
+                if spelled in choices:
+                    return spelled
+            raise ValueError
 
         return self._read(name, default, cast, "one of " + ", ".join(choices))
 
