@@ -27,16 +27,16 @@ def busy(seconds: float) -> None:
         pass
 
 
-async def run_burst(slicer: LoopSlicer) -> tuple[list[int], int]:
-    """BURST requests ready at once; returns their order and how many had run when a timer
-    set at the start fired."""
+async def run_burst(slicer: LoopSlicer, **turn: object) -> tuple[list[int], int]:
+    """BURST requests ready at once (each asking `slicer.turn(**turn)`); returns their order and
+    how many had run when a timer set at the start fired."""
     done: list[int] = []
     fired_after: list[int] = []
     loop = asyncio.get_running_loop()
     loop.call_later(0, lambda: fired_after.append(len(done)))
 
     async def request(number: int) -> None:
-        waiter = slicer.turn()
+        waiter = slicer.turn(**turn)
         if waiter is not None:
             await waiter
         busy(WORK_SECONDS)
@@ -56,6 +56,35 @@ async def test_without_slices_the_burst_holds_the_loop():
     # What the slicer is for: with it off, the timer waits for the whole burst.
     order, fired_after = await run_burst(LoopSlicer(0))
     assert order == list(range(BURST)) and fired_after == BURST
+
+
+async def test_a_tenant_that_sends_little_goes_ahead_of_a_flood_that_waits():
+    """Lines per tenant: B's one request, arriving after A's ten, runs right after the one of
+    A's that found the slice open, not behind the nine others."""
+    slicer = LoopSlicer(0.001)
+    order: list[str] = []
+
+    async def request(tenant: str) -> None:
+        waiter = slicer.turn(tenant)
+        if waiter is not None:
+            await waiter
+        busy(WORK_SECONDS)  # the first one spends the slice: the others wait
+        order.append(tenant)
+
+    await asyncio.gather(*(request("a") for _ in range(10)), request("b"))
+    assert order.index("b") == 1, order
+    assert slicer.waiting == 0
+
+
+async def test_while_tenants_contend_the_slice_is_the_shared_one():
+    """With company, a flood runs about one request per loop iteration (the shared slice), so a
+    timer due during it fires far sooner than with the tenant alone (the full slice)."""
+    alone_order, alone_fired = await run_burst(LoopSlicer(0.05, 0.001), tenant="a")
+    shared_order, shared_fired = await run_burst(LoopSlicer(0.05, 0.001), tenant="a",
+                                                 contended=True)
+    assert alone_order == shared_order == list(range(BURST))
+    assert alone_fired >= 0.05 / WORK_SECONDS / 2  # the tenant alone: the slice's 25, about
+    assert shared_fired <= 3
 
 
 async def test_a_cancelled_waiter_gives_up_its_place():

@@ -16,6 +16,16 @@ under the slice and halves when one ran over (additive increase, multiplicative 
 follows what requests cost now without measuring any one of them. Between batches the loop polls
 its sockets and fires its timers. Throughput is unchanged (the work is the same, in the same
 order); what changes is that nothing waits a burst's whole length for the loop.
+
+Between tenants (`turn(tenant)`), the line is fair rather than first come first served: each
+tenant waits in a line of its own, and a batch takes one request from each line in turn, the
+shortest lines first, so a request of a tenant that sends few waits behind at most one of a
+flood's, not behind all of them. And while tenants contend (the caller says so: another tenant
+sent a request within the last second, service/web/tenant_slots.py), the slice is
+`shared_slice_seconds`, half a millisecond: the flood's batches shrink to about a request per
+loop iteration, so the other tenant's request, which needs a few iterations from its first byte
+to its last, finds each of them short. The flood loses some throughput to the extra
+iterations, only while somebody else is there.
 """
 
 from __future__ import annotations
@@ -26,24 +36,36 @@ from collections import deque
 
 MIN_BATCH = 1
 FIRST_BATCH = 16
+# How long a contended turn keeps the shared slice: as long as tenant_slots' contention.
+SHARED_FOR_SECONDS = 1.0
 
 
 class LoopSlicer:
-    def __init__(self, slice_seconds: float) -> None:
+    def __init__(self, slice_seconds: float, shared_slice_seconds: float | None = None) -> None:
         self.slice_seconds = slice_seconds
+        self.shared_slice_seconds = slice_seconds if shared_slice_seconds is None \
+            else min(shared_slice_seconds, slice_seconds)
         self.enabled = slice_seconds > 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # One line per tenant (None: turns taken without one), in the order they filled.
+        self._lines: dict[object, deque[asyncio.Future[None]]] = {}
+        self._waiting = 0
         self._slice_started = 0.0
         self._tick_pending = False
         self._batch = FIRST_BATCH
+        self._shared_until = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return self._waiting
 
-    def turn(self) -> asyncio.Future[None] | None:
+    def _slice(self, now: float) -> float:
+        return self.shared_slice_seconds if now < self._shared_until else self.slice_seconds
+
+    def turn(self, tenant: object = None, *, contended: bool = False
+             ) -> asyncio.Future[None] | None:
         """None: go on now. A future: await it, then go on (it is this request's turn).
+        `tenant` names the line to wait in; `contended`: other tenants are sending too.
 
         Not a coroutine so that the common case costs no coroutine object: callers write
         `waiter = slicer.turn()` and `if waiter: await waiter`.
@@ -51,16 +73,22 @@ class LoopSlicer:
         if not self.enabled:
             return None
         now = time.perf_counter()
+        if contended:
+            self._shared_until = now + SHARED_FOR_SECONDS
         if not self._tick_pending:
             # The first turn of this iteration opens a slice; the tick, one iteration later,
             # closes it (and lets the next batch of waiters through).
             self._start_slice(now)
-            if not self._waiters:
+            if not self._waiting:
                 return None
-        elif not self._waiters and now - self._slice_started < self.slice_seconds:
+        elif not self._waiting and now - self._slice_started < self._slice(now):
             return None
         waiter = self._loop.create_future()  # type: ignore[union-attr]
-        self._waiters.append(waiter)
+        line = self._lines.get(tenant)
+        if line is None:
+            line = self._lines[tenant] = deque()
+        line.append(waiter)
+        self._waiting += 1
         return waiter
 
     def _start_slice(self, now: float) -> None:
@@ -74,17 +102,28 @@ class LoopSlicer:
         """Runs once per loop iteration while requests come or wait: after the batch released
         by the previous tick ran, so the time since that tick is what the slice cost."""
         self._tick_pending = False
-        if not self._waiters:
+        if not self._waiting:
             return
         now = time.perf_counter()
-        if now - self._slice_started > self.slice_seconds:
+        if now - self._slice_started > self._slice(now):
             self._batch = max(MIN_BATCH, self._batch // 2)
         else:
             self._batch += 1
         released = 0
-        while self._waiters and released < self._batch:
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # a request cancelled while waiting gives up its place
-                waiter.set_result(None)
-                released += 1
+        while self._waiting and released < self._batch:
+            # One from each line per round, the shortest lines first.
+            for tenant, line in sorted(self._lines.items(), key=_line_length):
+                waiter = line.popleft()
+                self._waiting -= 1
+                if not line:
+                    del self._lines[tenant]
+                if not waiter.done():  # a request cancelled while waiting gives up its place
+                    waiter.set_result(None)
+                    released += 1
+                    if released >= self._batch:
+                        break
         self._start_slice(now)
+
+
+def _line_length(entry: tuple[object, deque[asyncio.Future[None]]]) -> int:
+    return len(entry[1])

@@ -91,6 +91,7 @@ class Settings:
     redis_timeout: float = 0.05
     batch_window_ms: float = 0.0
     loop_slice_ms: float = 20.0
+    loop_shared_slice_ms: float = 0.5
     event_loop: str = "asyncio"
     # Catalog API (issue 4): caching headers and bulk import limits.
     item_max_age: int = 0
@@ -172,6 +173,8 @@ class Settings:
             "redis_timeout": reader.integer("ENRICHER_REDIS_TIMEOUT_MS", 50, 1, 10_000) / 1000,
             "batch_window_ms": reader.decimal("ENRICHER_BATCH_WINDOW_MS", 0.0, 0.0, 100.0),
             "loop_slice_ms": reader.decimal("ENRICHER_LOOP_SLICE_MS", 20.0, 0.0, 1000.0),
+            "loop_shared_slice_ms": reader.decimal("ENRICHER_LOOP_SHARED_SLICE_MS", 0.5, 0.1,
+                                                   1000.0),
             "event_loop": reader.choice("ENRICHER_EVENT_LOOP", "asyncio", EVENT_LOOPS),
             "item_max_age": reader.integer("ENRICHER_ITEM_MAX_AGE", 0, 0, 86_400),
             "import_batch_rows": reader.integer("ENRICHER_IMPORT_BATCH_ROWS", 5000, 1, 100_000),

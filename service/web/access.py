@@ -22,16 +22,19 @@ from service.web.app_keys import (
     SETTINGS,
     TENANT_GATE,
 )
-from service.web.auth import SCOPES
+from service.web.auth import SCOPES, Principal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def _take_turn(request: web.Request) -> None:
-    """A burst of requests takes turns instead of holding the loop (runtime/loop_slices.py).
-    After the tenant's gate, not before: a flooding tenant's requests wait for their slots in
-    their own line, and another tenant's request queues here behind at most their cap."""
-    waiter = request.app[LOOP_SLICER].turn()
+async def _take_turn(request: web.Request, principal: Principal) -> None:
+    """A burst of requests takes turns instead of holding the loop (runtime/loop_slices.py), in
+    a line per tenant. After the tenant's gate, not before: a flooding tenant's requests wait
+    for their slots in their own queue, and another tenant's request is let through here ahead
+    of the flood's waiting turns."""
+    gate = request.app[TENANT_GATE]
+    waiter = request.app[LOOP_SLICER].turn(principal.tenant_id,
+                                           contended=gate.contended(principal))
     if waiter is not None:
         await waiter
 
@@ -67,12 +70,12 @@ def requires(scope: str, *, in_flight: bool = True, default_deadline: str = "def
             if in_flight:
                 await gate.take_slot(principal, deadline.remaining())
                 try:
-                    await _take_turn(request)
+                    await _take_turn(request, principal)
                     response = await handler(request)
                 finally:
                     gate.give_back_slot(principal)
             else:
-                await _take_turn(request)
+                await _take_turn(request, principal)
                 response = await handler(request)
             if rate_headers and not response.prepared:
                 response.headers.update(rate_headers)

@@ -226,7 +226,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REQUESTS_IN_FLIGHT] = RequestTracker()
     app[METRICS] = Metrics()
-    app[LOOP_SLICER] = LoopSlicer(settings.loop_slice_ms / 1000)
+    app[LOOP_SLICER] = LoopSlicer(settings.loop_slice_ms / 1000,
+                                  settings.loop_shared_slice_ms / 1000)
     app[IMPORT_SLOTS] = asyncio.Semaphore(settings.max_concurrent_imports)
     app.cleanup_ctx.append(pg_pool_context)
     app.cleanup_ctx.append(read_routing_context)

@@ -74,5 +74,9 @@ class TenantGate:
                 violated_policies=[IN_FLIGHT_POLICY],
             ) from None
 
+    def contended(self, principal: Principal) -> bool:
+        """Has another tenant sent a request to this process within the last second?"""
+        return self.slots.contended(principal.tenant_id)
+
     def give_back_slot(self, principal: Principal) -> None:
         self.slots.give_back(principal.tenant_id)

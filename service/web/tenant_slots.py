@@ -69,10 +69,10 @@ class TenantSlots:
 
     async def take(self, tenant_id: int, within: float | None) -> None:
         """A slot for one of the tenant's requests; NoSlot if none comes within `within` s."""
+        now = self.clock()
+        self._see(tenant_id, now)  # also without a cap: the loop's turns ask `contended`
         if self.cap <= 0:
             return
-        now = self.clock()
-        self._see(tenant_id, now)
         running = self._running.get(tenant_id, 0)
         if tenant_id not in self._waiting and (running < self.cap
                                                or not self.contended(tenant_id, now)):
