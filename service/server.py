@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -132,15 +133,48 @@ class ServingApp:
             flush_log_lines()
 
 
+# How long connections accepted just before the listener closed have to send their request.
+ACCEPT_GRACE_SECONDS = 0.25
+# Loop iterations in which connections the loop has just accepted are set up.
+SETUP_TURNS = 3
+
+
 async def drain(runner: web.AppRunner, tracker: RequestTracker, timeout: float) -> None:
-    """Stop listening, then let requests in flight finish (their bodies still being read)."""
+    """Stop listening, then let requests in flight finish (their bodies still being read).
+
+    A connection accepted just before the listener closed may not have sent its request yet (a
+    client writes it right after connecting; the loop accepts many connections at a time): with
+    nothing in flight, cleanup would cut it and its client get a reset. So the loop first stops
+    taking connections and lets those it took be set up, then the listeners close (new
+    connections are refused, or taken by the other workers), and a short grace lets the
+    requests of those connections arrive and count as in flight. (Closed at once, a connection
+    the stdlib's loop had accepted but not yet set up fails to attach to the closed server,
+    silently, and its socket stays open, unanswered, until the process exits.)"""
+    if _stop_accepting(runner):
+        for _ in range(SETUP_TURNS):
+            await asyncio.sleep(0)
     for site in list(runner.sites):
         await site.stop()
     log.info("shutting down: finishing requests in flight",
              extra={"in_flight": tracker.in_flight})
-    if not await tracker.wait_idle(timeout):
+    started = time.monotonic()
+    await asyncio.sleep(min(ACCEPT_GRACE_SECONDS, timeout))
+    if not await tracker.wait_idle(max(0.0, timeout - (time.monotonic() - started))):
         log.warning("shutdown timeout: requests still in flight are cut",
                     extra={"in_flight": tracker.in_flight})
+
+
+def _stop_accepting(runner: web.AppRunner) -> bool:
+    """Stop taking connections from the listening sockets without closing them; False where the
+    loop does not accept through a reader (uvloop accepts and sets up in one step)."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        return False
+    for site in runner.sites:
+        server = getattr(site, "_server", None)  # aiohttp keeps the asyncio.Server there
+        for sock in (server.sockets if server is not None else ()):
+            loop.remove_reader(sock.fileno())
+    return True
 
 
 async def serve_app(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
