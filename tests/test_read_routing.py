@@ -20,7 +20,7 @@ import pytest
 
 from service.runtime.settings import Settings
 from service.web.app import create_app
-from service.web.app_keys import LISTENER
+from service.web.app_keys import LISTENER, POOL
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.databases import create_database, drop_database, with_database
@@ -292,3 +292,39 @@ class TestReadOnlyPrimary:
         await within(5.0, writes_again)
         assert await title(api, "1") == "Rw"
         await listener.wait_connected(2, within=5)  # it listened again, on a writable server
+
+    async def test_an_idempotent_write_refused_by_an_old_connection_runs_again(
+            self, start, database_url):
+        """Pooled connections made while the server was read-only (as to a primary a failover
+        has demoted), new ones writable (as to the promoted standby): a PUT refused on an old
+        one runs once more on a fresh one and succeeds; a PATCH (not idempotent) is a 503."""
+        api = await start()
+        pool = api.client.app[POOL]
+        database = urlsplit(database_url).path.lstrip("/")
+        conn = await asyncpg.connect(database_url)
+
+        async def fill_pool_with_read_only_connections() -> None:
+            await conn.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+            try:
+                await pool.expire_connections()
+                # New connections, read-only from their start (RESET ALL on release keeps that).
+                held = [await pool.acquire() for _ in range(pool.get_max_size())]
+                assert all([await c.fetchval("SHOW transaction_read_only") == "on" for c in held])
+                for held_conn in held:
+                    await pool.release(held_conn)
+            finally:
+                await conn.execute(
+                    f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+
+        try:
+            await fill_pool_with_read_only_connections()
+            status, body, _ = await api.put(ITEM + "1", {"title": "Put after failover"})
+            assert status == 200, body
+            assert await title(api, "1") == "Put after failover"
+
+            await fill_pool_with_read_only_connections()
+            status, problem, headers = await api.patch(ITEM + "1", {"title": "Patched"})
+            assert (status, problem["field"], headers["Retry-After"]) == (503, "postgres", "1")
+            assert await title(api, "1") == "Put after failover"
+        finally:
+            await conn.close()

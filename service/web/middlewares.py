@@ -91,6 +91,31 @@ def _count_request(request: web.Request, status: int, seconds: float) -> None:
     timing.observe(seconds)
 
 
+# Methods a client may send twice to the same effect (RFC 9110 9.2.2): a write of theirs refused as
+# read-only wrote nothing, and is run once more on a fresh connection.
+_IDEMPOTENT_WRITES = frozenset({"PUT", "DELETE"})
+
+
+async def _replace_primary_connections(request: web.Request) -> None:
+    """A failover demoted the primary under us: its pooled connections are replaced (new ones
+    find the writable server)."""
+    reads = request.app.get(READS)
+    if reads is not None:
+        await reads.primary_read_only()
+
+
+async def _handle(request: web.Request, handler) -> web.StreamResponse:
+    """The handler; a PUT or DELETE refused as read-only (a connection made to a primary that a
+    failover has since demoted) runs once more, on the replaced connections."""
+    try:
+        return await handler(request)
+    except READ_ONLY:
+        if request.method not in _IDEMPOTENT_WRITES:
+            raise
+        await _replace_primary_connections(request)
+    return await handler(request)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER)
@@ -100,7 +125,7 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
     tracker = request.app[REQUESTS_IN_FLIGHT]
     tracker.started()
     try:
-        response = await handler(request)
+        response = await _handle(request, handler)
     except ProblemError as exc:
         response = problem_response(exc, request.path)
     except web.HTTPException as exc:
@@ -113,11 +138,8 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
         exc.__traceback__ = None
         response = problem_response(_http_problem(exc), request.path)
     except READ_ONLY:
-        # A failover demoted the primary under us: its connections are replaced (new ones find
-        # the writable server), and the client retries.
-        reads = request.app.get(READS)
-        if reads is not None:
-            await reads.primary_read_only()
+        # Refused again: no writable server yet. The client retries.
+        await _replace_primary_connections(request)
         response = problem_response(
             Unavailable("the catalog database is read-only just now (a failover?); retry shortly",
                         field="postgres", headers={"Retry-After": "1"}), request.path,
