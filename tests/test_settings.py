@@ -33,6 +33,7 @@ class TestFromEnv:
         ("ENRICHER_PERSONALIZE_ENDPOINT_URL", "personalize.example.com"),
         ("ENRICHER_CACHE_MAX_BYTES", "256MiB"), ("ENRICHER_CACHE_MAX_BYTES", "-1"),
         ("ENRICHER_CACHE_MAX_BYTES", "1000"), ("ENRICHER_EVENT_LOOP", "tokio"),
+        ("ENRICHER_LOOP_SHARED_SLICE_MS", "0"), ("ENRICHER_LOOP_SHARED_SLICE_MS", "soon"),
     ])
     def test_bad_value_names_the_variable(self, name, value):
         with pytest.raises(SettingsError) as caught:
