@@ -76,6 +76,23 @@ async def test_a_tenant_that_sends_little_goes_ahead_of_a_flood_that_waits():
     assert slicer.waiting == 0
 
 
+async def test_a_tenant_without_a_line_goes_now_while_the_whole_slice_is_open():
+    """A flood spent the shared slice and waits in its line; another tenant's request does not
+    join a line behind it (one loop iteration less) while the iteration is within the whole
+    slice. Past that, it waits too: many light tenants together cannot hold the loop."""
+    slicer = LoopSlicer(0.05, 0.001)
+    assert slicer.turn("a", contended=True) is None
+    busy(0.002)
+    flood = slicer.turn("a", contended=True)
+    assert flood is not None  # the shared slice is spent: A waits in its line
+    assert slicer.turn("b", contended=True) is None  # B has no line: it goes now
+    busy(0.05)
+    late = slicer.turn("c", contended=True)
+    assert late is not None  # the whole slice is spent: C waits as well
+    await asyncio.wait_for(asyncio.gather(flood, late), 5)
+    assert slicer.waiting == 0
+
+
 async def test_while_tenants_contend_the_slice_is_the_shared_one():
     """With company, a flood runs about one request per loop iteration (the shared slice), so a
     timer due during it fires far sooner than with the tenant alone (the full slice)."""

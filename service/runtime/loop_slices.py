@@ -20,7 +20,9 @@ order); what changes is that nothing waits a burst's whole length for the loop.
 Between tenants (`turn(tenant)`), the line is fair rather than first come first served: each
 tenant waits in a line of its own, and a batch takes one request from each line in turn, the
 shortest lines first, so a request of a tenant that sends few waits behind at most one of a
-flood's, not behind all of them. And while tenants contend (the caller says so: another tenant
+flood's, not behind all of them; and a tenant with no line at all does not wait in one: while the
+iteration is within the whole slice its request goes at once, ahead of the lines (one loop
+iteration less for it; many light tenants together still cannot hold the loop past the slice). And while tenants contend (the caller says so: another tenant
 sent a request within the last second, service/web/tenant_slots.py), the slice is
 `shared_slice_seconds`, half a millisecond: the flood's batches shrink to about a request per
 loop iteration, so the other tenant's request, which needs a few iterations from its first byte
@@ -79,9 +81,12 @@ class LoopSlicer:
             # The first turn of this iteration opens a slice; the tick, one iteration later,
             # closes it (and lets the next batch of waiters through).
             self._start_slice(now)
-            if not self._waiting:
+            if not self._waiting or self._goes_ahead(tenant):
                 return None
-        elif not self._waiting and now - self._slice_started < self._slice(now):
+        elif not self._waiting:
+            if now - self._slice_started < self._slice(now):
+                return None
+        elif self._goes_ahead(tenant) and now - self._slice_started < self.slice_seconds:
             return None
         waiter = self._loop.create_future()  # type: ignore[union-attr]
         line = self._lines.get(tenant)
@@ -90,6 +95,12 @@ class LoopSlicer:
         line.append(waiter)
         self._waiting += 1
         return waiter
+
+    def _goes_ahead(self, tenant: object) -> bool:
+        """Others wait, but not this tenant: its request goes ahead of their lines, within the
+        whole slice. A tenant with a line of its own waits its turn in it, and turns taken
+        without a tenant (the resolver's, after a batch) keep to the line."""
+        return tenant is not None and tenant not in self._lines
 
     def _start_slice(self, now: float) -> None:
         if self._loop is None:
