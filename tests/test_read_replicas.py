@@ -19,7 +19,7 @@ import pytest
 
 from service.runtime.settings import Settings
 from service.web.app import create_app
-from service.web.app_keys import LISTENER
+from service.web.app_keys import LISTENER, POOL
 from tests.conftest import KeyMaker
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
@@ -118,6 +118,10 @@ async def seed(api: Api, standby: OwnedPostgres, *others: Api) -> None:
             sample(each.client.app, "enricher_replica_in_use") == 1 for each in (api, *others))
 
     await until(10, replayed)
+
+
+async def standby_has_keys(standby: OwnedPostgres, count: int) -> bool:
+    return await standby.fetchval("SELECT count(*) FROM api_keys") >= count
 
 
 async def title_of(api: Api, item_id: str) -> str:
@@ -304,3 +308,27 @@ class TestFailover:
             return await title_of(api, "2") == "Write 9"
 
         await until(2, current)
+
+    async def test_key_lookup_waits_for_the_promotion(self, replicated, start):
+        """In the gap between the old primary turning read-only and the standby's promotion no
+        server matches target_session_attrs=read-write: a request whose key and recommender are
+        not cached yet needs a new connection then, and gets its answer once the standby is
+        promoted, not a 503."""
+        primary, standby = replicated
+        both = (f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+                "/postgres?target_session_attrs=read-write")
+        api = await start(replica_settings(both, standby.url))
+        await seed(api, standby)
+        fresh = Api(api.client, await KeyMaker(primary.url)("acme", "transform"))
+        await until(10, lambda: standby_has_keys(standby, 2))
+
+        await primary.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await primary.execute("SELECT pg_reload_conf()")
+        await api.client.app[POOL].expire_connections()  # what a refused write does
+        answer = asyncio.ensure_future(fresh.post(TRANSFORM, event("1", "2")))
+        await asyncio.sleep(0.5)
+        assert not answer.done(), answer.result()  # waiting for a writable server
+        await asyncio.to_thread(standby.promote)
+        status, body, _ = await answer
+        assert status == 200, body
+        assert body["e1"]["Recommendations"]["Title"] == ["Movie 1", "Movie 2"]

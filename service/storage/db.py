@@ -6,8 +6,10 @@ numeric as its exact text (prices are never floats, and never Decimal repr like 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -58,6 +60,27 @@ async def skip_session_reset(conn: asyncpg.Connection) -> None:
 
 APPLICATION_NAME = "catalog-enricher"
 
+# How long a new connection of the primary pool waits while no server of a multi-host
+# DATABASE_URL is what its target_session_attrs asks for: a failover between the old primary
+# turning read-only and the standby's promotion (about a second). Every use of the pool waits
+# the same way, reads and writes, the key and recommender lookups included; a request's own
+# deadline bounds its wait anyway.
+FAILOVER_WAIT_SECONDS = 2.0
+FAILOVER_RETRY_SECONDS = 0.1
+
+
+async def connect_through_failover(*args: object, **kwargs: object) -> asyncpg.Connection:
+    """asyncpg.connect, tried again every FAILOVER_RETRY_SECONDS for up to
+    FAILOVER_WAIT_SECONDS while it raises TargetServerAttributeNotMatched."""
+    give_up_at = time.monotonic() + FAILOVER_WAIT_SECONDS
+    while True:
+        try:
+            return await asyncpg.connect(*args, **kwargs)
+        except asyncpg.exceptions.TargetServerAttributeNotMatched:
+            if time.monotonic() >= give_up_at:
+                raise
+        await asyncio.sleep(FAILOVER_RETRY_SECONDS)
+
 
 def connect_kwargs(settings: Settings, *, dsn: str | None = None,
                    role: str | None = None) -> dict[str, object]:
@@ -73,11 +96,14 @@ def connect_kwargs(settings: Settings, *, dsn: str | None = None,
 
 
 async def create_pool(settings: Settings, *, dsn: str | None = None, min_size: int | None = None,
-                      role: str | None = None) -> asyncpg.Pool:
+                      role: str | None = None, through_failover: bool = True) -> asyncpg.Pool:
     url = dsn or settings.database_url
     try:
         return await asyncpg.create_pool(
             **connect_kwargs(settings, dsn=url, role=role),
+            # The replica's pool does not wait: a replica that fails is left for the primary at
+            # once (service/storage/read_routing.py).
+            connect=connect_through_failover if through_failover else None,
             min_size=settings.db_pool_min if min_size is None else min_size,
             max_size=settings.db_pool_max,
             init=init_connection,
@@ -131,7 +157,8 @@ async def open_read_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool | Non
     if not settings.database_read_url:
         yield None
         return
-    pool = await create_pool(settings, dsn=settings.database_read_url, min_size=0, role="read")
+    pool = await create_pool(settings, dsn=settings.database_read_url, min_size=0, role="read",
+                             through_failover=False)
     try:
         log.info("read replica pool open",
                  extra={"database": mask_url(settings.database_read_url)})

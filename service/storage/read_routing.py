@@ -63,9 +63,6 @@ SELECT_READ_ONLY = "SELECT current_setting('transaction_read_only') = 'on'"
 
 SAMPLE_EVERY = 1.0
 PROBE_TIMEOUT = 1.0
-# A read on the primary while none of DATABASE_URL's servers is writable (a failover under way).
-FAILOVER_WAIT_SECONDS = 2.0
-FAILOVER_RETRY_SECONDS = 0.1
 # What sends a read from the replica to the primary: the replica unreachable or failing at the
 # connection level (a multi-host DATABASE_READ_URL with no host matching its
 # target_session_attrs included), a statement cancelled by a conflict with recovery (40001), or
@@ -145,21 +142,9 @@ class ReadRouting:
 
     async def _on_primary(self, query: Callable[[asyncpg.Connection], Awaitable[T]],
                           on_retry: Callable[[], None]) -> T:
-        """The read on the primary. While no server of DATABASE_URL is writable (a failover
-        between the old primary turning read-only and the standby's promotion: libpq's
-        target_session_attrs matches none), a new connection is tried again every
-        FAILOVER_RETRY_SECONDS for up to FAILOVER_WAIT_SECONDS: a promotion takes about a
-        second, and the caller's own deadline bounds its wait anyway."""
-        waited = 0.0
-        while True:
-            try:
-                return await read_retrying(lambda: self._on(self.primary, query),
-                                           on_retry=on_retry)
-            except asyncpg.exceptions.TargetServerAttributeNotMatched:
-                if waited >= FAILOVER_WAIT_SECONDS:
-                    raise
-            await asyncio.sleep(FAILOVER_RETRY_SECONDS)
-            waited += FAILOVER_RETRY_SECONDS
+        # While no server of DATABASE_URL is writable (a failover under way), the primary
+        # pool's new connections wait for one (service/storage/db.connect_through_failover).
+        return await read_retrying(lambda: self._on(self.primary, query), on_retry=on_retry)
 
     async def _on(self, pool: asyncpg.Pool,
                   query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
