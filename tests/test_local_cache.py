@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from service.resolution.local_cache import (
     ABSENT,
     MAX_DERIVED_PER_ENTRY,
@@ -300,6 +302,14 @@ class TestEstimates:
     def test_row_estimate_counts_its_bytes(self):
         assert derived_bytes((b"x" * 500, b"y")) >= derived_bytes((b"x", b"y")) + 499
         assert derived_bytes(False) > 0
+
+    def test_row_estimate_is_what_the_objects_take(self):
+        """A rendered row weighs what sys.getsizeof says of it and its values (the calibration
+        the byte bound rests on), whatever values it holds."""
+        for row in [(), (b"",), (b'"Drama"', b'"https://img.example/' + b"x" * 300 + b'"'),
+                    ("text", b"bytes")]:
+            expected = sys.getsizeof(row) + sum(map(sys.getsizeof, row))
+            assert derived_bytes(row) - derived_bytes(()) == expected - sys.getsizeof(()), row
 
     def test_a_table_that_shrank_gives_its_room_back(self):
         """A dict keeps the room it grew to: a table whose rows mostly left is copied."""

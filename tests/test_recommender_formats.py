@@ -6,9 +6,13 @@ end to end through a transform, where the endpoint's `Demographic.Locale` picks 
 
 from __future__ import annotations
 
+import decimal
 from typing import Any
 
 import pytest
+from babel.numbers import get_currency_precision
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.enrichment.enrich import Enricher, fill_template, plain_price, truncate_words
 from service.enrichment.locales import fallback_chain, normalize_tag
@@ -77,6 +81,22 @@ class TestCurrency:
         assert render({"field": "price"}, item(price=("19.900000", "USD"))) == "19.90 USD"
         assert plain_price("2000.000000", "JPY") == "2000 JPY"
         assert plain_price("0.123400", "USD") == "0.1234 USD"
+
+    @given(amount=st.decimals(allow_nan=False, allow_infinity=False, places=6,
+                              min_value=-10**12, max_value=10**12),
+           currency=st.sampled_from(["USD", "JPY", "BHD", "CLF", "EUR", "XXX"]))
+    def test_unformatted_price_is_the_exact_amount_at_the_currency_decimals(
+        self, amount, currency
+    ):
+        """Whatever the stored text: the amount itself (never rounded), with the currency's
+        decimals or more, as Decimal would write it at a precision that loses nothing."""
+        for text in (f"{amount:f}", f"{amount:.6f}"):
+            with decimal.localcontext(prec=100):
+                value = decimal.Decimal(text)
+                places = max(get_currency_precision(currency),
+                             -value.normalize().as_tuple().exponent)
+                expected = f"{value.quantize(decimal.Decimal(1).scaleb(-places)):f} {currency}"
+            assert plain_price(text, currency) == expected, text
 
 
 class TestTemplate:

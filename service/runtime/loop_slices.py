@@ -22,12 +22,12 @@ tenant waits in a line of its own, and a batch takes one request from each line 
 shortest lines first, so a request of a tenant that sends few waits behind at most one of a
 flood's, not behind all of them; and a tenant with no line at all does not wait in one: while the
 iteration is within the whole slice its request goes at once, ahead of the lines (one loop
-iteration less for it; many light tenants together still cannot hold the loop past the slice). And while tenants contend (the caller says so: another tenant
-sent a request within the last second, service/web/tenant_slots.py), the slice is
-`shared_slice_seconds`, half a millisecond: the flood's batches shrink to about a request per
-loop iteration, so the other tenant's request, which needs a few iterations from its first byte
-to its last, finds each of them short. The flood loses some throughput to the extra
-iterations, only while somebody else is there.
+iteration less for it; many light tenants together still cannot hold the loop past the slice).
+And while tenants contend (the caller says so: another tenant sent a request within the last
+second, service/web/tenant_slots.py), the slice is `shared_slice_seconds`, half a millisecond:
+the flood's batches shrink to about a request per loop iteration, so the other tenant's request,
+which needs a few iterations from its first byte to its last, finds each of them short. The
+flood loses some throughput to the extra iterations, only while somebody else is there.
 """
 
 from __future__ import annotations
