@@ -92,6 +92,23 @@ class TestL1:
         assert titles((await api.post(TRANSFORM, event("4")))[1]) == ["Renamed"]
         assert (await api.get("/v1/catalogs/movies/items/4"))[1]["title"] == "Renamed"
 
+    async def test_a_batch_bigger_than_one_part_is_kept_whole(self, start, settings, make_key):
+        """A cold batch of 2,500 IDs is kept in L1 in parts (the loop gets turns between them):
+        every ID is answered, and a second event of the same IDs needs no query at all."""
+        api = await start(settings, await make_key("acme", "admin"))
+        await seed(api, 2_400)
+        app = api.client.app
+        ids = [str(i) for i in range(2_500)]  # 100 of them unknown: kept as absent
+        many = {"Endpoints": {f"e{n}": {"RecommendationItems": ids[n * 50:(n + 1) * 50]}
+                              for n in range(50)}}
+        status, first, _ = await api.post(TRANSFORM, many)
+        assert status == 200
+        assert first["e3"]["Recommendations"]["Title"][0] == "Movie 150"
+        queries = item_queries(app)
+        status, second, _ = await api.post(TRANSFORM, many)
+        assert status == 200 and second == first
+        assert item_queries(app) == queries
+
     async def test_bound_is_never_exceeded(self, start, settings, make_key):
         bounded = dataclasses.replace(settings, cache_max_entries=50)
         api = await start(bounded, await make_key("acme", "admin"))

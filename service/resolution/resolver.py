@@ -75,6 +75,7 @@ class ItemResolver:
         self.batcher = ItemBatcher(
             self.reads, query_timeout=query_timeout, window_ms=batch_window_ms, metrics=metrics,
             remember=self._remember, generation=local.generation, notified=notified,
+            slicer=slicer,
         )
         self._background: set[asyncio.Task] = set()
         self._table_hits = 0
