@@ -54,9 +54,11 @@ class _Absent:
 
 ABSENT: Any = _Absent()
 
-# (value, fresh until, stale until, generation stored in, derived values by key or None, the
-# bytes accounted for it: its item's estimate and its derived values'
-_Entry = tuple[Any, float, float, int, dict | None, int]
+# [value, fresh until, stale until, generation stored in, derived values by key or None, the
+# bytes accounted for it: its item's estimate and its derived values']. A list, not a tuple, so
+# that attaching a derived value updates the entry in place: a new tuple per attached row was
+# one more long-lived object for the collector to scan twice, on every row of a cold event.
+_Entry = list
 # Derived values an entry keeps (recommender versions times locales) before it starts over.
 MAX_DERIVED_PER_ENTRY = 8
 _NOTHING_DERIVED = object()  # a key no entry holds: `lookup` is `lookup_derived` without any
@@ -277,8 +279,8 @@ class LocalCache:
             else:
                 kept[derived_key] = derived
             added += size - entry[5]
-            # A new tuple (the size changed); the key keeps its place in the LRU order.
-            entries[key] = (*entry[:4], kept, size)
+            entry[4] = kept
+            entry[5] = size
             fresh_until = entry[1]
             if now < fresh_until and entry[3] > floor:
                 table.rows[item_id] = derived
@@ -306,9 +308,9 @@ class LocalCache:
             size = item_bytes(item_id, value)
             replaced = pop(key, None)  # a new key goes last in the LRU order
             if value is ABSENT:
-                entries[key] = (value, absent_until, absent_stale, generation, None, size)
+                entries[key] = [value, absent_until, absent_stale, generation, None, size]
             else:
-                entries[key] = (value, found_until, found_stale, generation, None, size)
+                entries[key] = [value, found_until, found_stale, generation, None, size]
             added += size
             if replaced is not None:
                 added -= replaced[5]
