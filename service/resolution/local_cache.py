@@ -65,7 +65,7 @@ _NOTHING_DERIVED = object()  # a key no entry holds: `lookup` is `lookup_derived
 # Derived tables kept at once (recommender versions times locales in use); past it, all are dropped.
 MAX_DERIVED_TABLES = 256
 
-# What an entry costs beyond its item: its OrderedDict slot and link, the key and entry tuples, the
+# What an entry costs beyond its item: its OrderedDict slot and link, the key tuple and entry list, the
 # two deadlines, the generation, the ID's string object (tracemalloc, CPython 3.11:
 # tests/test_l1_memory.py measures it and fails when these no longer cover what L1 holds).
 ENTRY_OVERHEAD = 400

@@ -3,7 +3,7 @@
 A transform holds thousands of short-lived objects (the parsed event, item records, the answer)
 across awaits; reference counting frees almost all of them, the collector is only for cycles. What
 it costs is the objects it scans, and what a serving process keeps is long-lived: L1 holds an
-asyncpg Record (a tracked container) and an entry tuple per item, 200,000 objects at the default
+asyncpg Record (a tracked container) and an entry list per item, 200,000 objects at the default
 100,000 entries. With CPython's defaults, or any setting that lets full collections run, a cold
 load (new items promoted to the oldest generation all the time) sets off a full collection every
 few hundred events, and each holds the event loop for as long as scanning all of L1 takes
