@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 
 from service.runtime.loop_slices import LoopSlicer
@@ -91,6 +92,53 @@ async def test_a_tenant_without_a_line_goes_now_while_the_whole_slice_is_open():
     assert late is not None  # the whole slice is spent: C waits as well
     await asyncio.wait_for(asyncio.gather(flood, late), 5)
     assert slicer.waiting == 0
+
+
+async def test_a_request_read_during_a_flood_runs_before_the_floods_next_turn():
+    """Another tenant's bytes arrive on a socket while a flood takes its turns, one per loop
+    iteration: the request that reading them starts (a task, as aiohttp's) runs ahead of the
+    flood's next turn, not behind it, since a turn is let through after the iteration's sockets
+    were read."""
+    slicer = LoopSlicer(0.05, 0.0005)
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    b_done = loop.create_future()
+    started: list[asyncio.Task] = []
+
+    async def flood(number: int) -> None:
+        waiter = slicer.turn("a", contended=True)
+        if waiter is not None:
+            await waiter
+        busy(WORK_SECONDS)
+        order.append(f"a{number}")
+        if number == 30:  # the batches have shrunk to one turn an iteration by then
+            theirs.send(b"x")  # B's request arrives while the flood runs
+
+    async def b_request() -> None:
+        waiter = slicer.turn("b", contended=True)
+        if waiter is not None:
+            await waiter
+        order.append("b")
+        b_done.set_result(None)
+
+    def readable() -> None:
+        loop.remove_reader(ours.fileno())
+        ours.recv(1)
+        order.append("b read")
+        started.append(loop.create_task(b_request()))  # what aiohttp does with a request
+
+    loop.add_reader(ours.fileno(), readable)
+    try:
+        await asyncio.gather(*(flood(n) for n in range(40)))
+        await asyncio.wait_for(b_done, 5)
+    finally:
+        loop.remove_reader(ours.fileno())
+        ours.close()
+        theirs.close()
+    read = order.index("b read")
+    assert order[read + 1] == "b", order
 
 
 async def test_while_tenants_contend_the_slice_is_the_shared_one():

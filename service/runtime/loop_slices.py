@@ -107,7 +107,12 @@ class LoopSlicer:
             self._loop = asyncio.get_running_loop()
         self._tick_pending = True
         self._slice_started = now
-        self._loop.call_soon(self._tick)
+        # A timer due now, not call_soon: the loop runs due timers after the callbacks of the
+        # sockets that just became readable, so what this tick lets through is queued behind
+        # the requests those sockets started. A request of another tenant read in the same
+        # iteration then runs ahead of the flood's next turn, instead of behind it.
+        loop = self._loop
+        loop.call_at(loop.time(), self._tick)
 
     def _tick(self) -> None:
         """Runs once per loop iteration while requests come or wait: after the batch released
