@@ -227,7 +227,7 @@ class Bench:
         self.personalize: BenchPersonalize | None = None
         self.facts: dict[str, str] = {}
         self.b_key: str | None = None  # the fairness scenario's tenant B
-        self.fairness: dict[str, fairness.FairnessResult] = {}
+        self.fairness: dict[str, list[fairness.FairnessResult]] = {}  # every run's
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -403,7 +403,7 @@ class Bench:
             server.stop()
         if result.b_errors:
             say(f"{scenario.name}: B had {len(result.b_errors)} errors, e.g. {result.b_errors[0]}")
-        self.fairness[scenario.name] = result
+        self.fairness.setdefault(scenario.name, []).append(result)
         say(f"{scenario.name}: B p99 {result.alone.p99_ms:.1f} ms alone, "
             f"{result.flooded.p99_ms:.1f} ms under the flood (x{result.p99_ratio:.2f})")
         return [
@@ -481,12 +481,8 @@ class Bench:
         print(heading(self.facts, self.settings()))
         print(summary_table(self.rows))
         print(notes())
-        for name, result in self.fairness.items():
-            print(f"\n{name}: tenant B ({fairness.B_CLIENTS} clients, {fairness.B_RATE:.0f} events/s "
-                  f"in all) p99 {result.alone.p99_ms:.1f} ms alone, {result.flooded.p99_ms:.1f} ms "
-                  f"while tenant A floods ({result.flood.per_second:,.0f} events/s): "
-                  f"x{result.p99_ratio:.2f} (target <= 1.5); B errors: "
-                  f"{result.alone.errors + result.flooded.errors}")
+        for name, results in self.fairness.items():
+            print(f"\n{fairness.summary(name, results)}")
         by_scenario = {(r.scenario, r.server): r for r in self.rows if r.run == 1}
         user = by_scenario.get((BY_NAME["user"].title, "service"))
         content = by_scenario.get((BY_NAME["content"].title, "service"))

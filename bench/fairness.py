@@ -13,6 +13,7 @@ under the flood over its p99 alone (the target is at most 1.5) and B's errors.
 from __future__ import annotations
 
 import concurrent.futures
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,20 @@ class FairnessResult:
     @property
     def p99_ratio(self) -> float:
         return self.flooded.p99_ms / self.alone.p99_ms if self.alone.p99_ms else float("inf")
+
+
+def summary(name: str, results: list[FairnessResult]) -> str:
+    """The scenario's line: over all its runs, the medians of B's p99 alone and flooded and of
+    A's rate, and the median and range of each run's ratio (not the last run's alone)."""
+    ratios = sorted(r.p99_ratio for r in results)
+    errors = sum(r.alone.errors + r.flooded.errors for r in results)
+    return (f"{name}: tenant B ({B_CLIENTS} clients, {B_RATE:.0f} events/s in all), "
+            f"{len(results)} run(s), medians: p99 "
+            f"{statistics.median(r.alone.p99_ms for r in results):.1f} ms alone, "
+            f"{statistics.median(r.flooded.p99_ms for r in results):.1f} ms while tenant A floods "
+            f"({statistics.median(r.flood.per_second for r in results):,.0f} events/s); ratio "
+            f"x{statistics.median(ratios):.2f} (runs x{ratios[0]:.2f}-x{ratios[-1]:.2f}; "
+            f"target <= 1.5); B errors: {errors}")
 
 
 def run_b(url: str, key: str, events: Path, seconds: float, say) -> tuple[LoadResult, list[str]]:

@@ -96,9 +96,9 @@ async def test_a_tenant_without_a_line_goes_now_while_the_whole_slice_is_open():
 
 async def test_a_request_read_during_a_flood_runs_before_the_floods_next_turn():
     """Another tenant's bytes arrive on a socket while a flood takes its turns, one per loop
-    iteration: the request that reading them starts (a task, as aiohttp's) runs ahead of the
-    flood's next turn, not behind it, since a turn is let through after the iteration's sockets
-    were read."""
+    iteration: they are read before the flood's next turn (while tenants contend, a turn runs in
+    an iteration of its own, after the one that reads the sockets), and the request that reading
+    them starts (a task, as aiohttp's) runs ahead of the flood's next turn, not behind it."""
     slicer = LoopSlicer(0.05, 0.0005)
     loop = asyncio.get_running_loop()
     order: list[str] = []
@@ -138,6 +138,9 @@ async def test_a_request_read_during_a_flood_runs_before_the_floods_next_turn():
         ours.close()
         theirs.close()
     read = order.index("b read")
+    # Read as soon as the flood's turn during which they came ends (no other turn first), and
+    # run before the flood's next turn.
+    assert order[read - 1] == "a30", order
     assert order[read + 1] == "b", order
 
 

@@ -28,6 +28,16 @@ second, service/web/tenant_slots.py), the slice is `shared_slice_seconds`, half 
 the flood's batches shrink to about a request per loop iteration, so the other tenant's request,
 which needs a few iterations from its first byte to its last, finds each of them short. The
 flood loses some throughput to the extra iterations, only while somebody else is there.
+
+Where in an iteration the turns go matters as much. asyncio runs, in order, what was scheduled
+during the last iteration, then the callbacks of the sockets it has just found readable, then the
+timers that are due. The tick is such a timer, so a request started by a socket read runs ahead
+of the turns the tick lets through. And while tenants contend the tick lets its batch through one
+iteration later: the flood's turns then run only in iterations that read no socket before them, so
+another tenant's bytes, which mostly arrive while a flood's turn runs, are read as soon as that
+turn ends, and their request runs before the flood's next one. (In the bench's fairness scenario
+this took tenant B's p99 under a flood from 1.93 to 1.44 times its p99 alone, with the flood's
+throughput unchanged: its extra iterations are nearly empty.)
 """
 
 from __future__ import annotations
@@ -125,6 +135,21 @@ class LoopSlicer:
             self._batch = max(MIN_BATCH, self._batch // 2)
         else:
             self._batch += 1
+        if now < self._shared_until:
+            # Tenants contend: the batch goes one iteration later, so that an iteration whose
+            # sockets are read starts with none of the flood's turns. Another tenant's bytes that
+            # arrive during a flood's turn are then read, and their request run, before the
+            # flood's next turn, instead of after one more (a cheap iteration per batch, paid
+            # by the flood, only while somebody else is there).
+            self._tick_pending = True
+            loop = self._loop
+            loop.call_at(loop.time(), self._release)  # type: ignore[union-attr]
+            return
+        self._release()
+
+    def _release(self) -> None:
+        """Let the next batch of waiters through, and open their slice."""
+        now = time.perf_counter()
         released = 0
         while self._waiting and released < self._batch:
             # One from each line per round, the shortest lines first.
