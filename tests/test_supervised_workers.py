@@ -53,10 +53,10 @@ def serve(database_url: str, metrics_dir: Path) -> Iterator[ServeProcess]:
         server.close()
 
 
-def scrape(port: int) -> tuple[str, str]:
-    """(the answering worker, the exposition text)."""
-    status, headers, body = request(port, "GET", "/metrics")
-    assert status == 200
+def scrape(serve: ServeProcess) -> tuple[str, str]:
+    """(the answering worker, the exposition text); a failed scrape shows the workers' log."""
+    status, headers, body = request(serve.port, "GET", "/metrics")
+    assert status == 200, f"{status} {body[:300]!r}\n{serve.tail(60)}"
     return worker_of(headers["X-Request-Id"]), body.decode()
 
 
@@ -139,7 +139,7 @@ class TestWorkerDeath:
         assert all(r["cause"] == "SIGKILL" for r in reports)
         assert all(o.ok for o in load.outcomes if o.worker), "the surviving worker kept serving"
         assert survivor in serve.workers()
-        _, text = scrape(serve.port)
+        _, text = scrape(serve)
         assert sample(text, "enricher_worker_exits_total", cause="SIGKILL") == 4
 
     @pytest.mark.skipif(not pg_available(), reason="needs the Postgres server binaries")
@@ -294,7 +294,7 @@ class TestSharedMetrics:
 
         scrapers: dict[str, int] = {}
         for _ in range(40):
-            worker, text = scrape(serve.port)
+            worker, text = scrape(serve)
             scrapers[worker] = scrapers.get(worker, 0) + 1
             assert sample(text, "enricher_http_requests_total", route="transform", method="POST",
                           status="200") == len(outcomes)
@@ -311,7 +311,7 @@ class TestSharedMetrics:
         serve.wait_serving(2)
         assert not (metrics_dir / f"gauge_livesum_{victim}.db").exists()
         assert (metrics_dir / f"counter_{victim}.db").exists()
-        _, text = scrape(serve.port)
+        _, text = scrape(serve)
         assert sample(text, "enricher_http_requests_total", route="transform", method="POST",
                       status="200") == len(outcomes)
 
