@@ -36,8 +36,8 @@ of the turns the tick lets through. And while tenants contend the tick lets its 
 iteration later: the flood's turns then run only in iterations that read no socket before them, so
 another tenant's bytes, which mostly arrive while a flood's turn runs, are read as soon as that
 turn ends, and their request runs before the flood's next one. (In the bench's fairness scenario
-this took tenant B's p99 under a flood from 1.93 to 1.44 times its p99 alone, with the flood's
-throughput unchanged: its extra iterations are nearly empty.)
+this took tenant B's p99 under a flood from 1.93 to 1.40 times its p99 alone, median of 15
+runs, with the flood's throughput unchanged: its extra iterations are nearly empty.)
 """
 
 from __future__ import annotations
