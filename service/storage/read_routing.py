@@ -136,15 +136,11 @@ class ReadRouting:
             else:
                 self._count(True)
                 return result, True
-        result = await self._on_primary(query, on_retry)
-        self._count(False)
-        return result, False
-
-    async def _on_primary(self, query: Callable[[asyncpg.Connection], Awaitable[T]],
-                          on_retry: Callable[[], None]) -> T:
         # While no server of DATABASE_URL is writable (a failover under way), the primary
         # pool's new connections wait for one (service/storage/db.connect_through_failover).
-        return await read_retrying(lambda: self._on(self.primary, query), on_retry=on_retry)
+        result = await read_retrying(lambda: self._on(self.primary, query), on_retry=on_retry)
+        self._count(False)
+        return result, False
 
     async def _on(self, pool: asyncpg.Pool,
                   query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
