@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -222,18 +223,29 @@ def enrich_event_json(
             row = mine[item_id] = json_row(resolved.get(item_id), locale)
         return row
 
-    # The loop below runs for every endpoint: what it calls is bound once, and the serialised
-    # answer is made with one bytes formatting per endpoint.
+    # The loop below runs for every endpoint: what it calls is bound once. The serialised answer
+    # is one b"".join of every endpoint's pieces (the raw case) or one bytes formatting per
+    # endpoint.
     cap = enricher.spec.recommendations_per_message
     first_indexes = enricher.first_indexes
-    template = enricher.endpoint_template if raw else enricher.recommendations_template
+    template = enricher.recommendations_template
     join = b",".join
+    # One attribute (a single column): its values joined straight from the rows, which costs a
+    # third of transposing them with zip.
+    single = itemgetter(0) if len(enricher.spec.attributes) == 1 and not first_indexes else None
     fragment = orjson.Fragment
     # Endpoint IDs as JSON string contents, all serialised at once: a `","` can only stand between
     # two strings of orjson's output, since a quote inside one is always escaped.
     keys = (orjson.dumps([e[0] for e in parsed.endpoints])[2:-2].split(b'","') if raw
             else repeat(None))
-    parts: list[bytes] = []
+    # An endpoint's pieces, its values (ID, text, columns) between the constant ones.
+    member: list[bytes | memoryview | None] = []
+    if raw:
+        pieces = enricher.endpoint_pieces
+        member = [None] * (2 * len(pieces) - 1)
+        member[0::2] = pieces
+    parts: list[bytes | memoryview | None] = []
+    extend = parts.extend
     answer: dict[str, Any] = {}
     unresolved = 0
     for (endpoint_id, endpoint, items, locale), key in zip(parsed.endpoints, keys, strict=False):
@@ -245,18 +257,24 @@ def enrich_event_json(
                 continue
         if len(rows) > cap:
             del rows[cap:]
-        columns: Any = map(join, zip(*rows, strict=True))
+        columns: Any = ([join(map(single, rows))] if single is not None
+                        else map(join, zip(*rows, strict=True)))
         if first_indexes:
             columns = [*columns]
             for index in first_indexes:  # one value, the first item's, not an array
                 columns[index] = rows[0][index]
         if raw:
-            parts.append(template % (key, memoryview(endpoint)[:-1], *columns))
+            member[1::2] = (key, memoryview(endpoint)[:-1], *columns)
+            extend(member)
         else:
             endpoint["Recommendations"] = fragment(template % tuple(columns))
             answer[endpoint_id] = endpoint
     if raw:
-        return b"{" + b",".join(parts) + b"}", unresolved, rendered
+        if not parts:
+            return b"{}", unresolved, rendered
+        parts[0] = b'{"'  # the first member has no comma before it
+        parts.append(b"}")
+        return b"".join(parts), unresolved, rendered  # type: ignore[arg-type]
     return answer, unresolved, rendered
 
 

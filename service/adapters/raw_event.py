@@ -6,7 +6,7 @@ changes nothing the caller can see; so, for the usual event, msgspec (in C) read
 each endpoint's raw JSON text (`msgspec.Raw`, a view of the body) and the event's `ApplicationId`,
 then each endpoint's text into the few fields the transform needs (`RecommendationItems`,
 `Demographic.Locale`), skipping the rest. The answer is each raw endpoint with
-`,"Recommendations":{...}` put before its closing brace (Enricher.endpoint_template): the caller's
+`,"Recommendations":{...}` put before its closing brace (Enricher.endpoint_pieces): the caller's
 bytes, byte for byte.
 
 Anything unusual (a malformed endpoint, an invalid ID, a limit passed, a `Recommendations` key

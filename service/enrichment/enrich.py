@@ -238,10 +238,21 @@ class Enricher:
             orjson.dumps(a.name).replace(b"%", b"%%") + (b":%b" if a.first else b":[%b]")
             for a in spec.attributes
         ) + b"}"
-        # A raw endpoint (service/adapters/raw_event.py) as an answer member: its ID (JSON string contents,
-        # without the quotes), then its own text without the closing brace, then Recommendations.
-        self.endpoint_template = (b'"%b":%b,"Recommendations":' + self.recommendations_template
-                                  + b"}")
+        # A raw endpoint (service/adapters/raw_event.py) as an answer member, after the comma
+        # that parts it from the one before: its ID (JSON string contents, without the quotes),
+        # then its own text without the closing brace, then Recommendations. As the constant
+        # pieces between those values, for one b"".join over the whole answer: bytes formatting
+        # copies a raw endpoint (a buffer, not bytes) once more, and parses its template each
+        # time.
+        names = [orjson.dumps(a.name) for a in spec.attributes]
+        between = [b",%b:%b" % (name, b"" if a.first else b"[")
+                   for name, a in zip(names, spec.attributes, strict=True)]
+        closing = [b"" if a.first else b"]" for a in spec.attributes]
+        self.endpoint_pieces: tuple[bytes, ...] = (
+            b',"', b'":', b',"Recommendations":{' + between[0][1:],
+            *(close + after for close, after in zip(closing, between[1:], strict=False)),
+            closing[-1] + b"}}",
+        )
         # One item as a JSON object (the content route's `items`): its ID serialised, then each
         # attribute's value. None when an attribute is named `id` (the item's ID must win).
         self.item_template = None if "id" in self._names else b'{"id":%b' + b"".join(
