@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from service.adapters.pinpoint import EventLimits
 from service.adapters.raw_event import read_raw_event
 from service.storage import tenants as tenant_store
-from service.web.app_keys import POOL, RECOMMENDERS
+from service.web.app_keys import POOL, RECOMMENDERS, RESOLVER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 
@@ -193,3 +193,35 @@ async def test_endpoint_ids_that_need_escaping_come_back_as_sent(api: Api):
     status, answer = await post_bytes(api, body)
     assert status == 200
     assert list(orjson.loads(answer)) == ids
+
+
+async def test_rows_are_kept_from_an_items_second_use_on(api: Api):
+    """A row read from Postgres is rendered for its answer but kept on the item's L1 entry only
+    when the item is asked for again (a catalog bigger than L1 evicts most items unused); from
+    then on events find it rendered. Answers are the same every time."""
+    app = api.client.app
+    async with app[POOL].acquire() as conn:
+        tenant_id = (await tenant_store.find_tenant(conn, "acme")).id
+    recommender = await app[RECOMMENDERS].get(tenant_id, "raw")
+    local = app[RESOLVER].local
+    derived_key = recommender.enricher.derived_key(None)
+
+    def kept() -> set[str]:
+        return set(local.derived_table(recommender.catalog_id, derived_key) or ())
+
+    body = b'{"Endpoints":{"e":{"RecommendationItems":["1","2"]}}}'
+    expected = {"e": {"RecommendationItems": ["1", "2"],
+                      "Recommendations": {"Title": ["One", "Twö"], "Genre": ["Drama", "Comedy"]}}}
+    answers = []
+    for _ in range(3):
+        status, answer = await post_bytes(api, body)
+        assert status == 200
+        answers.append(orjson.loads(answer))
+        if len(answers) == 1:
+            assert kept() == set()  # read from Postgres: answered, not kept
+        else:
+            assert kept() == {"1", "2"}  # found in L1 and used again: kept
+    assert answers == [expected] * 3
+    # One of them new to L1, one kept already: only the one L1 held is kept anew.
+    status, _ = await post_bytes(api, b'{"Endpoints":{"e":{"RecommendationItems":["3","1"]}}}')
+    assert status == 200 and kept() == {"1", "2"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -54,6 +54,8 @@ class Resolved(dict[str, Any]):
 
     degraded: str | None = None
     derived: dict[str, Any] = {}  # noqa: RUF012 - never mutated: replaced per instance
+    # The IDs L1 did not hold (read from L2 or Postgres for this request); see `attach`.
+    missed: list[str] = []  # noqa: RUF012 - never mutated: replaced per instance
 
 
 class ItemResolver:
@@ -132,6 +134,7 @@ class ItemResolver:
         self._count["l1", "miss"].inc(len(missing))
         if not missing:
             return resolved
+        resolved.missed = missing
         deadline = deadline or Deadline.after(self.default_deadline_ms)
         epoch = None
         if self.shared is not None:
@@ -182,10 +185,22 @@ class ItemResolver:
             into.update((i, held[i]) for i in ids if i in held)
 
     def attach(self, catalog_id: int, derived_key: Any,
-               values: dict[str, tuple[Any, Any]]) -> None:
+               values: dict[str, tuple[Any, Any]], missed: Sequence[str] = ()) -> None:
         """Keep values derived from resolved items (id → (item, derived)) with their L1 entries,
-        for `resolve(..., derived_key=...)` to answer next time."""
-        self.local.attach(catalog_id, values, derived_key)
+        for `resolve(..., derived_key=...)` to answer next time.
+
+        Not for the IDs of `missed` (Resolved.missed: L1 did not hold them; they are taken out
+        of `values`): a value is kept from its item's second use on. Where the catalog is bigger
+        than L1, most items read are evicted before anyone asks for them again, and keeping
+        their values (an entry's dict, a table row, the accounting, taking them out again on
+        eviction) cost more than the rendering a second use does again; a hot item pays that
+        rendering once."""
+        if missed:
+            pop = values.pop
+            for item_id in missed:
+                pop(item_id, None)
+        if values:
+            self.local.attach(catalog_id, values, derived_key)
 
     async def forget(self, catalog_id: int, ids: list[str],
                      versions: Mapping[str, Any] | None = None) -> None:

@@ -82,7 +82,7 @@ async def content_response(
         body, send, rendered = content.content_answer_json(
             recommender.name, enricher, wanted, resolved, extras, fields)
         if derived_key is not None and rendered:
-            resolver.attach(recommender.catalog_id, derived_key, rendered)
+            resolver.attach(recommender.catalog_id, derived_key, rendered, resolved.missed)
     else:
         answer = content.content_answer(recommender.name, enricher, wanted, resolved, extras)
         if fields:

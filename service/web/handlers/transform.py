@@ -99,7 +99,7 @@ async def transform_event(
     else:
         (answer, unresolved), rendered = pinpoint.enrich_event(parsed, enricher, resolved), {}
     if derived_key is not None and rendered:
-        resolver.attach(recommender.catalog_id, derived_key, rendered)
+        resolver.attach(recommender.catalog_id, derived_key, rendered, resolved.missed)
     headers = {}
     if parsed.malformed:
         headers[MALFORMED_HEADER] = str(len(parsed.malformed))
