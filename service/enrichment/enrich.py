@@ -11,6 +11,7 @@ request), so an item recommended to many endpoints is rendered once. A caller th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -294,6 +295,14 @@ class Enricher:
         default = self.spec.locale
         return [chain for chain in {fallback_chain(locale, default) for locale in locales}
                 if chain not in _prepared_chains]
+
+    async def prepare_locales(self, locales: Iterable[str | None],
+                              items: Mapping[str, Any]) -> None:
+        """Before `items` (id → item) are rendered in `locales`: the chains `unprepared_chains`
+        names are prepared in a thread (prepare_money_locales), off the event loop."""
+        chains = self.unprepared_chains(locales)
+        if chains and items:
+            await asyncio.to_thread(prepare_money_locales, chains, list(items.values()))
 
     @property
     def serves_json(self) -> bool:

@@ -17,7 +17,6 @@ it past the outage.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,7 +25,6 @@ from aiohttp import web
 
 from service import json_codec
 from service.adapters import content
-from service.enrichment.enrich import prepare_money_locales
 from service.enrichment.recommender_lookup import Recommender
 from service.enrichment.recommenders import check_recommender_name
 from service.errors import Unavailable
@@ -80,10 +78,8 @@ async def content_response(
         recommender.catalog_id, wanted.distinct_ids(), deadline=request[DEADLINE], checked=True,
         derived_key=derived_key,
     )
-    chains = enricher.unprepared_chains((wanted.locale,))
-    if chains and resolved:
-        # A locale new to the process: its CLDR data loaded in a thread, not on the loop.
-        await asyncio.to_thread(prepare_money_locales, chains, list(resolved.values()))
+    if resolved:  # items to render (none on the warm path): their locales' CLDR data first
+        await enricher.prepare_locales((wanted.locale,), resolved)
     if as_json:
         body, send, rendered = content.content_answer_json(
             recommender.name, enricher, wanted, resolved, extras, fields)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 
@@ -11,7 +10,6 @@ from aiohttp import web
 from service import json_codec
 from service.adapters import pinpoint
 from service.adapters.raw_event import RawEvent, read_raw_event
-from service.enrichment.enrich import prepare_money_locales
 from service.enrichment.recommender_lookup import Recommender
 from service.enrichment.recommenders import APPLICATION_ID_PATTERN, check_recommender_name
 from service.web.access import requires
@@ -94,10 +92,8 @@ async def transform_event(
         recommender.catalog_id, parsed.item_ids, deadline=request[DEADLINE],
         derived_key=derived_key, checked=True,
     )
-    chains = enricher.unprepared_chains(parsed.locales)
-    if chains and resolved:
-        # Locales new to the process: their CLDR data loaded in a thread, not on the loop.
-        await asyncio.to_thread(prepare_money_locales, chains, list(resolved.values()))
+    if resolved:  # items to render (none on the warm path): their locales' CLDR data first
+        await enricher.prepare_locales(parsed.locales, resolved)
     if as_json:
         answer, unresolved, rendered = pinpoint.enrich_event_json(
             parsed, enricher, resolved, raw=isinstance(parsed, RawEvent)
