@@ -52,7 +52,7 @@ def cold_babel(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     return loads
 
 
-def test_only_money_formatting_recommenders_have_chains_to_prepare():
+def test_only_money_formatting_recommenders_have_chains_to_prepare(cold_babel):
     plain = Enricher(parse_recommender({"catalog": "c", "attributes": [
         {"name": "Title", "field": "title"}]}, "plain"))
     assert plain.unprepared_chains(["is_IS"]) == []
