@@ -35,6 +35,8 @@ async def decorate(request: web.Request) -> web.Response:
     resolved = await request.app[RESOLVER].resolve(recommender.catalog_id, parsed.item_ids,
                                                    deadline=deadline)
     enricher = recommender.enricher
+    if resolved:  # a locale's first prices: its CLDR data loaded off the loop
+        await enricher.prepare_locales((locale,), resolved)
     answer, missing = personalize.decorate(parsed, enricher, resolved, locale)
     headers = {UNRESOLVED_ITEMS_HEADER: str(missing)} if missing else {}
     if resolved.degraded:
