@@ -195,10 +195,11 @@ async def test_endpoint_ids_that_need_escaping_come_back_as_sent(api: Api):
     assert list(orjson.loads(answer)) == ids
 
 
-async def test_rows_are_kept_from_an_items_second_use_on(api: Api):
-    """A row read from Postgres is rendered for its answer but kept on the item's L1 entry only
-    when the item is asked for again (a catalog bigger than L1 evicts most items unused); from
-    then on events find it rendered. Answers are the same every time."""
+async def test_rows_are_kept_from_an_items_second_use_on_once_l1_is_full(api: Api):
+    """While L1 has room, a row read from Postgres is kept on its item's L1 entry at once. Once L1
+    is full (a catalog bigger than L1 evicts most items unused), it is rendered for its answer but
+    kept only when the item is asked for again; from then on events find it rendered. Answers
+    are the same every time."""
     app = api.client.app
     async with app[POOL].acquire() as conn:
         tenant_id = (await tenant_store.find_tenant(conn, "acme")).id
@@ -209,6 +210,9 @@ async def test_rows_are_kept_from_an_items_second_use_on(api: Api):
     def kept() -> set[str]:
         return set(local.derived_table(recommender.catalog_id, derived_key) or ())
 
+    room = local.max_entries
+    local.max_entries = 2  # full once it holds 1 and 2: a new item then evicts the oldest
+
     body = b'{"Endpoints":{"e":{"RecommendationItems":["1","2"]}}}'
     expected = {"e": {"RecommendationItems": ["1", "2"],
                       "Recommendations": {"Title": ["One", "Twö"], "Genre": ["Drama", "Comedy"]}}}
@@ -218,10 +222,13 @@ async def test_rows_are_kept_from_an_items_second_use_on(api: Api):
         assert status == 200
         answers.append(orjson.loads(answer))
         if len(answers) == 1:
-            assert kept() == set()  # read from Postgres: answered, not kept
+            assert kept() == set()  # read from Postgres into a full L1: answered, not kept
         else:
             assert kept() == {"1", "2"}  # found in L1 and used again: kept
     assert answers == [expected] * 3
-    # One of them new to L1, one kept already: only the one L1 held is kept anew.
+    # One of them new to L1 (evicting 2, the least recently used), one kept already.
     status, _ = await post_bytes(api, b'{"Endpoints":{"e":{"RecommendationItems":["3","1"]}}}')
+    assert status == 200 and kept() == {"1"}
+    local.max_entries = room  # room again: 2, read anew, is kept at its first use
+    status, _ = await post_bytes(api, b'{"Endpoints":{"e":{"RecommendationItems":["2"]}}}')
     assert status == 200 and kept() == {"1", "2"}

@@ -177,6 +177,11 @@ class LocalCache:
         """The bytes L1 accounts for now: its entries' estimates and their derived values'."""
         return self._bytes
 
+    def has_room(self) -> bool:
+        """Under both bounds: nothing is being evicted to make room for what is stored next."""
+        return len(self._entries) < self.max_entries and (
+            not self.max_bytes or self._bytes < self.max_bytes)
+
     def generation(self) -> int:
         """The current generation: take it before a read from a slower tier, pass it to `store`."""
         return self._generation

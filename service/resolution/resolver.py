@@ -189,13 +189,15 @@ class ItemResolver:
         """Keep values derived from resolved items (id → (item, derived)) with their L1 entries,
         for `resolve(..., derived_key=...)` to answer next time.
 
-        Not for the IDs of `missed` (Resolved.missed: L1 did not hold them; they are taken out
-        of `values`): a value is kept from its item's second use on. Where the catalog is bigger
-        than L1, most items read are evicted before anyone asks for them again, and keeping
-        their values (an entry's dict, a table row, the accounting, taking them out again on
-        eviction) cost more than the rendering a second use does again; a hot item pays that
-        rendering once."""
-        if missed:
+        Once L1 is full, not for the IDs of `missed` (Resolved.missed: L1 did not hold them;
+        they are taken out of `values`): a value is then kept from its item's second use on.
+        Where the catalog is bigger than L1, most items read are evicted before anyone asks for
+        them again, and keeping their values (an entry's dict, a table row, the accounting,
+        taking them out again on eviction) cost more than the rendering a second use does
+        again; a hot item pays that rendering once. While L1 has room nothing is evicted, and
+        a value kept at the first use saves the second its rendering (a catalog that fits, or
+        the minutes after a start)."""
+        if missed and not self.local.has_room():
             pop = values.pop
             for item_id in missed:
                 pop(item_id, None)
