@@ -84,9 +84,9 @@ def _http_problem(exc: web.HTTPException) -> ProblemError:
     return problem
 
 
-def _count_request(request: web.Request, status: int, seconds: float) -> None:
-    route = request.match_info.route.name or "unmatched"
-    count, timing = request.app[METRICS].request_series(route, request.method, status)
+def _count_request(request: web.Request, route: str | None, status: int, seconds: float) -> None:
+    count, timing = request.app[METRICS].request_series(route or "unmatched", request.method,
+                                                        status)
     count.inc()
     timing.observe(seconds)
 
@@ -163,10 +163,10 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
     response.headers[REQUEST_ID_HEADER] = request_id
     if tracker.draining:  # shutting down: this connection's next request belongs elsewhere
         response.force_close()
-    _count_request(request, response.status, time.perf_counter() - started)
+    route = request.match_info.route.name  # a chain of properties: read once
+    _count_request(request, route, response.status, time.perf_counter() - started)
     if request.app[SETTINGS].access_log and log.isEnabledFor(logging.INFO):
         principal = request.get(PRINCIPAL)
-        route = request.match_info.route.name
         write_info(
             log, "request",
             {

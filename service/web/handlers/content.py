@@ -90,8 +90,8 @@ async def content_response(
         if fields:
             answer.update(fields)
         body, send = json_codec.dumps(answer), answer["send"]
-    route = request.match_info.route.name or "content"
     if resolved.degraded:
+        route = request.match_info.route.name or "content"
         request.app[METRICS].degraded.labels(route, resolved.degraded).inc()
         if not send:
             raise Unavailable(
