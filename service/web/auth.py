@@ -31,7 +31,7 @@ from service.key_rules import (  # noqa: F401 - also imported from here by calle
     validate_scopes,
 )
 from service.resolution.deadline import Deadline
-from service.resolution.expiring_map import ExpiringMap
+from service.resolution.expiring_map import MISSING, ExpiringMap
 from service.storage import api_keys
 from service.storage.db_faults import read_retrying
 from service.storage.key_usage import KeyUsageRecorder
@@ -118,16 +118,9 @@ class Authenticator:
         if not KEY_PATTERN.match(key):
             raise Unauthorized("the API key is not valid")
         digest = hash_key(key)
-
-        async def load() -> Principal | None:
-            read_at = time.monotonic()
-            record = await read_retrying(lambda: api_keys.find_key(self.pool, digest),
-                                         on_retry=lambda: None)
-            return None if record is None else principal_from_record(record, read_at)
-
-        principal = await self._cache.get_or_load(
-            digest, load, within=deadline.remaining() if deadline else None
-        )
+        principal = self._cache.get(digest)
+        if principal is MISSING:  # else the usual case: a known key, without a coroutine
+            principal = await self._load(digest, deadline)
         if principal is None:
             raise Unauthorized("the API key is not valid")
         refused = principal.refusal(time.monotonic())
@@ -136,6 +129,17 @@ class Authenticator:
         if self.usage is not None:
             self.usage.seen(principal.key_id)
         return principal
+
+    async def _load(self, digest: bytes, deadline: Deadline | None) -> Principal | None:
+        async def load() -> Principal | None:
+            read_at = time.monotonic()
+            record = await read_retrying(lambda: api_keys.find_key(self.pool, digest),
+                                         on_retry=lambda: None)
+            return None if record is None else principal_from_record(record, read_at)
+
+        return await self._cache.get_or_load(  # type: ignore[return-value]
+            digest, load, within=deadline.remaining() if deadline else None
+        )
 
     def expire_all(self) -> None:
         self._cache.expire_all()
