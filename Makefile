@@ -34,7 +34,7 @@ run: $(VENV)/.run-deps
 	$(BIN)/catalog-enricher serve --demo
 
 test: $(VENV)/.test-deps $(VENV)/checkov/.installed-$(CHECKOV_VERSION)
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check service tests bench

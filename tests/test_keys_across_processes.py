@@ -25,6 +25,8 @@ from service.key_rules import hash_key
 from tests.support.databases import create_database, drop_database, run, with_database
 from tests.support.service_processes import ServiceProcess, run_cli, service_env
 
+# One worker runs the whole module (`make test` runs pytest-xdist with --dist loadfile): its
+# last test reads what the others logged.
 pytestmark = pytest.mark.slow
 
 WITHIN = 1.0  # the promise: refused everywhere within a second
