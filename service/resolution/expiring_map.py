@@ -20,7 +20,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _ABSENT = object()
-MISSING = _ABSENT  # what `get` and `get_stale` answer for no usable value
 
 
 class ExpiringMap(Generic[K, V]):
@@ -40,7 +39,7 @@ class ExpiringMap(Generic[K, V]):
         return time.monotonic()
 
     def get(self, key: K) -> V | object:
-        """The fresh value, or `MISSING` when absent, expired or demoted."""
+        """The fresh value, or `ExpiringMap.MISSING` when absent, expired or demoted."""
         entry = self._entries.get(key)
         if entry is None:
             return _ABSENT

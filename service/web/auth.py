@@ -31,7 +31,7 @@ from service.key_rules import (  # noqa: F401 - also imported from here by calle
     validate_scopes,
 )
 from service.resolution.deadline import Deadline
-from service.resolution.expiring_map import MISSING, ExpiringMap
+from service.resolution.expiring_map import ExpiringMap
 from service.storage import api_keys
 from service.storage.db_faults import read_retrying
 from service.storage.key_usage import KeyUsageRecorder
@@ -119,7 +119,7 @@ class Authenticator:
             raise Unauthorized("the API key is not valid")
         digest = hash_key(key)
         principal = self._cache.get(digest)
-        if principal is MISSING:  # else the usual case: a known key, without a coroutine
+        if principal is ExpiringMap.MISSING:  # else the usual case: a known key, without a coroutine
             principal = await self._load(digest, deadline)
         if principal is None:
             raise Unauthorized("the API key is not valid")
