@@ -90,7 +90,7 @@ class Settings:
     cache_stale_seconds: float = 3600.0
     redis_timeout: float = 0.05
     batch_window_ms: float = 0.0
-    loop_slice_ms: float = 10.0
+    loop_slice_ms: float = 5.0
     loop_shared_slice_ms: float = 0.5
     event_loop: str = "asyncio"
     # Catalog API (issue 4): caching headers and bulk import limits.
@@ -172,7 +172,7 @@ class Settings:
                                                   minimum=0),
             "redis_timeout": reader.integer("ENRICHER_REDIS_TIMEOUT_MS", 50, 1, 10_000) / 1000,
             "batch_window_ms": reader.decimal("ENRICHER_BATCH_WINDOW_MS", 0.0, 0.0, 100.0),
-            "loop_slice_ms": reader.decimal("ENRICHER_LOOP_SLICE_MS", 10.0, 0.0, 1000.0),
+            "loop_slice_ms": reader.decimal("ENRICHER_LOOP_SLICE_MS", 5.0, 0.0, 1000.0),
             "loop_shared_slice_ms": reader.decimal("ENRICHER_LOOP_SHARED_SLICE_MS", 0.5, 0.1,
                                                    1000.0),
             "event_loop": reader.choice("ENRICHER_EVENT_LOOP", "asyncio", EVENT_LOOPS),
