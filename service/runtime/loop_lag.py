@@ -5,7 +5,8 @@ the time some callback (a request's CPU work, a garbage collection, a cache rebu
 Every sample goes to the histogram `enricher_event_loop_lag_seconds` and the largest seen to
 `enricher_event_loop_lag_max_seconds`; a lag over `STALL_SECONDS` is also logged (at most once per
 `STALL_LOG_EVERY` seconds), with the garbage collections that ran during it, the usual suspect.
-Sampling costs one timer callback per 50 ms: nothing next to a request.
+Sampling costs one timer callback per 50 ms: nothing next to a request. Each sample also settles
+what survived (gc_tuning.settle_survivors), so young collections do not scan long-lived objects.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from service.runtime.gc_tuning import FULL_EVERY_SECONDS, collect_everything, serving_tuned
+from service.runtime.gc_tuning import (
+    FULL_EVERY_SECONDS,
+    collect_everything,
+    serving_tuned,
+    settle_survivors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +89,14 @@ class LoopLagMonitor:
             asked = loop.time()
             await asyncio.sleep(self.sample_seconds)
             self.record(loop.time() - asked - self.sample_seconds, before_gc)
+            # Tuned once the app is set up (after this task started): then the oldest generation,
+            # and what survives, are left to this sampler (gc_tuning.py).
+            tuned = serving_tuned()
+            if tuned:
+                settle_survivors()
             if time.monotonic() >= next_full:
                 next_full = time.monotonic() + FULL_EVERY_SECONDS
-                if serving_tuned():  # the oldest generation is left to this (gc_tuning.py)
+                if tuned:
                     before_full = self.gc.snapshot()
                     found, seconds = collect_everything()
                     # It held the loop: a lag too, and a collection the counters must include.
