@@ -100,5 +100,5 @@ def test_without_a_byte_bound_the_entries_weigh_their_rows():
     (up to MAX_DERIVED_PER_ENTRY of them), which the byte bound is for."""
     cache, held = held_by(100, max_entries=50, max_bytes=0)
     assert len(cache) == 50
-    assert all(len(entry[4]) == MAX_DERIVED_PER_ENTRY for entry in cache._entries.values())
+    assert all(len(entry[4]) == MAX_DERIVED_PER_ENTRY for entry in cache.entries())
     assert held <= cache.accounted_bytes * (1 + SLACK) + FIXED_SLACK, (held, cache.accounted_bytes)

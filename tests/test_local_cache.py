@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from service.resolution import local_cache
 from service.resolution.local_cache import (
     ABSENT,
     MAX_DERIVED_PER_ENTRY,
@@ -73,6 +74,41 @@ class TestBound:
         fresh, _, missing = cache.lookup(1, ["keep", "0", "999"])
         assert set(fresh) == {"keep", "999"}
         assert missing == ["0"]
+
+    def test_a_sharded_l1_keeps_its_bound_and_its_recently_used_entries(self, monkeypatch):
+        # A large L1 is split into shards (the LRU order is kept per shard): 16 of 1,000 here.
+        # The margins hold whatever the hash seed: each shard evicts ~250 of ~440 old entries
+        # nobody used again, so none of the ~60 used ones.
+        monkeypatch.setattr(local_cache, "SHARD_FROM", 16_000)
+        cache = make_cache(Clock(), max_entries=16_000)
+        old = [f"old-{i}" for i in range(8_000)]
+        cache.store(1, {i: {"id": i} for i in old}, cache.generation())
+        used, looked_up = old[:500], old[500:1_000]
+        cache.touch(1, used)
+        cache.lookup(1, looked_up)
+        new = [f"new-{i}" for i in range(12_000)]
+        for start in range(0, len(new), 1_000):
+            cache.store(1, {i: {"id": i} for i in new[start:start + 1_000]}, cache.generation())
+        assert len(cache) == 16_000
+        fresh, _, missing = cache.lookup(1, used + looked_up + new)
+        assert len(fresh) == 13_000 and not missing
+        # And what the bound leaves of the rest.
+        assert len(cache.lookup(1, old[1_000:])[0]) == 16_000 - 13_000
+        cache.forget(1, new)
+        assert len(cache) == 4_000
+
+    def test_a_sharded_l1_keeps_its_byte_bound_and_its_accounts(self, monkeypatch):
+        monkeypatch.setattr(local_cache, "SHARD_FROM", 16_000)
+        monkeypatch.setattr(local_cache, "SHARD_FROM_BYTES", 0)
+        bound = 2_000 * item_bytes("item-0000", {"id": "item-0000"})
+        cache = make_cache(Clock(), max_entries=16_000, max_bytes=bound)
+        for start in range(0, 8_000, 500):
+            values = {f"item-{i:04}": {"id": f"item-{i:04}"} for i in range(start, start + 500)}
+            cache.store(1, values, cache.generation())
+            cache.attach(1, {i: (v, (b'"x"',)) for i, v in values.items()}, (7, None))
+            assert cache.accounted_bytes <= bound
+        assert 1_000 < len(cache) < 2_000  # the bytes bound it, not the entries
+        assert sum(entry[5] for entry in cache.entries()) == cache.accounted_bytes
 
     def test_zero_entries_turns_l1_off(self):
         cache = make_cache(Clock(), max_entries=0)

@@ -17,6 +17,15 @@ entries are probably still right and are the best answer when Postgres is down. 
 each entry records the generation it was stored in, and a flush raises the floor generation below
 which an entry no longer counts as fresh.
 
+A large L1 keeps its entries in shards (`SHARDS` OrderedDicts, by the key's hash). A dict rebuilds
+its whole table now and then as keys come and go, and an OrderedDict relinks every node as it
+does: at 100,000 entries on a full, scattered heap that held the event loop ~30 ms every ~75,000
+stores (a cold load makes one every few seconds). A shard's rebuild is a sixteenth of that. The
+LRU order is then kept per shard: a store evicts the least recently used entries of the shards it
+stored into (and, past the byte bound, the oldest of each shard in turn), the usual approximation of
+one LRU order; below `SHARD_FROM` entries or `SHARD_FROM_BYTES` there is one shard and the order is
+exact.
+
 An entry can also carry what callers derived from its value (`attach`, read back by
 `lookup_derived`): the transform keeps each item's rendered, serialised attributes there per
 recommender and locale. Derived values live and die with the entry: a changed item is a new entry,
@@ -35,7 +44,7 @@ from __future__ import annotations
 import operator
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import repeat
 from sys import getsizeof
 from typing import Any
@@ -62,6 +71,12 @@ _Entry = list
 # Derived values an entry keeps (recommender versions times locales) before it starts over.
 MAX_DERIVED_PER_ENTRY = 8
 _NOTHING_DERIVED = object()  # a key no entry holds: `lookup` is `lookup_derived` without any
+# The bounds from which the entries are split into shards, and how many (a power of two): both
+# must leave a shard thousands of entries, or its own LRU order would stand in poorly for one
+# order over all (64 MiB is ~4,000 entries a shard even at 1 KB of rows per entry).
+SHARD_FROM = 65_536
+SHARD_FROM_BYTES = 64 * 1024 * 1024
+SHARDS = 16
 # Derived tables kept at once (recommender versions times locales in use); past it, all are dropped.
 MAX_DERIVED_TABLES = 256
 
@@ -152,13 +167,15 @@ class LocalCache:
         self, *, max_entries: int, ttl: float, negative_ttl: float, stale_seconds: float,
         max_bytes: int = 0, clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.max_entries = max_entries
         self.max_bytes = max_bytes  # 0: no byte bound (the bytes are still accounted for)
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.stale_seconds = stale_seconds
         self.clock = clock
-        self._entries: OrderedDict[tuple[int, str], _Entry] = OrderedDict()
+        self._shards: list[OrderedDict[tuple[int, str], _Entry]] = [OrderedDict()]
+        self._mask = 0
+        self._next_shard = 0  # where eviction for the byte bound goes on
+        self.max_entries = max_entries
         self._generation = 1
         self._floor = 0
         self._catalog_floor: dict[int, int] = {}
@@ -166,11 +183,38 @@ class LocalCache:
         self._bytes = 0
 
     @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
+    @max_entries.setter
+    def max_entries(self, bound: int) -> None:
+        """A new entry bound (at start, or later): the entries are dealt into as many shards as
+        it calls for (their order kept within each shard), then evicted down to it."""
+        self._max_entries = bound
+        large = bound >= SHARD_FROM and (not self.max_bytes or self.max_bytes >= SHARD_FROM_BYTES)
+        count = SHARDS if large else 1
+        # Each shard's share of the entry bound (the whole bound, with one shard).
+        self._shard_max = bound // count
+        if count != len(self._shards):
+            entries = [item for shard in self._shards for item in shard.items()]
+            self._shards = [OrderedDict() for _ in range(count)]
+            self._mask = count - 1
+            for key, entry in entries:
+                self._shards[hash(key) & self._mask][key] = entry
+        for shard in self._shards:
+            self._evict(shard)
+
+    @property
     def enabled(self) -> bool:
         return self.max_entries > 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(map(len, self._shards))
+
+    def entries(self) -> Iterator[_Entry]:
+        """Every entry, shard by shard (for tests and accounting)."""
+        for shard in self._shards:
+            yield from shard.values()
 
     @property
     def accounted_bytes(self) -> int:
@@ -179,7 +223,7 @@ class LocalCache:
 
     def has_room(self) -> bool:
         """Under both bounds: nothing is being evicted to make room for what is stored next."""
-        return len(self._entries) < self.max_entries and (
+        return len(self) < self.max_entries and (
             not self.max_bytes or self._bytes < self.max_bytes)
 
     def generation(self) -> int:
@@ -202,23 +246,22 @@ class LocalCache:
         fresh: dict[str, Any] = {}
         stale: dict[str, Any] = {}
         missing: list[str] = []
-        entries = self._entries
-        if not entries:
+        shards, mask = self._shards, self._mask
+        if not any(shards):
             return derived, fresh, stale, list(ids)
         now = self.clock()
         floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
-        get = entries.get
-        touch = entries.move_to_end
         table = None if derived_key is _NOTHING_DERIVED else self._table(catalog_id, derived_key)
         for item_id in ids:
             key = (catalog_id, item_id)
-            entry = get(key)
+            entries = shards[hash(key) & mask]
+            entry = entries.get(key)
             if entry is None:
                 missing.append(item_id)
                 continue
             value, fresh_until, stale_until, generation, kept, size = entry
             if now < fresh_until and generation > floor:
-                touch(key)
+                entries.move_to_end(key)
                 if kept is not None and derived_key in kept:
                     derived[item_id] = found = kept[derived_key]
                     if table is not None:  # back into the table it was dropped from
@@ -253,20 +296,26 @@ class LocalCache:
 
     def touch(self, catalog_id: int, ids: Iterable[str]) -> None:
         """Mark the entries of `ids` (all present) as just used, for the LRU order."""
-        deque(map(self._entries.move_to_end, zip(repeat(catalog_id), ids)), maxlen=0)
+        keys = zip(repeat(catalog_id), ids)
+        if not self._mask:
+            deque(map(self._shards[0].move_to_end, keys), maxlen=0)
+            return
+        shards, mask = self._shards, self._mask
+        for key in keys:
+            shards[hash(key) & mask].move_to_end(key)
 
     def attach(self, catalog_id: int, values: Mapping[str, tuple[Any, Any]],
                derived_key: Any) -> None:
         """Keep, for each ID, `derived` under `derived_key` on its entry, where the entry still
         holds the very `value` it was derived from: values is id → (value, derived)."""
-        entries = self._entries
+        shards, mask = self._shards, self._mask
         table = self._table(catalog_id, derived_key)
         now = self.clock()
         floor = max(self._floor, self._catalog_floor.get(catalog_id, 0))
         added = 0
         for item_id, (value, derived) in values.items():
             key = (catalog_id, item_id)
-            entry = entries.get(key)
+            entry = shards[hash(key) & mask].get(key)
             if entry is None or entry[0] is not value:
                 continue  # gone, or replaced by a newer value meanwhile
             kept = entry[4]
@@ -294,15 +343,15 @@ class LocalCache:
         table.grew()
         self._bytes += added
         if added > 0:
-            self._evict()
+            self._evict_bytes()
 
     def store(self, catalog_id: int, values: Mapping[str, Any], generation: int) -> None:
         """Keep `values` (id → item or ABSENT) read at `generation`; older than a flush = stale."""
         if not self.enabled or not values:
             return
         now = self.clock()
-        entries = self._entries
-        pop = entries.pop
+        shards, mask = self._shards, self._mask
+        stored_into = set()
         added = 0
         # Two kinds of entry, so two sets of times, computed once (a cold event stores hundreds).
         found_until, found_stale = now + self.ttl, now + self.ttl + self.stale_seconds
@@ -311,7 +360,10 @@ class LocalCache:
         for item_id, value in values.items():
             key = (catalog_id, item_id)
             size = item_bytes(item_id, value)
-            replaced = pop(key, None)  # a new key goes last in the LRU order
+            index = hash(key) & mask
+            stored_into.add(index)
+            entries = shards[index]
+            replaced = entries.pop(key, None)  # a new key goes last in the LRU order
             if value is ABSENT:
                 entries[key] = [value, absent_until, absent_stale, generation, None, size]
             else:
@@ -322,23 +374,52 @@ class LocalCache:
                 if replaced[4]:  # what was derived from the value this replaces
                     self._untable(catalog_id, item_id, replaced[4])
         self._bytes += added
-        self._evict()
+        for index in stored_into:
+            self._evict(shards[index])
+        self._evict_bytes()
 
-    def _evict(self) -> None:
-        """Drop least recently used entries while either bound is passed."""
-        entries = self._entries
-        max_bytes = self.max_bytes or float("inf")
-        while entries and (len(entries) > self.max_entries or self._bytes > max_bytes):
-            (evicted_catalog, evicted_id), entry = entries.popitem(last=False)
-            self._bytes -= entry[5]
-            if entry[4]:
-                self._untable(evicted_catalog, evicted_id, entry[4])
+    def _evict(self, entries: OrderedDict[tuple[int, str], _Entry]) -> None:
+        """Drop a shard's least recently used entries while it holds more than its share of
+        the entry bound."""
+        shard_max = self._shard_max
+        while len(entries) > shard_max:
+            self._drop_oldest(entries)
+
+    def _evict_bytes(self) -> None:
+        """Drop least recently used entries while L1 passes the byte bound: the oldest of each
+        shard in turn. A shard well under its share of the entries is passed over (its few,
+        maybe all recently used, entries would go as readily as a full shard's oldest), unless
+        every shard is."""
+        if not self.max_bytes or self._bytes <= self.max_bytes:
+            return
+        shards, mask = self._shards, self._mask
+        floor = len(self) // (2 * len(shards))
+        passed_over = 0
+        while self._bytes > self.max_bytes:
+            entries = shards[self._next_shard]
+            self._next_shard = (self._next_shard + 1) & mask
+            if len(entries) > floor:
+                passed_over = 0
+                self._drop_oldest(entries)
+            elif passed_over <= mask:
+                passed_over += 1
+            elif floor:
+                floor, passed_over = 0, 0
+            else:
+                return  # nothing left to drop
+
+    def _drop_oldest(self, entries: OrderedDict[tuple[int, str], _Entry]) -> None:
+        (evicted_catalog, evicted_id), entry = entries.popitem(last=False)
+        self._bytes -= entry[5]
+        if entry[4]:
+            self._untable(evicted_catalog, evicted_id, entry[4])
 
     def forget(self, catalog_id: int, ids: Iterable[str]) -> None:
         """Drop entries known to be wrong (the items changed)."""
-        pop = self._entries.pop
+        shards, mask = self._shards, self._mask
         for item_id in ids:
-            entry = pop((catalog_id, item_id), None)
+            key = (catalog_id, item_id)
+            entry = shards[hash(key) & mask].pop(key, None)
             if entry is not None:
                 self._bytes -= entry[5]
                 if entry[4]:
