@@ -53,6 +53,15 @@ async def burst_of(session: aiohttp.ClientSession, urls: list[str], key: str):
     return results, time.monotonic() - started
 
 
+async def redis_failures(server: ServiceProcess) -> float:
+    """The server's count of rate-limit checks Redis failed or was too slow for."""
+    async with aiohttp.ClientSession() as session, \
+            session.get(server.base_url + "/metrics") as answer:
+        text = await answer.text()
+    found = re.search(r"^enricher_rate_limit_redis_failures_total ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def admitted_bound(rps: int, burst: int, seconds: float) -> float:
     return rps + burst + rps * seconds
 
@@ -146,20 +155,32 @@ class TestAcrossProcesses:
     async def test_two_processes_share_the_limit(self, two_servers, owned_redis):
         a, b, key = two_servers
         results, seconds = await split_burst((a, b), key, 300)
+        spent_at = time.monotonic()
+        # Counted in Redis: the budget A spent is gone for B too (in a separate process
+        # counting alone, B would admit its own 15 at once). Asked at once, before anything
+        # else, so that the bucket has refilled only for the time between the two bursts.
+        again, _ = await split_burst((b,), key, 30)
+        refilled = time.monotonic() - spent_at
         statuses = Counter(status for status, _, _ in results)
         assert set(statuses) == {200, 429}, statuses
         print(f"admitted {statuses[200]} of 300 in {seconds:.2f} s across two processes")
         assert statuses[200] <= admitted_bound(20, 10, seconds), (statuses, seconds)
         assert all(int(h["Retry-After"]) >= 1 for s, h, _ in results if s == 429)
+        admitted_again = sum(s == 200 for s, _, _ in again)
+        if await redis_failures(a) + await redis_failures(b):
+            # A Redis call was too slow (a loaded machine): that second was counted in each
+            # process, by design, so the shared bucket was not spent. B alone then admits at most
+            # its share: half the limit, burst included, and what refilled meanwhile.
+            assert admitted_again <= 15 + 10 * (seconds + refilled), refilled
+        else:
+            # What the shared bucket can hold again: refilled since A's burst was counted
+            # (during it, or since), one more for the rounding of a request's slot.
+            assert admitted_again <= 2 + 20 * (seconds + refilled), refilled
         client = redis_client.Redis.from_url(owned_redis.url)
         try:
             assert [k async for k in client.scan_iter("rl-test:rl:*")]  # the tenant's bucket
         finally:
             await client.aclose()
-        # Counted in Redis: the budget A spent is gone for B too (in a separate process
-        # counting alone, B would admit its own 15 at once).
-        results, seconds = await split_burst((b,), key, 30)
-        assert sum(s == 200 for s, _, _ in results) <= 20 * (seconds + 1.0)
 
     @pytest.mark.parametrize("fault", ["stopped", "frozen"])
     async def test_no_request_fails_without_redis(self, two_servers, owned_redis, fault):
