@@ -19,7 +19,7 @@ which an entry no longer counts as fresh.
 
 A large L1 keeps its entries in shards (`SHARDS` OrderedDicts, by the key's hash). A dict rebuilds
 its whole table now and then as keys come and go, and an OrderedDict relinks every node as it
-does: at 100,000 entries on a full, scattered heap that held the event loop ~30 ms every ~75,000
+does: at 100,000 entries on a full, scattered heap that held the event loop 30-50 ms every ~75,000
 stores (a cold load makes one every few seconds). A shard's rebuild is a sixteenth of that. The
 LRU order is then kept per shard: a store evicts the least recently used entries of the shards it
 stored into (and, past the byte bound, the oldest of each shard in turn), the usual approximation of
@@ -212,7 +212,7 @@ class LocalCache:
         return sum(map(len, self._shards))
 
     def entries(self) -> Iterator[_Entry]:
-        """Every entry, shard by shard (for tests and accounting)."""
+        """Every entry, shard by shard (what the tests weigh)."""
         for shard in self._shards:
             yield from shard.values()
 
