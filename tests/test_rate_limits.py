@@ -26,6 +26,7 @@ from service.storage import tenants as tenant_store
 from service.storage.db import connect
 from tests.support.api import Api
 from tests.support.databases import run
+from tests.support.metrics_reader import exposed_sample
 from tests.support.owned_servers import OwnedRedis
 from tests.support.service_processes import ServiceProcess, run_cli, service_env
 
@@ -58,8 +59,9 @@ async def redis_failures(server: ServiceProcess) -> float:
     async with aiohttp.ClientSession() as session, \
             session.get(server.base_url + "/metrics") as answer:
         text = await answer.text()
-    found = re.search(r"^enricher_rate_limit_redis_failures_total ([0-9.e+]+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    found = exposed_sample(text, "enricher_rate_limit_redis_failures_total")
+    assert found is not None, "the server exposes its Redis failures"
+    return found
 
 
 def admitted_bound(rps: int, burst: int, seconds: float) -> float:
