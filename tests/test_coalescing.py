@@ -16,6 +16,8 @@ from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.tcp_proxy import TcpProxy, url_through
 
+pytestmark = pytest.mark.timing
+
 TRANSFORM = "/v1/recommenders/movies/transform"
 REQUESTS = 50
 

@@ -17,7 +17,7 @@ from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import sample
 from tests.support.tcp_proxy import TcpProxy, url_through
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timing, pytest.mark.timeout(60)]
 
 CONTENT = "/v1/recommenders/movies/content"
 

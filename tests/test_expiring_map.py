@@ -9,6 +9,8 @@ import pytest
 
 from service.resolution.expiring_map import ExpiringMap
 
+pytestmark = pytest.mark.timing
+
 
 async def test_concurrent_callers_share_one_load():
     loads = 0

@@ -24,6 +24,7 @@ from tests.support.metrics_reader import sample
 from tests.support.owned_servers import OwnedPostgres, migrated, pg_available, scratch_folder
 
 pytestmark = [
+    pytest.mark.timing,
     pytest.mark.slow,
     pytest.mark.skipif(not pg_available(), reason="needs the Postgres binaries (initdb, pg_ctl)"),
     pytest.mark.timeout(60),

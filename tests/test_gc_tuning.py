@@ -10,6 +10,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.timing
+
 PROGRAM = textwrap.dedent("""
     import collections, gc, sys
     from service.runtime import gc_tuning

@@ -23,6 +23,8 @@ from tests.support.imports import (
     wait_for,
 )
 
+pytestmark = pytest.mark.timing
+
 TEN = [{"id": f"i{n}", "title": f"Item {n}", "genre": "g",
         "price": {"amount": f"{n}.50", "currency": "EUR"}} for n in range(10)]
 

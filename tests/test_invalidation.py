@@ -20,6 +20,8 @@ from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import item_queries, sample
 from tests.support.tcp_proxy import TcpProxy, proxy_to_database, url_through
 
+pytestmark = pytest.mark.timing
+
 TRANSFORM = "/v1/recommenders/movies/transform"
 SEEN_WITHIN = 1.0
 

@@ -20,6 +20,8 @@ from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import sample
 
+pytestmark = pytest.mark.timing
+
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:

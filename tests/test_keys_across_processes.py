@@ -27,7 +27,7 @@ from tests.support.service_processes import ServiceProcess, run_cli, service_env
 
 # One worker runs the whole module (`make test` runs pytest-xdist with --dist loadfile): its
 # last test reads what the others logged.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.timing, pytest.mark.slow]
 
 WITHIN = 1.0  # the promise: refused everywhere within a second
 PROBE = "/v1/catalogs"  # cheap, and needs a key (catalog:read)

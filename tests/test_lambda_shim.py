@@ -19,6 +19,8 @@ from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.tcp_proxy import TcpProxy
 
+pytestmark = pytest.mark.timing
+
 SERVICE_DIR = Path(__file__).resolve().parents[1] / "service"
 DRIVER = Path(__file__).with_name("support") / "shim_driver.py"
 EVENT = {"Endpoints": {"e1": {"ChannelType": "EMAIL", "RecommendationItems": ["1", "2"]}}}

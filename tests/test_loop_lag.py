@@ -7,9 +7,12 @@ import gc
 import logging
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.runtime.loop_lag import SAMPLE_SECONDS
+
+pytestmark = pytest.mark.timing
 
 
 async def scrape(client) -> dict[tuple[str, tuple], float]:

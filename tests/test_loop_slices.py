@@ -12,11 +12,15 @@ import dataclasses
 import socket
 import time
 
+import pytest
+
 from service.runtime.loop_slices import LoopSlicer
 from service.runtime.settings import Settings
 from service.web.app import create_app
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+
+pytestmark = pytest.mark.timing
 
 WORK_SECONDS = 0.002  # what one warm 50-endpoint transform costs, about
 BURST = 60

@@ -30,6 +30,8 @@ from tests.support.metrics_reader import exposed_sample
 from tests.support.owned_servers import OwnedRedis
 from tests.support.service_processes import ServiceProcess, run_cli, service_env
 
+pytestmark = pytest.mark.timing
+
 PROBE = "/v1/catalogs"
 POLICY = re.compile(r'^"tenant";q=(\d+);w=1(;ce-burst=(\d+))?$')
 REMAINING = re.compile(r'^"tenant";r=(\d+);t=(\d+)$')

@@ -33,6 +33,7 @@ from tests.support.owned_servers import (
 )
 
 pytestmark = [
+    pytest.mark.timing,
     pytest.mark.slow,
     pytest.mark.skipif(not pg_available(), reason="needs the Postgres binaries (initdb, pg_ctl)"),
     pytest.mark.timeout(90),

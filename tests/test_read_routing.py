@@ -27,6 +27,8 @@ from tests.support.databases import create_database, drop_database, with_databas
 from tests.support.metrics_reader import sample
 from tests.support.tcp_proxy import TcpProxy, url_through
 
+pytestmark = pytest.mark.timing
+
 TRANSFORM = "/v1/recommenders/movies/transform"
 ITEM = "/v1/catalogs/movies/items/"
 

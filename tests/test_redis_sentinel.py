@@ -19,7 +19,7 @@ from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import sample
 from tests.support.owned_servers import SENTINEL_SERVICE, OwnedRedis, OwnedSentinel
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.timing, pytest.mark.slow, pytest.mark.timeout(90)]
 
 TRANSFORM = "/v1/recommenders/movies/transform"
 IDS = [str(i) for i in range(5)]

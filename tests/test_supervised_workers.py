@@ -30,7 +30,7 @@ from tests.support.serve_process import (
     worker_of,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.timing, pytest.mark.slow]
 
 
 @pytest.fixture

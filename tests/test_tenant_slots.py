@@ -18,6 +18,8 @@ from service.web.app_keys import TENANT_GATE
 from service.web.tenant_slots import NoSlot, TenantSlots
 from tests.support.api import Api
 
+pytestmark = pytest.mark.timing
+
 
 class Clock:
     def __init__(self) -> None:

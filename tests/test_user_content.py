@@ -19,7 +19,7 @@ from tests.support.catalogs import load_catalog
 from tests.support.fake_personalize import ACCESS_KEY, REGION, SECRET_KEY, FakePersonalize
 from tests.support.metrics_reader import sample
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timing, pytest.mark.timeout(60)]
 
 CAMPAIGN = "arn:aws:personalize:us-east-1:123456789012:campaign/movies"
 FILTER = "arn:aws:personalize:us-east-1:123456789012:filter/by-genre"
