@@ -26,7 +26,7 @@ import pytest
 
 from tests.support.docs_pages import DOCS, README, Block, fenced_blocks, page_name, pages
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.timing, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent  # this venv's catalog-enricher comes first on PATH
 
@@ -196,6 +196,7 @@ def stop(server: subprocess.Popen) -> None:
             server.wait()
 
 
+@pytest.mark.timeout(300)  # a dozen commands and a serve with two workers, on a loaded machine
 def test_the_pages_walkthrough(database_url: str, tmp_path: Path):
     """Getting started, then the catalog, keys, import, Personalize and Pinpoint pages and the
     README's tour, each command as the page writes it (only the database URL and the port are
