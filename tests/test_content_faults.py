@@ -5,7 +5,6 @@ within Braze's 2 s; only when nothing can be shown is it a 503 with Retry-After.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from service.web.app import create_app
 from service.web.app_keys import AUTHENTICATOR, RECOMMENDERS, RESOLVER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.loop_stalls import timed
 from tests.support.metrics_reader import sample
 from tests.support.tcp_proxy import TcpProxy, url_through
 
@@ -34,10 +34,12 @@ async def api(database_url, proxy: TcpProxy, aiohttp_client, make_key, settings:
     return api
 
 
-async def timed_get(api: Api, query: str):
-    started = time.monotonic()
-    status, answer, headers = await api.get(CONTENT + query)
-    return status, answer, headers, time.monotonic() - started
+async def timed_get(api: Api, query: str, headers: dict[str, str] | None = None):
+    """The answer and how long it took, less the time the machine kept this process's loop from
+    running (tests/support/loop_stalls.py): what a budget can be held to here."""
+    (status, answer, answered_headers), took = await timed(api.get(CONTENT + query,
+                                                                   headers=headers))
+    return status, answer, answered_headers, took
 
 
 class TestStalledPostgres:
@@ -83,19 +85,15 @@ class TestStalledPostgres:
                                                                        make_key):
         other = await make_key("acme", "transform")  # never seen by this process
         with proxy.stalled():
-            started = time.monotonic()
-            status, _, headers = await api.get(CONTENT + "?ids=1",
-                                               headers={"Authorization": f"Bearer {other}"})
-            took = time.monotonic() - started
+            status, _, headers, took = await timed_get(
+                api, "?ids=1", headers={"Authorization": f"Bearer {other}"})
         assert took < 2.0
         assert status == 503
         assert headers["Retry-After"] == "1"
 
     async def test_deadline_header_still_wins(self, api: Api, proxy: TcpProxy):
         with proxy.stalled():
-            started = time.monotonic()
-            status, _, headers = await api.get(CONTENT + "?ids=1,3",
-                                               headers={"X-Deadline-Ms": "300"})
-            took = time.monotonic() - started
+            status, _, headers, took = await timed_get(api, "?ids=1,3",
+                                                       headers={"X-Deadline-Ms": "300"})
         assert took < 0.3
         assert (status, headers["X-Degraded"]) == (200, "postgres-timeout")

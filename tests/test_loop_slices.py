@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-import time
 
 import pytest
 
@@ -26,10 +25,27 @@ WORK_SECONDS = 0.002  # what one warm 50-endpoint transform costs, about
 BURST = 60
 
 
+class WorkClock:
+    """The slicer's clock in these tests: only the work they simulate (`busy`) advances it, so
+    how many requests fit in a slice does not depend on how much of the machine the test gets."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = WorkClock()
+
+
+def work_slicer(slice_seconds: float, shared_slice_seconds: float | None = None) -> LoopSlicer:
+    return LoopSlicer(slice_seconds, shared_slice_seconds, clock=CLOCK)
+
+
 def busy(seconds: float) -> None:
-    until = time.perf_counter() + seconds
-    while time.perf_counter() < until:
-        pass
+    """A request's work: `seconds` of the slicer's time."""
+    CLOCK.now += seconds
 
 
 async def run_burst(slicer: LoopSlicer, **turn: object) -> tuple[list[int], int]:
@@ -52,21 +68,21 @@ async def run_burst(slicer: LoopSlicer, **turn: object) -> tuple[list[int], int]
 
 
 async def test_a_timer_fires_between_turns_of_a_burst():
-    order, fired_after = await run_burst(LoopSlicer(0.01))
+    order, fired_after = await run_burst(work_slicer(0.01))
     assert order == list(range(BURST))  # first come, first served
     assert fired_after < BURST // 2  # the burst did not hold the loop to its end
 
 
 async def test_without_slices_the_burst_holds_the_loop():
     # What the slicer is for: with it off, the timer waits for the whole burst.
-    order, fired_after = await run_burst(LoopSlicer(0))
+    order, fired_after = await run_burst(work_slicer(0))
     assert order == list(range(BURST)) and fired_after == BURST
 
 
 async def test_a_tenant_that_sends_little_goes_ahead_of_a_flood_that_waits():
     """Lines per tenant: B's one request, arriving after A's ten, runs right after the one of
     A's that found the slice open, not behind the nine others."""
-    slicer = LoopSlicer(0.001)
+    slicer = work_slicer(0.001)
     order: list[str] = []
 
     async def request(tenant: str) -> None:
@@ -85,7 +101,7 @@ async def test_a_tenant_without_a_line_goes_now_while_the_whole_slice_is_open():
     """A flood spent the shared slice and waits in its line; another tenant's request does not
     join a line behind it (one loop iteration less) while the iteration is within the whole
     slice. Past that, it waits too: many light tenants together cannot hold the loop."""
-    slicer = LoopSlicer(0.05, 0.001)
+    slicer = work_slicer(0.05, 0.001)
     assert slicer.turn("a", contended=True) is None
     busy(0.002)
     flood = slicer.turn("a", contended=True)
@@ -103,7 +119,7 @@ async def test_a_request_read_during_a_flood_runs_before_the_floods_next_turn():
     iteration: they are read before the flood's next turn (while tenants contend, a turn runs in
     an iteration of its own, after the one that reads the sockets), and the request that reading
     them starts (a task, as aiohttp's) runs ahead of the flood's next turn, not behind it."""
-    slicer = LoopSlicer(0.05, 0.0005)
+    slicer = work_slicer(0.05, 0.0005)
     loop = asyncio.get_running_loop()
     order: list[str] = []
     ours, theirs = socket.socketpair()
@@ -151,8 +167,8 @@ async def test_a_request_read_during_a_flood_runs_before_the_floods_next_turn():
 async def test_while_tenants_contend_the_slice_is_the_shared_one():
     """With company, a flood runs about one request per loop iteration (the shared slice), so a
     timer due during it fires far sooner than with the tenant alone (the full slice)."""
-    alone_order, alone_fired = await run_burst(LoopSlicer(0.05, 0.001), tenant="a")
-    shared_order, shared_fired = await run_burst(LoopSlicer(0.05, 0.001), tenant="a",
+    alone_order, alone_fired = await run_burst(work_slicer(0.05, 0.001), tenant="a")
+    shared_order, shared_fired = await run_burst(work_slicer(0.05, 0.001), tenant="a",
                                                  contended=True)
     assert alone_order == shared_order == list(range(BURST))
     assert alone_fired >= 0.05 / WORK_SECONDS / 2  # the tenant alone: the slice's 25, about
@@ -160,7 +176,7 @@ async def test_while_tenants_contend_the_slice_is_the_shared_one():
 
 
 async def test_a_cancelled_waiter_gives_up_its_place():
-    slicer = LoopSlicer(0.001)
+    slicer = work_slicer(0.001)
     first = slicer.turn()
     assert first is None
     busy(0.002)  # this slice is spent: the next ones wait

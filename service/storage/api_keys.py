@@ -220,11 +220,12 @@ async def rotate_key(
             raise NotFound(f"no key with prefix {prefix!r}", field="prefix")
         if old["revoked"]:
             raise Conflict(f"key {prefix} is revoked; create a new key instead", field="prefix")
-        if old["expired"]:
-            raise Conflict(f"key {prefix} has expired; create a new key instead", field="prefix")
+        # Rotated before it expired: its successor is what to rotate, also once the grace is over.
         if old["replaced_by"] is not None:
             raise Conflict(f"key {prefix} was already rotated to {old['replaced_by']}; rotate "
                            "that one", field="prefix")
+        if old["expired"]:
+            raise Conflict(f"key {prefix} has expired; create a new key instead", field="prefix")
         key, key_id = await _insert_new_key(conn, tenant_id, list(old["scopes"]), old["label"],
                                             expires_in)
         await conn.execute(RETIRE_ROTATED_KEY, old["id"], key_id, float(grace))
