@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-stress lint bench clean
+.PHONY: run test test-stress lint docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,11 @@ lint: $(VENV)/.test-deps
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
-# The floor and catalog-enricher side by side (README "Performance"); pass options with ARGS=.
+# The documentation site (docs/, mkdocs.yml) at http://127.0.0.1:8000, rebuilt on every save.
+docs: $(VENV)/.test-deps
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+# The floor and catalog-enricher side by side (docs/performance.md); pass options with ARGS=.
 bench: $(VENV)/.bench-deps
 	$(BIN)/python -m bench $(ARGS)
 

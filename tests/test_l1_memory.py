@@ -2,8 +2,9 @@
 from L2 (decoded JSON) and rows rendered by real enrichers, for 20 recommenders x 30 locales over
 the same items, the transform's worst case (each entry keeps rows per recommender and locale).
 
-The documented slack (README, "Memory"): what L1 holds stays within ENRICHER_CACHE_MAX_BYTES plus
-SLACK of it, and the estimates are not so generous that the bound wastes most of itself.
+The documented slack (docs/caching.md, "What the cache buys"): what L1 holds stays within
+ENRICHER_CACHE_MAX_BYTES plus SLACK of it, and the estimates are not so generous that the bound
+wastes most of itself.
 """
 
 from __future__ import annotations

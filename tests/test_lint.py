@@ -1,5 +1,5 @@
 """The repository stays clean under its linters: ruff for Python, hadolint for the Dockerfile,
-import-linter for the layers (ARCHITECTURE.md)."""
+import-linter for the layers (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ def test_two_workers_share_one_port(database_url: str):
 ])
 def test_event_loop_is_the_one_chosen(database_url: str, choice, workers, expected):
     """ENRICHER_EVENT_LOOP picks the loop of the single process and of every worker (the stdlib's
-    by default: README, Performance), and requests are answered on it."""
+    by default: docs/performance.md, "The event loop"), and requests are answered on it."""
     env = clean_env(DATABASE_URL=database_url, **({"ENRICHER_EVENT_LOOP": choice} if choice else {}))
     server = Server("--demo", "--port", "0", "--workers", workers, env=env)
     try:

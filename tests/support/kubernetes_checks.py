@@ -111,7 +111,7 @@ def cpu_cores(quantity: str | int | float) -> float:
 
 MIB = 1024 * 1024
 _MEMORY_UNITS = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB, "K": 1000, "M": 1000**2, "G": 1000**3}
-# What a worker takes besides its L1, and how far L1 may pass its byte bound (README, Size).
+# What a worker takes besides its L1, and how far L1 may pass its byte bound (docs/kubernetes.md, Size).
 WORKER_BASE_BYTES = 120 * MIB
 L1_SLACK = 1.1
 DEFAULT_CACHE_MAX_BYTES = 256 * MIB
