@@ -3,10 +3,7 @@ against the real service on a real port."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import socket
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,37 +14,10 @@ from service.cli import write_shim_zip
 from service.web.app import create_app
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.shim_process import SERVICE_DIR, Shim
 from tests.support.tcp_proxy import TcpProxy
 
-SERVICE_DIR = Path(__file__).resolve().parents[1] / "service"
-DRIVER = Path(__file__).with_name("support") / "shim_driver.py"
 EVENT = {"Endpoints": {"e1": {"ChannelType": "EMAIL", "RecommendationItems": ["1", "2"]}}}
-
-
-class Shim:
-    """A warm shim container: one interpreter kept alive across invocations."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    @classmethod
-    async def start(cls) -> Shim:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(DRIVER), str(SERVICE_DIR),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
-        return cls(process)
-
-    async def invoke(self, event, remaining_ms: int = 5000, **env: str) -> dict:
-        command = {"event": event, "remaining_ms": remaining_ms, "env": env}
-        self.process.stdin.write((json.dumps(command) + "\n").encode())
-        await self.process.stdin.drain()
-        line = await asyncio.wait_for(self.process.stdout.readline(), remaining_ms / 1000 + 10)
-        return json.loads(line)
-
-    async def stop(self) -> None:
-        self.process.stdin.close()
-        await self.process.wait()
 
 
 @pytest.fixture
