@@ -16,6 +16,7 @@ the real shim code with tests/support/shim_process.py.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 import uuid
@@ -37,8 +38,8 @@ LAST_NAMES = ("Martínez", "渡辺", "Kowalski", "Øvergaard", "Nguyễn", "Ив
 class FakeConnect:
     """Makes Connect's events and checks answers the way Connect would."""
 
-    def __init__(self, seed: int = 1, campaign: str = "campaign-12345") -> None:
-        self.rng = random.Random(seed)
+    def __init__(self, seed: int | None = 1, campaign: str = "campaign-12345") -> None:
+        self.rng = random.Random(seed)  # None: new profiles and tokens every time
         self.campaign = campaign
         self.runs = 0
 
@@ -51,8 +52,10 @@ class FakeConnect:
         last = self.rng.choice(LAST_NAMES)
         custom: dict[str, Any] = dict(attributes)
         if ids is not None:
-            custom["recommended_items"] = ids if not isinstance(ids, list | tuple) \
-                else ",".join(ids)
+            # A list of strings as Customer Profiles keeps it (one string, comma-separated);
+            # anything else as it is.
+            custom["recommended_items"] = ",".join(ids) if isinstance(ids, list | tuple) and \
+                ids and all(isinstance(i, str) for i in ids) else ids
         if locale is not None:
             custom["locale"] = locale
         return {
@@ -113,8 +116,11 @@ class FakeConnect:
     @staticmethod
     async def send_to_service(api: Api, recommender: str, event: dict[str, Any],
                               headers: dict[str, str] | None = None):
-        """POST the event to the connect route: (status, body, headers)."""
-        return await api.post(f"/v1/recommenders/{recommender}/connect", event, headers=headers)
+        """POST the event to the connect route: (status, parsed body, headers)."""
+        body = io.BytesIO(orjson.dumps(event))  # a file: aiohttp sends a large one in chunks
+        async with api.client.post(f"/v1/recommenders/{recommender}/connect", data=body,
+                                   headers=api.headers(headers)) as response:
+            return response.status, orjson.loads(await response.read()), response.headers
 
 
 def result_data_size(data: object) -> int:
@@ -122,6 +128,3 @@ def result_data_size(data: object) -> int:
     escapes, a space after `,` and `:`): every other writing is smaller."""
     return len(json.dumps(data).encode())
 
-
-def raw(event: dict[str, Any]) -> bytes:
-    return orjson.dumps(event)
