@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.adapters.connect import NOTHING_SHOWN
+from service.adapters.connect import NOTHING_SHOWN, Profile, ProfileReader
 from service.adapters.connect_replay import ConnectReplay, replay_key
+from service.enrichment.recommenders import ConnectSpec
 from service.resolution.shared_cache import SharedCache
 from service.runtime.metrics import Metrics
 from service.web.app import create_app
@@ -464,6 +465,52 @@ class TestItemsFromPersonalize:
         [data], _ = await send(with_personalize, connect, event)
         assert data == {"send": False, "reason": "Amazon Personalize could not answer in time "
                         "(throttled) and the recommender has no personalize.fallback_ids"}
+
+
+# JSON pieces for the values a profile's paths lead to, and for what lies around them.
+PIECES = st.sampled_from([
+    '"1,2"', '["1", "2"]', '[]', '""', "null", "7", "1e400", "123456789012345678901234567890",
+    '{"x": 1}', '"de_DE"', '"not a tag"', '"\\ud800"', '"\\u0000"', "[" * 300 + "]" * 300,
+    "NaN", '"a', '"user-1"', "true", '"Zoë 渡辺 😀"',
+])
+
+
+@st.composite
+def profile_texts(draw) -> str:
+    """A CustomerData text: the block's paths through objects (or not), hostile pieces at the
+    ends and beside them, sometimes not JSON or not an object at all."""
+    def value() -> str:
+        return draw(PIECES)
+
+    attributes = {"recommended_items": value(), "locale": value(), "user": value(),
+                  "other": value()}
+    shown = {k: v for k, v in attributes.items() if draw(st.booleans())}
+    inner = "{" + ", ".join(f'"{k}": {v}' for k, v in shown.items()) + "}"
+    around = draw(st.sampled_from(["", '"Attributes": "flat", ', '"Extra": ' + value() + ", "]))
+    text = "{" + around + '"FirstName": "Łukasz", "Attributes": ' + (
+        inner if draw(st.booleans()) else value()) + "}"
+    return draw(st.sampled_from([text, text, text, value(), text[:-1], " " + text + " "]))
+
+
+class TestProfileReading:
+    """The reading made for a block's paths and the whole parse say the same of every profile."""
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(text=profile_texts(), personalize=st.booleans(),
+           block=st.sampled_from([
+               ConnectSpec(ids_from="Attributes.recommended_items"),
+               ConnectSpec(ids_from="Attributes.recommended_items",
+                           locale_from="Attributes.locale"),
+               ConnectSpec(user_id_from="Attributes.user", locale_from="Attributes.locale"),
+               ConnectSpec(),
+               ConnectSpec(ids_from="Attributes", locale_from="Attributes.locale"),
+           ]))
+    def test_both_readings_agree(self, text: str, personalize: bool, block: ConnectSpec):
+        partial = ProfileReader(block, personalize, 50)
+        whole = ProfileReader(block, personalize, 50)
+        whole._decoder = None  # the whole parse only
+        profile = Profile("user-9", text, None)
+        assert partial.wanted(profile) == whole.wanted(profile)
 
 
 class TestConnectBlock:

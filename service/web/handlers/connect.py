@@ -30,7 +30,7 @@ from service.web.app_keys import (
     SETTINGS,
     USER_RECOMMENDATIONS,
 )
-from service.web.request_body import read_json
+from service.web.request_body import parse_json, read_json_body
 from service.web.responses import json_bytes_response
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ MAX_LOGGED_PROBLEMS = 10
 async def connect(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
-    event = connect_adapter.parse_event(await read_json(request, settings.max_body_bytes))
+    # Read, never written back: the answer is made anew (json_codec.loads_read_only).
+    body = await read_json_body(request, settings.max_body_bytes)
+    event = connect_adapter.parse_event(parse_json(body, read_only=True))
     name = check_recommender_name(request.match_info["recommender"])
     tenant_id = request[PRINCIPAL].tenant_id
     try:
