@@ -128,7 +128,7 @@ def _campaign(metadata: object) -> dict[str, str]:
 # -- one profile: where its items come from ---------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Wanted:
     """What one profile asks for, or why it cannot be served (`reason`)."""
 
@@ -441,6 +441,12 @@ def _profile_answer(name: str, enricher: Any, wanted: Wanted, resolved: Any,
                     rendered: dict[str, Any]) -> tuple[bytes, bool]:
     """The content route's answer for the profile's IDs (a reason added when nothing can be
     shown), within RESULT_DATA_LIMIT."""
+    body, send, rows = content.answer_bytes(name, enricher, ContentQuery(wanted.ids, wanted.locale),
+                                            resolved, wanted.extras, wanted.fields)
+    if rows:
+        rendered.update(rows)
+    if send and within_limit(body):
+        return body, send  # the usual profile: nothing more to do
     why_not = (f"the catalog database is unavailable ({resolved.degraded}) and none of these "
                "IDs is cached" if resolved.degraded else NOTHING_SHOWN)
 
@@ -455,7 +461,7 @@ def _profile_answer(name: str, enricher: Any, wanted: Wanted, resolved: Any,
                                               {**(fields or {}), "reason": why_not})
         return body, send
 
-    body, send = answer_for(len(wanted.ids), False)
+    body, send = answer_for(len(wanted.ids), False) if not send else (body, send)
     if within_limit(body):
         return body, send
     return _fit(lambda count: answer_for(count, True), len(wanted.ids))
