@@ -25,7 +25,7 @@ from service.web.app import create_app
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog
 from tests.support.fake_connect import RESULT_DATA_LIMIT, FakeConnect, result_data_size
-from tests.support.fake_personalize import ACCESS_KEY, REGION, SECRET_KEY, FakePersonalize
+from tests.support.fake_personalize import FakePersonalize
 from tests.support.metrics_reader import sample
 
 pytestmark = pytest.mark.timeout(120)
@@ -378,17 +378,6 @@ class TestIdempotencyTokens:
         await expiring.keep({keys[0]: b"x"})
         assert await expiring.recall([keys[0]], 1.0) == {}
         assert expiring.accounted_bytes == 0
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                        "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
-                        "AWS_CONFIG_FILE": "/dev/null",
-                        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -28,15 +28,6 @@ FLAGS = {"--function-name": "FunctionName", "--statement-id": "StatementId",
          "--integration-config": "integrationConfig"}
 
 
-@pytest.fixture
-def aws_isolated(monkeypatch) -> None:
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
-                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-
-
 def command(out: str, starts: str) -> dict[str, str] | None:
     """The parameters of the printed `aws ...` command that starts with `starts`."""
     text = out[out.index(starts):].split("\n\n")[0] if starts in out else None

@@ -120,18 +120,9 @@ class TestRetry:
                 return web.json_response({"detail": "warming up"}, status=503)
             return web.json_response({"e1": {"Recommendations": {"T": ["ok"]}}})
 
-        app = web.Application()
-        app.router.add_post("/t", flaky)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            answer = await shim.invoke(EVENT, 4000, ENRICHER_URL=f"http://127.0.0.1:{port}/t",
+        async with serving(flaky) as url:
+            answer = await shim.invoke(EVENT, 4000, ENRICHER_URL=f"{url}/t",
                                        ENRICHER_API_KEY="ce_k", ENRICHER_MARGIN_MS="300")
-        finally:
-            await runner.cleanup()
         assert answer["result"] == {"e1": {"Recommendations": {"T": ["ok"]}}}
         assert len(seen) == 2
         assert seen[0] <= 3700 and seen[1] <= seen[0]

@@ -16,7 +16,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from service.adapters.pinpoint_setup import FUNCTION_PATTERN, SetupError
+from service.adapters.pinpoint_setup import SetupError, check_function_arn
 from service.enrichment.recommenders import RecommenderSpec
 
 PRINCIPAL = "connect-campaigns.amazonaws.com"
@@ -114,9 +114,7 @@ def journey_lines(setup: ConnectSetup, recommender: str | None,
 
 
 def _check(setup: ConnectSetup) -> None:
-    if not FUNCTION_PATTERN.match(setup.function_arn):
-        raise SetupError("--function-arn must be a Lambda function ARN "
-                         "(arn:aws:lambda:REGION:ACCOUNT:function:NAME) or a function name")
+    check_function_arn(setup.function_arn)
     if setup.instance_arn is not None and not INSTANCE_PATTERN.match(setup.instance_arn):
         raise SetupError("--instance-arn must be an Amazon Connect instance ARN "
                          "(arn:aws:connect:REGION:ACCOUNT:instance/ID)")
