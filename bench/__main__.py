@@ -30,6 +30,7 @@ from bench.catalog import (
     SHAPE_RECOMMENDERS,
     Zipf,
     hot_ids,
+    write_connect_events,
     write_content_paths,
     write_events,
     write_locale_events,
@@ -58,6 +59,7 @@ from tests.support.databases import can_connect, drop_database
 TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
 CONTENT_PATH = f"/v1/recommenders/{database.RECOMMENDER}/content"
 USER_PATH = f"/v1/recommenders/{database.RECOMMENDER}/users/{{user}}/content"
+CONNECT_PATH = f"/v1/recommenders/{database.RECOMMENDER}/connect"
 GET_KINDS = ("content", "users")  # event pools that are GET paths, not POST bodies
 
 
@@ -102,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="events in the warm pool (default 200)")
     parser.add_argument("--content-requests", type=int, default=2000,
                         help="GET paths in the content pool (default 2000)")
+    parser.add_argument("--connect-profiles", type=int, default=100,
+                        help="profiles per batch in the connect scenario (default 100)")
     parser.add_argument("--users", type=int, default=1000,
                         help="users the user scenario asks for (default 1000)")
     parser.add_argument("--cold-events", type=int, default=1000,
@@ -143,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.threads = max(args.thread_counts)
     for name in ("items", "endpoints", "duration", "warmup", "connections", "timeout",
                  "hot_items", "hot_events", "cold_events", "content_requests", "users", "repeat",
-                 "locale_items", "locale_events"):
+                 "locale_items", "locale_events", "connect_profiles"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -196,7 +200,17 @@ def first_difference(expected: dict, actual: dict, server_kind: str = "service")
 
 
 def transform_path(scenario: Scenario) -> str:
+    if scenario.events == "connect":
+        return CONNECT_PATH
     return f"/v1/recommenders/{SHAPE_RECOMMENDERS[scenario.shape]}/transform"
+
+
+def load_of(scenario: Scenario, server_kind: str) -> tuple[Scenario, str]:
+    """What a peer is driven with: (the scenario whose pool and path it takes, the pool's name).
+    The "transform" peer takes the warm scenario's Pinpoint events instead of the scenario's."""
+    if server_kind == "transform":
+        return BY_NAME["warm"], BY_NAME["warm"].pool
+    return scenario, scenario.pool
 
 
 def load_method(scenario: Scenario) -> str:
@@ -248,6 +262,8 @@ class Bench:
         pools = {s.pool: s for s in self.args.scenario_list}
         kinds = {s.events for s in self.args.scenario_list}
         self.events: dict[str, Path] = {}
+        if "connect" in kinds:  # its transform peer replays the warm pool
+            pools.setdefault(BY_NAME["warm"].pool, BY_NAME["warm"])
         for pool, scenario in pools.items():
             if scenario.events == "hot":
                 self.events[pool] = write_events(self.workdir / f"events-{pool}.ndjson", rng,
@@ -262,6 +278,10 @@ class Bench:
                 self.workdir / "user-paths.txt", rng, 4 * self.args.users, self.args.users,
                 USER_PATH)
             self.personalize = BenchPersonalize(self.args.users, self.args.items).start()
+        if "connect" in kinds:
+            self.events["connect"] = write_connect_events(
+                self.workdir / "events-connect.ndjson", rng, self.args.hot_events, hot,
+                self.args.connect_profiles)
         if "cold" in kinds:
             self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
                                                self.args.cold_events, self.args.items,
@@ -311,7 +331,8 @@ class Bench:
         args, db = self.args, self.db
         connections = scenario.connections or args.connections
         port = free_port()
-        events = self.events[scenario.pool]
+        driven, pool = load_of(scenario, server_kind)
+        events = self.events[pool]
         log = self.workdir / f"{scenario.name}-{server_kind}.log"
         if server_kind == "floor":
             command = floor_command(port, args.items, scenario.processes, scenario.shape)
@@ -335,16 +356,16 @@ class Bench:
         served = 0
         try:
             server.wait_ready(ready_timeout)
-            self.check_answer(scenario, server_kind, server.base_url, events)
+            self.check_answer(driven, server_kind, server.base_url, events)
             served += 1
             if scenario.events == "users":
                 # Every user once, so the timed load is per-user cache hits whatever the rate
                 # the warm-up reaches (a first call signs and waits for Personalize).
                 served += self.ask_every_path_once(server.base_url, events)
             load = {"wrk": self.wrk, "url": server.base_url, "events": events,
-                    "path": transform_path(scenario), "api_key": db.api_key, "threads": threads,
+                    "path": transform_path(driven), "api_key": db.api_key, "threads": threads,
                     "connections": connections,
-                    "timeout_s": args.timeout, "method": load_method(scenario)}
+                    "timeout_s": args.timeout, "method": load_method(driven)}
             served += run_wrk(**load, seconds=args.warmup).requests
             server.wait_idle()
             lag_before = scrape_lag(server.base_url) if server_kind == "service" else None
@@ -358,7 +379,8 @@ class Bench:
                 result = run_wrk(**load, seconds=args.duration)
             cpu_used = server.cpu_seconds() - cpu_before
             served += result.requests
-            lag_after = scrape_lag(server.base_url) if server_kind == "service" else None
+            lag_after = scrape_lag(server.base_url) if server_kind != "floor" and \
+                server_kind != "naive" else None
             if args.profile and server_kind == "service" and scenario is self.profiled \
                     and not self.profiled_once:
                 self.profiled_once = True
@@ -372,7 +394,7 @@ class Bench:
         if lag_after is not None:
             row.max_lag_ms = lag_after.max_ms
             row.lag_bucket_ms = lag_after.highest_bucket_since(lag_before)
-        if server_kind == "service":
+        if server_kind in ("service", "transform"):
             statements = asyncio.run(database.committed_transactions(db.server_url, db.name))
             row.sql_per_event = (statements - statements_before) / max(served, 1)
         say(f"{scenario.name}: {server_kind} {row.per_second:,.0f} events/s, p99 {row.p99_ms:.1f} ms")
@@ -429,6 +451,9 @@ class Bench:
         get_path = body.decode() if method == "GET" else None
         answer = post_event(base_url, self.db.api_key, body, get_path,
                             path=transform_path(scenario))
+        if scenario.events == "connect":
+            self.check_connect_answer(body, answer)
+            return
         if server_kind == "floor":
             self.floor_answers[scenario.pool] = answer
             return
@@ -436,6 +461,16 @@ class Bench:
         if expected is not None and answer != expected:
             raise RuntimeError(f"the {server_kind}'s answer differs from the floor's: "
                                + first_difference(expected, answer, server_kind))  # type: ignore[arg-type]
+
+    @staticmethod
+    def check_connect_answer(body: bytes, answer: object) -> None:
+        """Every profile of the batch answered, in order, with something to send."""
+        asked = [p["ProfileId"] for p in orjson.loads(body)["Items"]["CustomerProfiles"]]
+        results = answer["Items"]["CustomerProfiles"]  # type: ignore[index]
+        if [r["Id"] for r in results] != asked or not all(r["ResultData"]["send"]
+                                                         for r in results):
+            raise RuntimeError("the connect route did not answer every profile with items: "
+                               + repr(results)[:500])
 
     def ask_every_path_once(self, base_url: str, events: Path) -> int:
         paths = dict.fromkeys(events.read_text().split())
@@ -475,7 +510,9 @@ class Bench:
                 "wrk": f"{a.connections} connections unless said, {a.duration} s after "
                        f"{a.warmup} s warm-up, timeout {a.timeout} s",
                 "repeats": str(a.repeat), "hot set": f"{min(a.hot_items, a.items):,} IDs",
-                "cold L1 bound": f"{a.items // 5:,} entries (catalog / 5)"}
+                "cold L1 bound": f"{a.items // 5:,} entries (catalog / 5)",
+                **({"connect batch": f"{a.connect_profiles} profiles x 5 items"}
+                   if any(s.events == "connect" for s in a.scenario_list) else {})}
 
     def report(self) -> None:
         print(heading(self.facts, self.settings()))
@@ -489,6 +526,10 @@ class Bench:
         if user and content and content.per_second:
             print(f"\nuser route / content route (service, requests/s): "
                   f"{user.per_second / content.per_second:.2f}")
+        comparison = connect_comparison(self.rows, self.args.connect_profiles,
+                                        self.args.endpoints)
+        if comparison:
+            print(comparison)
         summary = getattr(self, "profile_summary", None)
         if summary:
             print(f"\nprofile of the service under the {self.profiled.name} load "
@@ -516,6 +557,27 @@ class Bench:
             say(f"kept the events and server logs in {self.workdir}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def connect_comparison(rows: list[Row], profiles: int, endpoints: int) -> str:
+    """Per recipient: the connect route's profiles/s over the transform's endpoints/s, each
+    run's pair (same items, one after the other), their median and range ("" without any)."""
+    title = BY_NAME["connect"].title
+    runs: dict[tuple[int, int], dict[str, Row]] = {}
+    for row in rows:
+        if row.scenario == title:
+            runs.setdefault((row.threads, row.run), {})[row.server] = row
+    ratios = sorted(
+        (pair["service"].per_second * profiles) / (pair["transform"].per_second * endpoints)
+        for pair in runs.values()
+        if "service" in pair and "transform" in pair and pair["transform"].per_second)
+    if not ratios:
+        return ""
+    middle = ratios[len(ratios) // 2] if len(ratios) % 2 else \
+        (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+    spread = f" (range {ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+    return (f"\nconnect route profiles/s ({profiles}-profile batches) / transform endpoints/s "
+            f"({endpoints}-endpoint events): {middle:.2f}{spread}")
 
 
 def budget_seconds(args: argparse.Namespace) -> int:

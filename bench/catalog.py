@@ -252,6 +252,49 @@ def write_content_paths(path: Path, rng: random.Random, count: int, pick: list[s
     return path
 
 
+PROFILES_PER_CONNECT_EVENT = 100  # what an outbound campaign's batch is expected to hold
+
+
+def _customer_profile(rng: random.Random, ids: list[str]) -> dict:
+    """A Customer Profiles standard profile (about 450 bytes of JSON, non-ASCII names) whose
+    custom attribute `recommended_items` holds the IDs, comma-separated, as Customer Profiles
+    keeps attribute values."""
+    user = rng.randrange(10_000_000)
+    first, last = _FIRST_NAMES[user % 16], _LAST_NAMES[(user >> 4) % 16]
+    return {
+        "ProfileId": f"{rng.getrandbits(128):032x}",
+        "FirstName": first, "LastName": last, "PartyType": "INDIVIDUAL",
+        "EmailAddress": f"user{user}@example.com", "PhoneNumber": f"+1202555{user % 10_000:04d}",
+        "Address": {"City": _NEIGHBOURHOODS[user % 6], "Country": "US"},
+        "Attributes": {"recommended_items": ",".join(ids), "segment": GENRES[user % 12]},
+    }
+
+
+def make_connect_event(rng: random.Random, pick: Pick,
+                       profiles: int = PROFILES_PER_CONNECT_EVENT) -> dict:
+    """One Amazon Connect custom action batch: `profiles` customer profiles of 5 items each (see
+    `_draw`), each with its CustomerData as a JSON string and an IdempotencyToken of its own."""
+    entries = []
+    for _ in range(profiles):
+        profile = _customer_profile(rng, _draw(rng, pick))
+        entries.append({"ProfileId": profile["ProfileId"],
+                        "CustomerData": orjson.dumps(profile).decode(),
+                        "IdempotencyToken": f"{rng.getrandbits(128):032x}"})
+    return {"InvocationMetadata": {"CampaignContext": {
+                "CampaignId": "bench-campaign", "RunId": "bench-run",
+                "ActionId": "bench-action", "CampaignName": "Bench"}},
+            "Items": {"CustomerProfiles": entries}}
+
+
+def write_connect_events(path: Path, rng: random.Random, count: int, pick: Pick,
+                         profiles: int = PROFILES_PER_CONNECT_EVENT) -> Path:
+    """`count` Connect batches, one compact JSON object per line."""
+    with path.open("wb") as out:
+        for _ in range(count):
+            out.write(orjson.dumps(make_connect_event(rng, pick, profiles)) + b"\n")
+    return path
+
+
 USER_SCORES = (0.9, 0.7, 0.5, 0.3, 0.1)
 
 

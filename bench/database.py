@@ -44,6 +44,8 @@ RECOMMENDER_SPEC = {
     # for the whole run, so the measured load is per-user cache hits.
     "personalize": {"campaign_arn": "arn:aws:personalize:us-east-1:123456789012:campaign/bench",
                     "num_results": 5, "cache_seconds": 3600},
+    # The connect scenario's batches: each profile's items in a custom attribute.
+    "connect": {"ids_from": "Attributes.recommended_items"},
 }
 LOCALE_RECOMMENDERS = tuple(f"rss-{n:02d}" for n in range(20))  # the locales-rss scenario's
 

@@ -19,7 +19,8 @@ class Scenario:
     # over the catalog; "zipf": Zipf (s = 1.1) over the catalog; "content": GETs of the content
     # route for 1-5 hot IDs (one recipient each); "users": GETs of the user route (Personalize in
     # the loop) over a pool of users; "locales": POSTs to 20 recommenders, endpoints in 30 locales,
-    # IDs running through --locale-items hot items
+    # IDs running through --locale-items hot items; "connect": Amazon Connect batches of
+    # --connect-profiles profiles, 5 hot IDs each
     connections: int | None = None  # wrk connections or shim invokers; None: --connections
     processes: int = 1  # server processes: `serve --workers N`, and N floor processes
     driver: str = "wrk"  # "wrk", "shim": the real Lambda shim in `connections` processes, or
@@ -30,6 +31,8 @@ class Scenario:
     # "pinpoint" (the bench's first shape) or "guide1", "guide3", "guide10" (the developer guide's
     # endpoints; 1, 3 or 10 attributes with a ~200-character image URL and a currency price)
     peers: tuple[str, ...] = ("floor", "service")  # run in this order: "floor", "naive", "service"
+    # ("transform": the service too, under the hot pool's Pinpoint events, for a per-recipient
+    # comparison with the scenario's own route)
     l1_divisor: int | None = None  # the service's L1 bound (ENRICHER_CACHE_MAX_ENTRIES) is
     # --items // this: the catalog is this many times L1 (the cache stays on)
 
@@ -74,6 +77,14 @@ SCENARIOS = (
     # Personalize in the loop (issue 12): GETs of the user route, answered from the per-user
     # cache after the warm-up (the bench's fake Personalize is asked once per user).
     Scenario("user", "user route GETs (per-user cache warm)", "users"),
+    # Amazon Connect (issue 30): the connect route's profiles/s on 100-profile batches against the
+    # transform's endpoints/s on 50-endpoint events, same hot items, one after the other. Every
+    # profile carries an IdempotencyToken; with the replay cache held to 1 MiB, far less than the
+    # pool's answers, a token is never replayed as the pool cycles: each profile is computed and
+    # its answer kept, as each is in a campaign.
+    Scenario("connect", "connect: 100-profile batches vs transform", "connect",
+             peers=("transform", "service"),
+             service_env={"ENRICHER_CONNECT_REPLAY_MAX_BYTES": str(1 << 20)}),
     # L1's memory (issue 13): 20 recommenders x 30 locales over 100k hot items; what counts is the
     # service's peak RSS (only the service runs: no floor holds 600 renderings per item).
     Scenario("locales-rss", "20 recommenders x 30 locales, 100k items", "locales",

@@ -1,4 +1,5 @@
-"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, shim-zip, pinpoint-config.
+"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, shim-zip, pinpoint-config,
+connect-config.
 
 Keys and other results meant for the user go to stdout; logs go to stderr as JSON lines. Commands
 that touch the database use DATABASE_URL, or the embedded Postgres in ENRICHER_DATA_DIR when it is
@@ -104,7 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     shim.add_argument("out", type=Path, help="the .zip file to write")
 
     add_pinpoint_config_parser(commands)
+    add_connect_config_parser(commands)
     return parser
+
+
+def add_connect_config_parser(commands: argparse._SubParsersAction) -> None:
+    config = commands.add_parser(
+        "connect-config",
+        help="print the Lambda permission and journey setup for Amazon Connect outbound campaigns",
+        description="Prints the `aws lambda add-permission` statement that lets Amazon Connect "
+        "outbound campaigns (connect-campaigns.amazonaws.com) invoke the shim, and how a "
+        "journey's Custom action block and the blocks after it use the answers. With --tenant "
+        "and --recommender, the recommender's own attribute names.",
+    )
+    config.add_argument("--function-arn", required=True, help="the shim's Lambda function ARN")
+    config.add_argument("--instance-arn",
+                        help="the Amazon Connect instance ARN (arn:aws:connect:REGION:ACCOUNT:"
+                        "instance/ID): only it may invoke the function (recommended)")
+    config.add_argument("--statement-id", default="catalog-enricher-connect-campaigns",
+                        help="the policy statement's ID (default catalog-enricher-connect-campaigns)")
+    config.add_argument("--tenant", help="with --recommender: show that recommender's setup")
+    config.add_argument("--recommender", help="with --tenant: show that recommender's setup")
 
 
 def add_pinpoint_config_parser(commands: argparse._SubParsersAction) -> None:
@@ -168,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         return with_database(settings, lambda conn: key_action(conn, args))
     if args.command == "pinpoint-config":
         return with_database(settings, lambda conn: print_pinpoint_config(conn, args))
+    if args.command == "connect-config":
+        if (args.tenant is None) != (args.recommender is None):
+            print("catalog-enricher: give --tenant and --recommender together, or neither",
+                  file=sys.stderr)
+            return 2
+        if args.tenant is None:
+            return print_connect_config(args)
+        return with_database(settings, lambda conn: print_recommender_connect_config(conn, args))
     if args.command == "import":
         return with_database(settings, lambda conn: import_file(conn, args, settings))
     return 2
@@ -395,6 +424,50 @@ async def print_pinpoint_config(conn: asyncpg.Connection, args: argparse.Namespa
         print("catalog-enricher: Pinpoint also requires " + " and ".join(missing)
               + "; add them before creating the configuration", file=sys.stderr)
     print(json.dumps(config, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def print_recommender_connect_config(conn: asyncpg.Connection,
+                                           args: argparse.Namespace) -> int:
+    from service.enrichment.recommender_lookup import recommender_from_row
+    from service.storage import recommenders as recommender_store
+
+    tenant = await tenant_store.get_tenant(conn, args.tenant)
+    row = await recommender_store.fetch_recommender(conn, tenant.id, args.recommender)
+    if row is None:
+        print(f"catalog-enricher: tenant {tenant.name} has no recommender named "
+              f"{args.recommender!r}", file=sys.stderr)
+        return 1
+    return print_connect_config(args, recommender_from_row(tenant.id, row).spec)
+
+
+def print_connect_config(args: argparse.Namespace, spec: object = None) -> int:
+    """The add-permission statement, the instance integration, then the journey's side."""
+    from service.adapters import connect_setup
+    from service.adapters.pinpoint_setup import SetupError
+
+    setup = connect_setup.ConnectSetup(function_arn=args.function_arn,
+                                       instance_arn=args.instance_arn,
+                                       statement_id=args.statement_id)
+    try:
+        params = connect_setup.add_permission(setup)
+    except SetupError as exc:
+        print(f"catalog-enricher: {exc}", file=sys.stderr)
+        return 2
+    if "SourceArn" not in params:
+        print("catalog-enricher: without --instance-arn any Connect instance"
+              + (" of that account" if "SourceAccount" in params else "")
+              + " may invoke the function; the guide recommends limiting it to yours",
+              file=sys.stderr)
+    print("# 1. Let Amazon Connect outbound campaigns invoke the shim:")
+    print(connect_setup.add_permission_command(params))
+    integration = connect_setup.instance_integration_command(setup)
+    print("\n# 2. List the function for the instance's journeys (or in the console: Outbound "
+          "campaigns >\n#    Set up custom actions, which adds the permission of step 1 too):")
+    print(integration or "#    (give --instance-arn, and the function's full ARN, for the "
+          "put-connect-instance-integration command)")
+    print("\n# 3. " + "\n#    ".join(connect_setup.journey_lines(
+        setup, args.recommender, spec)))  # type: ignore[arg-type]
     return 0
 
 

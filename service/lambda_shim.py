@@ -1,10 +1,13 @@
-"""AWS Lambda shim: forwards an Amazon Pinpoint recommender event to catalog-enricher.
+"""AWS Lambda shim: forwards an Amazon Pinpoint recommender event, or an Amazon Connect outbound
+campaign's custom action batch, to catalog-enricher.
 
 Deploy this one file (`catalog-enricher shim-zip shim.zip`), handler `lambda_shim.handler`. It uses
 the Python standard library only and imports nothing from the service, so it can be zipped alone.
 
 Environment:
     ENRICHER_URL         the transform URL, e.g. https://enricher.example.com/v1/recommenders/movies/transform
+    ENRICHER_CONNECT_URL the connect URL, e.g. https://enricher.example.com/v1/recommenders/movies/connect;
+                         unset, it is ENRICHER_URL with its last `/transform` made `/connect`
     ENRICHER_API_KEY     a key with the `transform` scope, or instead one of:
     ENRICHER_API_KEY_SECRET_ARN   a Secrets Manager secret holding the key (the string itself,
                                   or JSON {"api_key": "..."})
@@ -14,12 +17,19 @@ Environment:
                          wherever they are unset)
     ENRICHER_MARGIN_MS   time kept back from the Lambda's remaining time (default 300)
 
+Which hook: an event with `Items.CustomerProfiles` is Connect's, any other Pinpoint's.
+
 Behaviour: one keep-alive connection per warm container, reused across invocations (reopened once,
 without counting as a retry, when the server closed it while idle). Each call's timeout is the
-Lambda's remaining time minus the margin; that budget is sent as `X-Deadline-Ms` so the service
-answers within it. A failed attempt (network error, timeout, 5xx, 429) is retried once if time is
-left; otherwise the shim raises EnricherError naming the URL and the cause, so that Pinpoint retries
-the batch (it tries up to 3 times). The API key never appears in an error or a log line.
+Lambda's remaining time, but at most what the caller waits (Pinpoint 15 s, Connect 30 s), minus
+the margin; that budget is sent as `X-Deadline-Ms` so the service answers within it. A failed
+attempt (network error, timeout, 5xx, 429) is retried once if time is left. Then, for Pinpoint,
+the shim raises EnricherError naming the URL and the cause, so that Pinpoint retries the batch (it
+tries up to 3 times). For Connect it never raises (an exception fails every profile of the batch):
+every profile is answered `{"send": false, "reason": ...}` instead, and the cause is logged. It
+also answers every profile of a Connect batch exactly once, in order, whatever came back, and a
+ResultData over Connect's 32 KB as `send: false`. The API key never appears in an error, an
+answer or a log line.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -35,6 +47,9 @@ import time
 import urllib.parse
 
 DEFAULT_MARGIN_MS = 300
+PINPOINT_WAIT_MS = 15_000  # Pinpoint waits at most 15 s for the function
+CONNECT_WAIT_MS = 30_000  # Connect outbound campaigns, 30 s
+RESULT_DATA_LIMIT = 32_000  # Connect's 32 KB per profile, however a KB is counted
 MIN_ATTEMPT_MS = 50  # below this, an attempt cannot succeed: do not start one
 RETRYABLE_STATUSES = frozenset((408, 425, 429, 500, 502, 503, 504))
 USER_AGENT = "catalog-enricher-lambda-shim/1"
@@ -45,6 +60,9 @@ STALE_CONNECTION_ERRORS = (
     BrokenPipeError,
     ConnectionAbortedError,
 )
+
+
+log = logging.getLogger("lambda_shim")
 
 
 class EnricherError(Exception):
@@ -59,20 +77,103 @@ KEY_SOURCES = ("ENRICHER_API_KEY", "ENRICHER_API_KEY_SECRET_ARN", "ENRICHER_API_
 
 
 def handler(event, context):
-    """Lambda entry point: returns the enriched endpoint map, or raises EnricherError."""
+    """Lambda entry point. A Pinpoint event: the enriched endpoint map, or EnricherError. A
+    Connect batch: one result per profile, always (never an exception)."""
+    if _is_connect_event(event):
+        return _connect(event, context)
     url = os.environ.get("ENRICHER_URL", "").strip()
     if not url:
         raise EnricherError("ENRICHER_URL is not set")
     api_key = _api_key(url)
+    target = _target(url, "ENRICHER_URL")
+    return _forward(url, target, api_key, event, _deadline(context, PINPOINT_WAIT_MS),
+                    getattr(context, "aws_request_id", None))
+
+
+def _is_connect_event(event):
+    items = event.get("Items") if isinstance(event, dict) else None
+    return isinstance(items, dict) and "CustomerProfiles" in items
+
+
+def _connect(event, context):
+    """Forward a Connect batch; on any failure, every profile `send: false` with the cause."""
+    profile_ids = _profile_ids(event)
+    try:
+        url = _connect_url()
+        api_key = _api_key(url)
+        target = _target(url, "ENRICHER_CONNECT_URL")
+        answer = _forward(url, target, api_key, event, _deadline(context, CONNECT_WAIT_MS),
+                          getattr(context, "aws_request_id", None))
+        return _every_profile(profile_ids, answer)
+    except Exception as exc:  # anything at all: an exception would fail the whole batch
+        reason = str(exc) if isinstance(exc, EnricherError) else f"{type(exc).__name__}: {exc}"
+        log.error("catalog-enricher could not answer the batch; every profile is answered "
+                  "send: false: %s", reason)
+        return _every_profile(profile_ids, None, reason)
+
+
+def _profile_ids(event):
+    """The batch's ProfileIds in order (an entry without one cannot be answered: skipped)."""
+    entries = event["Items"]["CustomerProfiles"]
+    if not isinstance(entries, list):
+        return []
+    return [entry["ProfileId"] for entry in entries
+            if isinstance(entry, dict) and isinstance(entry.get("ProfileId"), str)]
+
+
+def _connect_url():
+    url = os.environ.get("ENRICHER_CONNECT_URL", "").strip()
+    if url:
+        return url
+    base = os.environ.get("ENRICHER_URL", "").strip()
+    if not base:
+        raise EnricherError("ENRICHER_CONNECT_URL is not set (nor ENRICHER_URL to make it from)")
+    parts = urllib.parse.urlsplit(base)
+    route = re.fullmatch(r"(.*/v1/recommenders/[^/]+)/transform/?", parts.path)
+    if route is None:
+        raise EnricherError("ENRICHER_CONNECT_URL is not set, and ENRICHER_URL does not end in "
+                            "/v1/recommenders/NAME/transform to make it from")
+    return urllib.parse.urlunsplit(parts._replace(path=route.group(1) + "/connect"))
+
+
+def _every_profile(profile_ids, answer, reason=None):
+    """One result per ProfileId, in order: the service's where it gave a usable one."""
+    given = {}
+    entries = answer.get("Items", {}).get("CustomerProfiles") if isinstance(answer, dict) else None
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("Id"), str):
+            given.setdefault(entry["Id"], []).append(entry.get("ResultData"))
+    results = []
+    for profile_id in profile_ids:
+        answered = given.get(profile_id)
+        data = answered.pop(0) if answered else None
+        if not isinstance(data, dict):
+            data = {"send": False, "reason": reason or "catalog-enricher gave no result for "
+                    "this profile"}
+        elif len(json.dumps(data)) > RESULT_DATA_LIMIT:
+            data = {"send": False, "reason": f"the result is over {RESULT_DATA_LIMIT} bytes"}
+        results.append({"Id": profile_id, "ResultData": data})
+    return {"Items": {"CustomerProfiles": results}}
+
+
+def _deadline(context, caller_waits_ms):
+    """When the service's answer must be in: the Lambda's remaining time, at most what the caller
+    waits, less the margin."""
+    margin_ms = _int_env("ENRICHER_MARGIN_MS", DEFAULT_MARGIN_MS)
+    budget_ms = min(context.get_remaining_time_in_millis(), caller_waits_ms) - margin_ms
+    return time.monotonic() + budget_ms / 1000
+
+
+def _target(url, variable):
     target = urllib.parse.urlsplit(url)
     if target.scheme not in ("http", "https") or not target.hostname:
-        raise EnricherError(f"ENRICHER_URL must be an http(s) URL, got {url!r}")
+        raise EnricherError(f"{variable} must be an http(s) URL, got {url!r}")
+    return target
 
-    margin_ms = _int_env("ENRICHER_MARGIN_MS", DEFAULT_MARGIN_MS)
-    deadline = time.monotonic() + (context.get_remaining_time_in_millis() - margin_ms) / 1000
+
+def _forward(url, target, api_key, event, deadline, request_id):
+    """POST the event; the parsed answer, or EnricherError naming the URL and the cause."""
     body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    request_id = getattr(context, "aws_request_id", None)
-
     failures = []
     for attempt in (1, 2):
         remaining_ms = int((deadline - time.monotonic()) * 1000)

@@ -195,3 +195,28 @@ async def owned_redis(tmp_path: Path):
     await server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def aws_isolated(monkeypatch) -> None:
+    """No profile or credential of the machine's leaks into botocore."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+
+
+@pytest.fixture
+def aws_env(monkeypatch) -> None:
+    """The usual AWS environment, for the fake Personalize (tests/support/fake_personalize.py),
+    pointing at nothing real: no instance metadata, no files."""
+    from tests.support.fake_personalize import ACCESS_KEY, REGION, SECRET_KEY
+
+    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                        "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
+                        "AWS_CONFIG_FILE": "/dev/null",
+                        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)

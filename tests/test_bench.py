@@ -94,6 +94,18 @@ class TestBenchRun:
         assert "user route / content route" in done.stdout
 
 
+    def test_connect_scenario_compares_profiles_with_endpoints(self, pg_server_url: str,
+                                                               tmp_path: Path):
+        """The connect scenario: the service under the warm Pinpoint events, then under
+        Connect batches of the same items (every profile answered with items, checked before
+        timing), and the per-recipient ratio of the two."""
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "connect",
+                               "--connect-profiles", "20", timeout=120)
+        assert [r["server"] for r in rows] == ["transform", "service"]
+        assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+        assert "connect route profiles/s (20-profile batches) / transform endpoints/s " \
+               "(50-endpoint events)" in done.stdout
+
     def test_repeated_cold_zipf_and_locales_with_two_thread_counts(self, pg_server_url: str,
                                                                    tmp_path: Path):
         """--repeat and --threads 1,2: every run kept in the JSON (three peers where the naive

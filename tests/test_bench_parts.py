@@ -1,6 +1,7 @@
 """The bench's parts of issue 13, fast: the Zipf draw, the medians and ranges of repeated runs, the
 event-loop lag read from /metrics, and the naive Postgres server answering as the floor does (real
-Postgres, real HTTP). Numbers of a run are never asserted."""
+Postgres, real HTTP); the connect scenario's batches and its per-recipient ratio. Numbers of a run
+are never asserted."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench import database
-from bench.catalog import SHAPES, Zipf, floor_items, make_event
+from bench.__main__ import connect_comparison
+from bench.catalog import SHAPES, Zipf, floor_items, make_connect_event, make_event
 from bench.floor_server import create_floor_app
 from bench.naive_server import create_naive_app, query_for
 from bench.report import Row, median, summarise, summary_table
+from bench.scenarios import BY_NAME
 from bench.servers import parse_lag
 from tests.support.databases import drop_database
 
@@ -70,6 +73,36 @@ class TestSummary:
         rows[0].max_lag_ms, rows[0].lag_bucket_ms = 79.0, 25.0
         rows[1].max_lag_ms, rows[1].lag_bucket_ms = 60.0, 50.0
         assert "79.0 (<=50)" in summary_table(rows)
+
+
+class TestConnectScenario:
+    def test_batches_are_connect_events_of_hot_items(self):
+        hot = [str(n) for n in range(100_000, 100_050)]
+        event = make_connect_event(random.Random(5), hot, profiles=100)
+        profiles = event["Items"]["CustomerProfiles"]
+        assert len(profiles) == 100
+        assert len({p["IdempotencyToken"] for p in profiles}) == 100
+        for profile in profiles:
+            data = orjson.loads(profile["CustomerData"])  # a JSON string, as Connect sends it
+            assert data["ProfileId"] == profile["ProfileId"]
+            ids = data["Attributes"]["recommended_items"].split(",")
+            assert len(set(ids)) == 5 and set(ids) <= set(hot)
+
+    def test_the_ratio_is_per_recipient_and_per_run(self):
+        title = BY_NAME["connect"].title
+
+        def measured(server: str, per_second: float, run: int) -> Row:
+            found = row(server, per_second, run)
+            found.scenario = title
+            return found
+
+        rows = [measured("transform", 1000, 1), measured("service", 450, 1),
+                measured("transform", 1000, 2), measured("service", 550, 2),
+                row("service", 1, 1)]
+        line = connect_comparison(rows, profiles=100, endpoints=50)
+        # Run 1: 45,000 profiles/s over 50,000 endpoints/s; run 2: 55,000 over 50,000.
+        assert line.endswith(": 1.00 (range 0.90-1.10)"), line
+        assert connect_comparison(rows[-1:], 100, 50) == ""
 
 
 class TestLag:

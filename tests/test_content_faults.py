@@ -1,6 +1,8 @@
 """The content route with Postgres stalled behind the test proxy and no X-Deadline-Ms: its own
 default budget (ENRICHER_CONTENT_DEADLINE_MS, 1,500 ms) holds; cached IDs are answered, degraded,
-within Braze's 2 s; only when nothing can be shown is it a 503 with Retry-After."""
+within Braze's 2 s; only when nothing can be shown is it a 503 with Retry-After. The Connect
+route, with the shim's budget, answers every profile: from the caches, or send false saying
+why."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from service.web.app import create_app
 from service.web.app_keys import AUTHENTICATOR, RECOMMENDERS, RESOLVER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.fake_connect import FakeConnect
 from tests.support.loop_stalls import timed
 from tests.support.metrics_reader import sample
 from tests.support.tcp_proxy import TcpProxy, url_through
@@ -29,7 +32,8 @@ async def api(database_url, proxy: TcpProxy, aiohttp_client, make_key, settings:
         cache_ttl=3600, auth_cache_seconds=3600))
     api = Api(await aiohttp_client(app), await make_key("acme", "admin"))
     await load_catalog(api, "movies", [{"id": str(i), "title": f"Movie {i}"} for i in range(5)])
-    await put_recommender(api, "movies", "movies", ("Title", "title"))
+    await put_recommender(api, "movies", "movies", ("Title", "title"),
+                          connect={"ids_from": "Attributes.recommended_items"})
     assert (await api.get(CONTENT + "?ids=1,2"))[0] == 200  # key, recommender, items 1 and 2
     return api
 
@@ -97,3 +101,22 @@ class TestStalledPostgres:
                                                        headers={"X-Deadline-Ms": "300"})
         assert took < 0.3
         assert (status, headers["X-Degraded"]) == (200, "postgres-timeout")
+
+
+async def test_a_connect_batch_is_answered_whole_past_a_stalled_postgres(api: Api,
+                                                                         proxy: TcpProxy):
+    connect = FakeConnect()
+    event = connect.event([connect.profile(connect.customer_data(ids=ids))
+                           for ids in (["1", "3"], ["3", "4"], ["2"])])
+    with proxy.stalled():
+        (status, answer, headers), took = await timed(connect.send_to_service(
+            api, "movies", event, headers={"X-Deadline-Ms": "1000"}))
+    assert took < 1.5, f"answered after {took:.3f} s of the loop's time"
+    assert status == 200 and headers["X-Degraded"] == "postgres-timeout"
+    cached, uncached, other = connect.check(event, answer)
+    assert [i["id"] for i in cached["items"]] == ["1"] and cached["missing"] == ["3"]
+    assert uncached["send"] is False
+    assert "the catalog database is unavailable (postgres-timeout)" in uncached["reason"]
+    assert other["items"][0]["Title"] == "Movie 2"
+    assert sample(api.client.app, "enricher_degraded_responses_total", route="connect",
+                  reason="postgres-timeout") == 1

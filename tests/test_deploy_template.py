@@ -1,7 +1,9 @@
-"""deploy/template.yaml: the SAM template for the shim lints clean and holds what Pinpoint needs."""
+"""deploy/template.yaml: the SAM template for the shim lints clean and holds what Pinpoint needs,
+and, as an option, what Amazon Connect outbound campaigns need."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -49,12 +51,15 @@ class TestTemplate:
         assert props["Runtime"] == "python3.12"
         assert props["CodeUri"] == "shim.zip"
         assert props["Timeout"] == {"Ref": "TimeoutSeconds"}
-        assert template["Parameters"]["TimeoutSeconds"]["MaxValue"] == 15  # Pinpoint's wait
+        # Connect's wait; the shim holds a Pinpoint event to Pinpoint's 15 s whatever this is.
+        assert template["Parameters"]["TimeoutSeconds"]["MaxValue"] == 30
         assert props["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
         assert template["Parameters"]["ReservedConcurrency"]["Default"] == 256
         variables = props["Environment"]["Variables"]
-        assert set(variables) == {"ENRICHER_URL", "ENRICHER_MARGIN_MS",
+        assert set(variables) == {"ENRICHER_URL", "ENRICHER_CONNECT_URL", "ENRICHER_MARGIN_MS",
                                   "ENRICHER_API_KEY_SECRET_ARN", "ENRICHER_API_KEY_PARAMETER"}
+        assert variables["ENRICHER_CONNECT_URL"] == {
+            "Fn::If": ["OwnConnectUrl", {"Ref": "EnricherConnectUrl"}, {"Ref": "AWS::NoValue"}]}
         assert "ENRICHER_API_KEY" not in variables  # never a key in plain environment
 
     @pytest.mark.parametrize("name", ["PinpointInvokePermission",
@@ -69,6 +74,28 @@ class TestTemplate:
                                       "${AWS::Region}:${AWS::AccountId}:recommenders/*"}
         assert props["Principal"] in ({"Fn::Sub": "pinpoint.${AWS::Region}.amazonaws.com"},
                                       "pinpoint.amazonaws.com")
+
+    def test_connect_campaigns_may_invoke_from_the_instance_given_only(self, template):
+        permission = template["Resources"]["ConnectCampaignsInvokePermission"]
+        assert permission["Condition"] == "ConnectCampaigns"
+        assert template["Conditions"]["ConnectCampaigns"] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": "ConnectInstanceArn"}, ""]}]}
+        props = permission["Properties"]
+        assert props["Principal"] == "connect-campaigns.amazonaws.com"
+        assert props["Action"] == "lambda:InvokeFunction"
+        assert props["FunctionName"] == {"Fn::GetAtt": ["ShimFunction", "Arn"]}
+        assert props["SourceArn"] == {"Ref": "ConnectInstanceArn"}
+        # The instance's account: the fifth field of its ARN.
+        assert props["SourceAccount"] == {
+            "Fn::Select": [4, {"Fn::Split": [":", {"Ref": "ConnectInstanceArn"}]}]}
+        instance = "arn:aws:connect:eu-west-2:210987654321:instance/4a5b6c7d-1111-2222-3333"
+        assert instance.split(":")[4] == "210987654321"
+        pattern = template["Parameters"]["ConnectInstanceArn"]["AllowedPattern"]
+        assert template["Parameters"]["ConnectInstanceArn"]["Default"] == ""
+        assert re.fullmatch(pattern, instance) and re.fullmatch(pattern, "")
+        for wrong in ("arn:aws:connect:eu-west-2:2109876543:instance/x", "instance/x",
+                      "arn:aws:lambda:eu-west-2:210987654321:function:f"):
+            assert not re.fullmatch(pattern, wrong)
 
     def test_shim_zip_holds_the_handler(self, tmp_path):
         out = tmp_path / "shim.zip"

@@ -1,6 +1,8 @@
 """Hostile JSON on every route that reads it: deep nesting, numbers orjson cannot hold, NaN, lone
 surrogates, a BOM, duplicate keys, NUL, long strings. Each gets a 4xx problem (or a rejected
-import line) or an answer, never a 5xx, and the transform's two readers agree on every one."""
+import line) or an answer, never a 5xx, and the transform's two readers agree on every one. On the
+Connect route, hostile pieces anywhere in a batch (in a profile, in its CustomerData, in its IDs)
+never give a 5xx nor leave a profile unanswered."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from service.adapters.raw_event import read_raw_event
 from service.json_codec import MAX_DEPTH, nesting_exceeds
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.fake_connect import FakeConnect
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 ESCAPE = b'"Note":"caf\\u00e9",'  # a `\u` escape: the event takes the general path
@@ -35,7 +38,8 @@ async def api(admin: Api) -> Api:
     await load_catalog(admin, "movies", [{"id": "1", "title": "One", "genre": "Drama"},
                                          {"id": "2", "title": "Two"}])
     await put_recommender(admin, "movies", "movies", ("Title", "title"), ("Genre", "genre"),
-                          application_ids=[PROJECT])
+                          application_ids=[PROJECT],
+                          connect={"ids_from": "Attributes.ids", "locale_from": "Attributes.l"})
     return admin
 
 
@@ -66,6 +70,9 @@ def route_bodies(deep: bytes, escape: bytes) -> list[tuple[str, str, bytes]]:
          b'{' + escape + b'"catalog":"movies","attributes":[{"name":"T","field":"title","x":'
          + deep + b"}]}"),
         ("PUT", "/v1/catalogs/deep", b'{' + escape + b'"x":' + deep + b"}"),
+        ("POST", "/v1/recommenders/movies/connect",
+         b'{"Items":{"CustomerProfiles":[{' + escape + b'"ProfileId":"p","CustomerData":"{}",'
+         b'"Deep":' + deep + b"}]}}"),
     ]
 
 
@@ -180,7 +187,7 @@ class TestOtherHostileBodies:
     ])
     async def test_refused_with_a_400_naming_the_body(self, api: Api, body: bytes, why: str):
         for path in ("/v1/recommenders/movies/transform", "/v1/transform",
-                     "/v1/recommenders/movies:preview"):
+                     "/v1/recommenders/movies:preview", "/v1/recommenders/movies/connect"):
             status, answer, content_type = await send(api, "POST", path, body)
             assert status == 400, (why, path, answer)
             assert content_type == "application/problem+json"
@@ -253,3 +260,49 @@ async def test_fast_and_general_paths_give_the_same_outcome(api: Api, values, it
             assert content_type == "application/problem+json"
             outcomes.append((status, orjson.loads(answer)["field"]))
     assert outcomes[0] == outcomes[1], (body[:300], outcomes)
+
+
+def hostile_profile(value: bytes, where: str, index: int) -> bytes:
+    """One Connect profile with a hostile piece: as a value of the profile entry, as the whole
+    CustomerData text, as a value in it, or as its item IDs."""
+    profile_id = b'"p%d"' % index
+    if where == "entry":
+        return (b'{"ProfileId":' + profile_id + b',"CustomerData":' + value
+                + b',"IdempotencyToken":' + value + b',"X":' + value + b"}")
+    inner = {"data": value, "value": b'{"Attributes":{"ids":"1","x":' + value + b"}}",
+             "ids": b'{"Attributes":{"ids":' + value + b',"l":' + value + b"}}"}[where]
+    # As Connect sends it: the profile's JSON text as a JSON string (escaped, whatever it holds;
+    # bytes no text holds become lone surrogates, which the event itself may not carry).
+    try:
+        decoded = inner.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        decoded = inner.decode("utf-8", "surrogateescape")
+    text = json.dumps(decoded, ensure_ascii=True).encode()
+    return b'{"ProfileId":' + profile_id + b',"CustomerData":' + text + b"}"
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(profiles=st.lists(st.tuples(hostile, st.sampled_from(["entry", "data", "value", "ids"])),
+                         min_size=1, max_size=5),
+       top=st.none() | hostile, good_first=st.booleans())
+async def test_connect_batches_are_answered_whatever_they_hold(api: Api, profiles, top,
+                                                               good_first: bool):
+    parts = [hostile_profile(value, where, n) for n, (value, where) in enumerate(profiles)]
+    if good_first:
+        parts.insert(0, b'{"ProfileId":"good","CustomerData":"{\\"Attributes\\":{\\"ids\\"'
+                        b':\\"1,2\\"}}"}')
+    body = (b'{"InvocationMetadata":' + (top or b"{}") + b',"Items":{"CustomerProfiles":['
+            + b",".join(parts) + b"]}}")
+    status, answer, content_type = await send(api, "POST", "/v1/recommenders/movies/connect",
+                                              body)
+    assert status < 500, answer[:300]
+    if status != 200:
+        assert content_type == "application/problem+json"
+        assert orjson.loads(answer)["field"], answer[:300]
+        return
+    event = exact(body.removeprefix(b"\xef\xbb\xbf"))
+    results = FakeConnect.check(event, exact(answer))
+    if good_first:
+        assert results[0]["send"] is True and results[0]["Recommendations"]["Title"] == \
+            ["One", "Two"]

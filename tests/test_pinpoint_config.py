@@ -28,16 +28,6 @@ CAMPAIGN = "arn:aws:personalize:us-east-1:123456789012:campaign/movies"
 ROLE = "arn:aws:iam::123456789012:role/PinpointPersonalize"
 
 
-@pytest.fixture
-def aws_isolated(monkeypatch) -> None:
-    """No profile or credential of the machine's leaks into botocore."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID",
-                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-
-
 def pinpoint_operation():
     model = botocore.session.get_session().get_service_model("pinpoint")
     return model.operation_model("CreateRecommenderConfiguration")

@@ -15,7 +15,7 @@ from service.web.app import create_app
 from service.web.app_keys import USER_RECOMMENDATIONS
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog
-from tests.support.fake_personalize import ACCESS_KEY, REGION, SECRET_KEY, FakePersonalize
+from tests.support.fake_personalize import ACCESS_KEY, REGION, FakePersonalize
 from tests.support.loop_stalls import timed as timed_call
 from tests.support.metrics_reader import sample
 
@@ -31,18 +31,6 @@ ATTRIBUTES = [{"name": "Title", "field": "title"},
               {"name": "Price", "field": "price", "format": "currency"}]
 PERSONALIZE = {"campaign_arn": CAMPAIGN, "filter_arn": FILTER, "num_results": 4,
                "cache_seconds": 60, "fallback_ids": ["8", "9"]}
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    """The usual AWS environment, pointing at nothing real: no instance metadata, no files."""
-    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                        "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
-                        "AWS_CONFIG_FILE": "/dev/null",
-                        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from service import json_codec
 from service.enrichment.enrich import Enricher, JsonRow, is_usable
 from service.enrichment.locales import TAG_PATTERN, normalize_tag
 from service.errors import FieldError, ValidationFailed
@@ -137,6 +138,20 @@ def content_answer(
         "Recommendations": recommendations or {},
         "missing": list(missing),
     }
+
+
+def answer_bytes(
+    recommender: str, enricher: Enricher, query: ContentQuery, resolved: Any,
+    extras: Sequence[Mapping[str, Any]] | None = None, fields: Mapping[str, Any] | None = None,
+) -> tuple[bytes, bool, dict[str, tuple[Any, JsonRow | bool]]]:
+    """The answer to `query` (plus `fields`) serialised, as every caller of this contract sends
+    it: (the body, send, rows rendered for the caller's L1 entries; see content_answer_json)."""
+    if serves_json(enricher):
+        return content_answer_json(recommender, enricher, query, resolved, extras, fields)
+    answer = content_answer(recommender, enricher, query, resolved, extras)
+    if fields:
+        answer.update(fields)
+    return json_codec.dumps(answer), answer["send"], {}
 
 
 def serves_json(enricher: Enricher) -> bool:

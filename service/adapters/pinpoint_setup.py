@@ -80,10 +80,15 @@ def _default_name(recommender: str) -> str:
     return recommender.replace(".", "-")
 
 
-def _check(setup: PinpointSetup) -> None:
-    if not FUNCTION_PATTERN.match(setup.function_arn):
+def check_function_arn(function_arn: str) -> None:
+    """The shim's function, as `--function-arn` names it (a setup command's flag)."""
+    if not FUNCTION_PATTERN.match(function_arn):
         raise SetupError("--function-arn must be a Lambda function ARN "
                          "(arn:aws:lambda:REGION:ACCOUNT:function:NAME) or a function name")
+
+
+def _check(setup: PinpointSetup) -> None:
+    check_function_arn(setup.function_arn)
     if setup.campaign_arn is not None and not CAMPAIGN_PATTERN.match(setup.campaign_arn):
         raise SetupError("--campaign-arn must be an Amazon Personalize campaign ARN "
                          "(arn:aws:personalize:REGION:ACCOUNT:campaign/NAME)")

@@ -37,7 +37,7 @@ DEFAULT_CONTENT_MAX_AGE = 300
 MAX_CONTENT_MAX_AGE = 86_400
 RECOMMENDER_FIELDS = (
     "catalog", "attributes", "missing_items", "recommendations_per_message", "locale",
-    "application_ids", "content_max_age", "personalize",
+    "application_ids", "content_max_age", "personalize", "connect",
 )
 # The optional `personalize` block (issue 12): where the user route gets a user's item IDs.
 PERSONALIZE_FIELDS = (
@@ -53,6 +53,13 @@ MAX_NUM_RESULTS = 50
 MAX_CACHE_SECONDS = 3600
 DEFAULT_CACHE_SECONDS = 60
 MAX_FALLBACK_IDS = 50
+# The optional `connect` block: where the Amazon Connect route finds, in each customer profile
+# (the parsed CustomerData), its item IDs, its Personalize user ID and its locale. Each is a
+# dotted path of object keys (`Attributes.recommended_items`): 1-10 keys of 1-255 characters,
+# none holding a dot or a control character (Customer Profiles' own keys are at most 255).
+CONNECT_FIELDS = ("ids_from", "user_id_from", "locale_from")
+PROFILE_PATH = re.compile(r"^[^.\x00-\x1f\x7f]{1,255}(?:\.[^.\x00-\x1f\x7f]{1,255}){0,9}$")
+DEFAULT_USER_ID_FROM = "ProfileId"
 ROUND_TRIP_FIELDS = ("name", "updated_at")
 ATTRIBUTE_FIELDS = (
     "name", "field", "display_name", "format", "template", "truncate", "first", "placeholder",
@@ -104,6 +111,24 @@ class PersonalizeSpec:
 
 
 @dataclass(frozen=True)
+class ConnectSpec:
+    """Where the Connect route reads a customer profile: its item IDs (`ids_from`; without it,
+    Personalize is asked for the user at `user_id_from`) and its locale (`locale_from`; without
+    it, or where a profile has none, the recommender's)."""
+
+    ids_from: str | None = None
+    user_id_from: str = DEFAULT_USER_ID_FROM
+    locale_from: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in CONNECT_FIELDS if getattr(self, k) is not None}
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> ConnectSpec:
+        return cls(**stored)
+
+
+@dataclass(frozen=True)
 class RecommenderSpec:
     catalog: str
     attributes: tuple[AttributeSpec, ...]
@@ -113,6 +138,7 @@ class RecommenderSpec:
     application_ids: tuple[str, ...] = field(default_factory=tuple)
     content_max_age: int = DEFAULT_CONTENT_MAX_AGE
     personalize: PersonalizeSpec | None = None
+    connect: ConnectSpec | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {**self.stored_json(), "application_ids": list(self.application_ids)}
@@ -128,6 +154,7 @@ class RecommenderSpec:
             "locale": self.locale,
             "content_max_age": self.content_max_age,
             **({"personalize": self.personalize.as_json()} if self.personalize else {}),
+            **({"connect": self.connect.as_json()} if self.connect else {}),
         }
 
     @classmethod
@@ -146,6 +173,8 @@ class RecommenderSpec:
             content_max_age=stored.get("content_max_age", DEFAULT_CONTENT_MAX_AGE),
             personalize=(PersonalizeSpec.from_stored(stored["personalize"])
                          if stored.get("personalize") else None),
+            connect=(ConnectSpec.from_stored(stored["connect"])
+                     if stored.get("connect") else None),
         )
 
 
@@ -217,13 +246,17 @@ def parse_recommender(body: object, name: str) -> RecommenderSpec:
     if body.get("personalize") is not None:
         personalize = _parse_personalize(body["personalize"], per_message, fail)
 
+    connect = None
+    if body.get("connect") is not None:
+        connect = _parse_connect(body["connect"], body.get("personalize") is not None, fail)
+
     if errors:
         raise ValidationFailed.of_many(errors)
     return RecommenderSpec(
         catalog=catalog, attributes=tuple(attributes), missing_items=missing_items,
         recommendations_per_message=per_message, locale=locale,
         application_ids=tuple(application_ids), content_max_age=content_max_age,
-        personalize=personalize,
+        personalize=personalize, connect=connect,
     )
 
 
@@ -290,6 +323,29 @@ def _parse_personalize(raw: object, per_message: object, fail: Any) -> Personali
         filter_arn=arns["filter_arn"], num_results=num_results, cache_seconds=cache_seconds,
         fallback_ids=tuple(fallback_ids),
     )
+
+
+def _parse_connect(raw: object, has_personalize: bool, fail: Any) -> ConnectSpec | None:
+    if not isinstance(raw, dict):
+        fail("connect", 'must be an object like {"ids_from": "Attributes.recommended_items"}')
+        return None
+    check = _SubObject("connect", raw, CONNECT_FIELDS, "a connect", fail)
+    paths: dict[str, str | None] = {}
+    for key in CONNECT_FIELDS:
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, str) and PROFILE_PATH.match(value)):
+            check.bad(key, "must be a dotted path into the customer profile, like "
+                      "Attributes.recommended_items (1-10 keys of 1-255 characters, no control "
+                      "characters)")
+        paths[key] = value
+    if paths["ids_from"] is None and not has_personalize:
+        check.bad("ids_from", "is required unless the recommender has a personalize block "
+                  "(then Amazon Personalize gives each profile's items)")
+    if not check.ok:
+        return None
+    return ConnectSpec(ids_from=paths["ids_from"],
+                       user_id_from=paths["user_id_from"] or DEFAULT_USER_ID_FROM,
+                       locale_from=paths["locale_from"])
 
 
 def _parse_application_ids(raw: object, fail: Any) -> list[str]:

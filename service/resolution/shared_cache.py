@@ -97,6 +97,21 @@ for i, key in ipairs(KEYS) do
 end
 return written
 """
+# Each KEYS[i] that holds nothing gets ARGV[i + 1] for ARGV[1] seconds; returns, per key, what it
+# already held (false, a nil reply, where this call wrote it): the first writer wins everywhere.
+ADD_IF_ABSENT = """
+local held = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value then
+    held[i] = value
+  else
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+    held[i] = false
+  end
+end
+return held
+"""
 
 
 class OrjsonSerializer(BaseSerializer):
@@ -172,6 +187,7 @@ class SharedCache:
             create_connection_timeout=timeout * 4, connection_pool_kwargs=pool_kwargs, **options,
         )
         self._store_if_newer = self._cache.client.register_script(STORE_IF_NEWER)
+        self._add_if_absent = self._cache.client.register_script(ADD_IF_ABSENT)
         self.ttl = max(1, round(ttl))
         self.negative_ttl = max(1, round(negative_ttl))
         self.tombstone_ttl = max(1, round(tombstone_ttl))
@@ -352,6 +368,36 @@ class SharedCache:
             await self._cache.multi_set([(f"v:{key}", value)], ttl=round(ttl))
         except L2_ERRORS as exc:
             self._failed("set", exc)
+
+    async def get_many(self, keys: list[str], budget: float) -> list[bytes | None]:
+        """The bytes `add_many` stored under each of `keys` (any caller's namespace, e.g.
+        `c:…`), None where absent, expired, or L2 cannot be used now."""
+        if not keys or budget <= 0 or not await self._usable():
+            return [None] * len(keys)
+        build = self._cache.build_key
+        try:
+            return await self._cache.raw("mget", *(build(f"v:{k}") for k in keys),
+                                         timeout=min(budget, self.timeout))
+        except L2_ERRORS as exc:
+            self._failed("get", exc)
+            return [None] * len(keys)
+
+    async def add_many(self, values: list[tuple[str, bytes]], ttl: float) -> list[bytes | None]:
+        """Keep each (key, bytes) for `ttl` seconds unless the key already holds something; one
+        round trip. Returns what each key held before (None where this call wrote it, or where
+        L2 cannot be used now: then the caller's own value stands)."""
+        if not values or not await self._usable():
+            return [None] * len(values)
+        build = self._cache.build_key
+        try:
+            async with asyncio.timeout(self.timeout):
+                held = await self._add_if_absent(
+                    keys=[build(f"v:{key}") for key, _ in values],
+                    args=[max(1, round(ttl)), *(value for _, value in values)])
+        except L2_ERRORS as exc:
+            self._failed("set", exc)
+            return [None] * len(values)
+        return [value or None for value in held]
 
     async def close(self) -> None:
         if self._master_check is not None:

@@ -162,6 +162,12 @@ class Metrics:
             "joined: waited for a call another render had started).",
             ("tier", "result"), registry=registry,
         )
+        self.connect_profiles = Counter(
+            "enricher_connect_profiles",
+            "Amazon Connect customer profiles answered, by outcome: sent (send true), not_sent "
+            "(send false, with a reason), replayed (a repeated IdempotencyToken's first answer).",
+            ("outcome",), registry=registry,
+        )
         self.notifications = Counter(
             "enricher_invalidation_notifications",
             "Invalidation notifications received from Postgres, by kind.",

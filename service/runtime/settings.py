@@ -112,6 +112,10 @@ class Settings:
     # Personalize in the loop (issue 12): another endpoint for Personalize's runtime (tests, VPC
     # endpoints); region and credentials come from the usual AWS environment.
     personalize_endpoint_url: str | None = None
+    # Amazon Connect outbound campaigns: how long an IdempotencyToken's answer is replayed, and
+    # the bytes those answers may take in this process (L1; Redis holds them too when set).
+    connect_replay_seconds: int = 900
+    connect_replay_max_bytes: int = 64 * MIB
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -198,6 +202,10 @@ class Settings:
                 "ENRICHER_CONTENT_DEADLINE_MS", 1500, 10, 600_000
             ),
             "personalize_endpoint_url": reader.http_url("ENRICHER_PERSONALIZE_ENDPOINT_URL"),
+            "connect_replay_seconds": reader.integer("ENRICHER_CONNECT_REPLAY_SECONDS", 900, 900,
+                                                     86_400),
+            "connect_replay_max_bytes": reader.integer("ENRICHER_CONNECT_REPLAY_MAX_BYTES",
+                                                       64 * MIB, 0, 64 * 1024 * MIB),
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:

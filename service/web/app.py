@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.adapters.connect_replay import ConnectReplay
 from service.adapters.personalize_runtime import PersonalizeRuntime
 from service.adapters.user_recommendations import UserRecommendations
 from service.enrichment.recommender_lookup import RecommenderLookup
@@ -26,6 +27,7 @@ from service.storage.rate_counter import RateCounter, redis_for_rates
 from service.storage.read_routing import ReadRouting
 from service.web.app_keys import (
     AUTHENTICATOR,
+    CONNECT_REPLAY,
     IMPORT_SLOTS,
     KEY_USAGE,
     LISTENER,
@@ -158,6 +160,8 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         slicer=app[LOOP_SLICER],
     )
     app[RESOLVER] = resolver
+    app[CONNECT_REPLAY] = ConnectReplay(app.get(SHARED_CACHE), settings.connect_replay_seconds,
+                                        settings.connect_replay_max_bytes)
     try:
         yield
     finally:

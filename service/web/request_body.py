@@ -59,9 +59,11 @@ async def read_json_body(request: web.Request, max_bytes: int) -> bytes:
     return body
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, *, read_only: bool = False) -> Any:
+    """The parsed body; `read_only` for one nothing is written back from (json_codec's
+    loads_read_only)."""
     try:
-        return json_codec.loads(body)
+        return (json_codec.loads_read_only if read_only else json_codec.loads)(body)
     except json_codec.TooDeep as exc:
         raise BadRequest(f"the body is refused: {exc}", field="body") from exc
     except ValueError as exc:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.web.handlers import (
     catalogs,
+    connect,
     content,
     decorate,
     item_import,
@@ -41,6 +42,8 @@ def setup_routes(app: web.Application) -> None:
         # Personalize in the loop (issue 12).
         web.get("/v1/recommenders/{recommender}/users/{user_id}/content",
                 user_content.get_user_content, name="get_user_content", allow_head=False),
+        # Amazon Connect outbound campaigns (issue 30): a journey's custom action block.
+        web.post("/v1/recommenders/{recommender}/connect", connect.connect, name="connect"),
         web.put("/v1/recommenders/{recommender}", recommenders.put_recommender,
                 name="put_recommender"),
         web.get("/v1/recommenders/{recommender}", recommenders.get_recommender,

@@ -23,7 +23,6 @@ from typing import Any
 
 from aiohttp import web
 
-from service import json_codec
 from service.adapters import content
 from service.enrichment.recommender_lookup import Recommender
 from service.enrichment.recommenders import check_recommender_name
@@ -80,16 +79,10 @@ async def content_response(
     )
     if resolved:  # items to render (none on the warm path): their locales' CLDR data first
         await enricher.prepare_locales((wanted.locale,), resolved)
-    if as_json:
-        body, send, rendered = content.content_answer_json(
-            recommender.name, enricher, wanted, resolved, extras, fields)
-        if derived_key is not None and rendered:
-            resolver.attach(recommender.catalog_id, derived_key, rendered, resolved.missed)
-    else:
-        answer = content.content_answer(recommender.name, enricher, wanted, resolved, extras)
-        if fields:
-            answer.update(fields)
-        body, send = json_codec.dumps(answer), answer["send"]
+    body, send, rendered = content.answer_bytes(recommender.name, enricher, wanted, resolved,
+                                                extras, fields)
+    if derived_key is not None and rendered:
+        resolver.attach(recommender.catalog_id, derived_key, rendered, resolved.missed)
     if resolved.degraded:
         route = request.match_info.route.name or "content"
         request.app[METRICS].degraded.labels(route, resolved.degraded).inc()
