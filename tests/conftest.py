@@ -220,3 +220,18 @@ def aws_env(monkeypatch) -> None:
         monkeypatch.setenv(name, value)
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=["c", "python"])
+def transform_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on both paths of the transform's hot loops: the C extension
+    (service/_speedups.c) and the pure-Python code that serves where it is not built."""
+    from service.adapters import pinpoint, raw_event
+    from service.speedups import native
+
+    if request.param == "python":
+        monkeypatch.setattr(raw_event, "native", None)
+        monkeypatch.setattr(pinpoint, "native", None)
+    elif native is None:
+        pytest.skip("the C extension is not built here (tests/test_speedups.py says why)")
+    return request.param

@@ -21,6 +21,9 @@ from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.fake_connect import FakeConnect
 
+# Each test on the C extension's hot loops and on the pure-Python ones (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("transform_paths")
+
 PROJECT = "0123456789abcdef0123456789abcdef"
 ESCAPE = b'"Note":"caf\\u00e9",'  # a `\u` escape: the event takes the general path
 

@@ -22,6 +22,9 @@ from service.web.app_keys import POOL, RECOMMENDERS, RESOLVER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 
+# Each test on the C extension's hot loops and on the pure-Python ones (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("transform_paths")
+
 PATH = "/v1/recommenders/raw/transform"
 LIMITS = EventLimits(max_endpoints=100, max_items_per_endpoint=5)
 CATALOG = {"1": ("One", "Drama"), "2": ("Twö", "Comedy"), "3": ("Three", None)}

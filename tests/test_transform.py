@@ -8,6 +8,9 @@ import pytest
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, load_ndjson, put_recommender
 
+# Each test on the C extension's hot loops and on the pure-Python ones (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("transform_paths")
+
 MOVIES = [
     {"id": "1", "title": "One", "genre": "Drama"},
     {"id": "2", "title": "Two", "genre": "Comedy"},

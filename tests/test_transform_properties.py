@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 
+# Each test on the C extension's hot loops and on the pure-Python ones (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("transform_paths")
+
 CATALOG = {
     "1815": ("Fleabag", "Comedy"),
     "é-1": ("Café société", "Drama"),

@@ -30,6 +30,7 @@ from service.enrichment.recommenders import APPLICATION_ID_PATTERN
 from service.errors import FieldError, ValidationFailed
 from service.items import all_item_ids_valid, item_id_problem, json_type
 from service.resolution.resolver import Resolved
+from service.speedups import native
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,13 @@ def enrich_event_json(
         for item_id, item in resolved.items():
             mine[item_id] = row = json_row(item, locale)
             rendered[item_id] = (item, row)
+        if raw and native is not None:
+            # The per-endpoint work in C: every row is kept or rendered above, and an ID found
+            # in neither is not in the catalog (the row json_row gives None: skipped).
+            answer, unresolved = native.splice_answer(
+                parsed.endpoints, resolved.derived, mine, enricher.endpoint_pieces,
+                enricher.first_flags, enricher.spec.recommendations_per_message)
+            return answer, unresolved, rendered
 
     def row_of(item_id: str, locale: str | None) -> JsonRow | bool:
         mine = own.setdefault(locale, {})

@@ -262,6 +262,7 @@ class Enricher:
         # Serialised answers are bytes templates, filled per endpoint with each attribute's
         # values joined by commas (or, for a `first` attribute, the first item's value).
         self.first_indexes = tuple(index for index, a in enumerate(spec.attributes) if a.first)
+        self.first_flags = tuple(a.first for a in spec.attributes)
         self.recommendations_template = b"{" + b",".join(
             orjson.dumps(a.name).replace(b"%", b"%%") + (b":%b" if a.first else b":[%b]")
             for a in spec.attributes
