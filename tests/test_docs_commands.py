@@ -74,6 +74,12 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
         "needs a cluster (as above)",
     ("docs/send-time-content.md", '{"recommender": "movies", "locale": "de_DE", "send": true,'):
         "an answer shown; test_docs_snippets renders the route's answers",
+    ("docs/connect.md", '{"catalog": "movies",'):
+        "sent by test_docs_snippets.TestConnectPage (the recommender it puts)",
+    ("docs/connect.md", "catalog-enricher connect-config"): "run by test_docs_snippets",
+    ("docs/connect.md", '{"InvocationMetadata"'): "sent by test_docs_snippets.TestConnectPage",
+    ("docs/connect.md", '{"Items": {"CustomerProfiles"'):
+        "test_docs_snippets.TestConnectPage: the answer to the event above",
     ("docs/performance.md", "python -m bench"): "a benchmark: the suite runs none "
                                                 "(tests/test_bench.py smoke-tests the bench)",
     ("docs/performance.md", "make bench"): "a benchmark (as above)",
