@@ -31,6 +31,7 @@ from service.storage.embedded_postgres import embedded_postgres
 from service.storage.migrations import apply_migrations
 from service.web.app import create_app
 from service.web.app_keys import METRICS, REQUESTS_IN_FLIGHT
+from service.web.http_server import ServiceRunner
 from service.web.request_tracker import RequestTracker
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ class ServingApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        self.runner = web.AppRunner(
+        # Refusals of aiohttp's HTTP parser answered as problems (service/web/http_server.py).
+        self.runner = ServiceRunner(
             self.app, access_log=None, handle_signals=False,
             shutdown_timeout=settings.shutdown_timeout,
         )

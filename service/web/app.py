@@ -44,6 +44,7 @@ from service.web.app_keys import (
     USER_RECOMMENDATIONS,
 )
 from service.web.auth import Authenticator
+from service.web.http_server import parser_limits
 from service.web.middlewares import request_context
 from service.web.request_tracker import RequestTracker
 from service.web.routes import setup_routes
@@ -226,6 +227,8 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_context],
         # Pinpoint sends up to 6 MB; the default 1 MiB would refuse real events.
         client_max_size=settings.max_body_bytes,
+        # The HTTP parser's limits, from ours: every runner of this app hands them to aiohttp.
+        handler_args=parser_limits(settings),
     )
     app[SETTINGS] = settings
     app[REQUESTS_IN_FLIGHT] = RequestTracker()
