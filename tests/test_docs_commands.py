@@ -188,7 +188,7 @@ def wait_ready(base: str, server: subprocess.Popen, deadline_s: float = 90) -> N
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.2)  # paces the poll of the port
     raise AssertionError("serve did not become ready")
 
 

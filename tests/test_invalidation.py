@@ -36,7 +36,7 @@ async def seen_within(seconds: float, check: Callable[[], Awaitable[bool]]) -> f
     while not await check():
         elapsed = time.monotonic() - started
         assert elapsed < seconds, f"not seen within {seconds} s"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # paces the poll
     return time.monotonic() - started
 
 
