@@ -1,7 +1,8 @@
 """Requests per second towards a platform: a token bucket the platform's own answers can lower.
 
-`--rate N` is the ceiling. The bucket holds at most one token, so in any one-second window at
-most N + 1 requests start. A platform reporting how many requests its window has left
+`--rate N` is the ceiling. Turns are scheduled 1/N apart and a late turn does not
+make the next one early, so in any one-second window at most N + 2 requests start (N + 1 on
+time, one of the window before it late). A platform reporting how many requests its window has left
 (`X-RateLimit-Remaining` and `X-RateLimit-Reset`) lowers the rate to what fits in that window
 until it resets; a 429 naming a reset pauses every sender until then. Hand-written rather than a
 library's: it is twenty lines, and the lowering and pausing are what this module is for.
@@ -42,7 +43,11 @@ class TokenBucket:
                 if start <= now:
                     break
                 await asyncio.sleep(start - now)
-            self._next = max(self._next, now) + 1.0 / self.rate
+            interval = 1.0 / self.rate
+            # The next turn follows this one's scheduled time, not the late wake-up of a busy
+            # loop (which would slip the pace below the rate); a sender idle for longer than a
+            # turn starts a new schedule rather than a burst that catches up.
+            self._next = (start if now - start < interval else now) + interval
 
     def lower(self, remaining: int, seconds_to_reset: float) -> None:
         """The platform says `remaining` requests are left for the next `seconds_to_reset`."""
