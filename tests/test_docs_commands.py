@@ -83,6 +83,8 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
     ("docs/sync.md", '{"recommended_products": {"items": [{"id": "1815"'):
         "a profile shown; tests/test_sync.py checks every profile's attribute against the "
         "content route's items",
+    ("docs/sync.md", ".venv/bin/python bench/sync_bench.py --users 100000"):
+        "shown only: a benchmark of tens of seconds, run by hand (not part of the suite)",
     ("docs/sync.md", '{"users": 1000000, "sent": 41237'):
         "a summary shown; tests/test_sync.py reads these fields from the command's stdout",
     ("docs/connect.md", '{"InvocationMetadata"'): "sent by test_docs_snippets.TestConnectPage",

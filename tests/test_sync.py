@@ -307,6 +307,30 @@ class TestKillAndResume:
                      checkpoint.read_bytes()):
             assert KEY.encode() not in text
 
+    async def test_killed_at_any_moment_misses_no_user(self, shop, subprocess_env, tmp_path):
+        """Killed without warning while requests are in flight: the resumed run misses no
+        user, and sends again only what was in flight (the platform has no idempotency key)."""
+        users = write_users(tmp_path / "in.ndjson", 900)
+        fake = await FakeBraze(KEY, delay=0.02).start()
+        env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
+        argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
+                "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+        try:
+            process = await run_cli(env, *argv)
+            await wait_for(lambda: fake.applied >= 5, "some requests applied")
+            process.send_signal(signal.SIGKILL)
+            await process.communicate()
+            process = await run_cli(env, *argv[:-1], "--resume", argv[-1])
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            await fake.stop()
+        assert process.returncode == 0, err
+        assert set(fake.profiles) == set(users)
+        for user, profile in fake.profiles.items():
+            assert profile[ATTRIBUTE]["items"] == shop[users[user]]
+        assert len(fake.users_written_twice()) <= 4 * 75  # at most the batches in flight
+        assert orjson.loads(out.splitlines()[-1])["already_synced"] > 0
+
 
 @pytest.mark.slow
 @pytest.mark.timing
