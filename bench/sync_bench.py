@@ -7,7 +7,8 @@ values and digests, batching, pacing, sending and acknowledging (checkpoint incl
 of raw lines is the batch enrichment's, measured by its own bench. Not part of the test suite:
 
     .venv/bin/python bench/sync_bench.py --users 100000
-    .venv/bin/python bench/sync_bench.py --users 20000 --rate 200
+    .venv/bin/python bench/sync_bench.py --users 30000 --rate 50
+    .venv/bin/python bench/sync_bench.py --users 100000 --limit 40   # 429s forced
 """
 
 from __future__ import annotations
@@ -36,18 +37,20 @@ from service.adapters.sync.sync_input import read_users
 KEY = "bench-key"
 
 
-async def serve_fake(report: Path) -> None:
-    """The fake Braze, until SIGTERM; then its request times and writes go to `report`."""
+async def serve_fake(report: Path, limit: int) -> None:
+    """The fake Braze (`limit` requests a second, 0: none), until SIGTERM; then its request
+    times, writes and 429s go to `report`."""
     from tests.support.fake_braze import FakeBraze
 
-    fake = await FakeBraze(KEY).start()
+    fake = await FakeBraze(KEY, limit=limit or None).start()
     print(fake.port, flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     report.write_bytes(orjson.dumps({  # noqa: ASYNC240 - once, as the fake stops
         "times": fake.request_times, "users": len(fake.profiles),
-        "twice": len(fake.users_written_twice()), "applied": fake.applied}))
+        "twice": len(fake.users_written_twice()), "applied": fake.applied,
+        "throttled": fake.statuses[429]}))
     await fake.stop()
 
 
@@ -75,8 +78,9 @@ async def run(args: argparse.Namespace, folder: Path) -> dict:
     import aiohttp
 
     report = folder / "fake.json"
-    fake = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(report)],  # noqa: ASYNC220
-                            stdout=subprocess.PIPE, text=True)
+    fake = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measured part
+        [sys.executable, __file__, "--serve-fake", str(report), str(args.limit)],
+        stdout=subprocess.PIPE, text=True)
     try:
         port = int(fake.stdout.readline())  # type: ignore[union-attr]
         source = folder / "in.ndjson"
@@ -100,7 +104,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict:
     seen = orjson.loads(report.read_bytes())
     result = {**summary.as_json(), "users_per_second": round(summary.users / summary.seconds),
               "sync_cpu_seconds": round(cpu, 2), "fake_users": seen["users"],
-              "fake_users_written_twice": seen["twice"]}
+              "fake_users_written_twice": seen["twice"], "fake_429s": seen["throttled"]}
     if args.rate:
         result["most_requests_in_one_second"] = most_in_one_second(seen["times"])
         result["rate"] = args.rate
@@ -108,14 +112,17 @@ async def run(args: argparse.Namespace, folder: Path) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve-fake":
-        asyncio.run(serve_fake(Path(sys.argv[2])))
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-fake":
+        asyncio.run(serve_fake(Path(sys.argv[2]), int(sys.argv[3])))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=25, help="items per user (default 25)")
     parser.add_argument("--rate", type=float, default=0, help="requests/s (default 0: no limit)")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=0,
+                        help="the fake's own limit, requests a second (default 0: none); "
+                        "below --rate (or with none) it answers 429s")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         print(json.dumps(asyncio.run(run(args, Path(folder))), indent=2))

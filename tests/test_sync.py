@@ -192,6 +192,29 @@ class TestBraze:
         assert KEY not in capsys.readouterr().err
 
 
+    @pytest.mark.parametrize(("fault", "reason"), [
+        ({"fail_burst": 10_000}, "gave up after 2 attempts: HTTP 503"),
+        ({"max_batch": 10}, "HTTP 400: at most 10 users a request"),
+    ])
+    async def test_what_cannot_land_is_dead_lettered_once(
+            self, shop, fast, tmp_path, capsys, monkeypatch, fault, reason):
+        """Retries run out on 5xx; another 4xx is not retried: each user once, with why."""
+        monkeypatch.setenv("BRAZE_API_KEY", KEY)
+        users = write_users(tmp_path / "in.ndjson", 150)
+        fake = await FakeBraze(KEY, **fault).start()
+        try:
+            status, summary = await sync(
+                dataclasses.replace(fast, sync_max_attempts=2), capsys, "braze", "--tenant",
+                "acme", "--recommender", "shop", "--attribute", ATTRIBUTE, "--endpoint",
+                fake.url, "--dead-letter", str(tmp_path / "dead.ndjson"),
+                str(tmp_path / "in.ndjson"))
+        finally:
+            await fake.stop()
+        assert status == 1 and fake.profiles == {}
+        assert dead_letter_keys(tmp_path / "dead.ndjson") == {user: reason for user in users}
+        assert summary["refused"] == 150 and summary["sent"] == 0
+        assert summary["requests"] == (4 if "fail_burst" in fault else 2)
+
 class TestIterable:
     async def test_every_user_once_through_429s_5xx_slow_answers_and_refusals(
             self, shop, fast, tmp_path, capsys, monkeypatch, caplog):
