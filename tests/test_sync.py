@@ -241,6 +241,25 @@ class TestIterable:
         assert ITERABLE_KEY not in caplog.text
 
 
+    async def test_by_email_with_the_key_in_a_secrets_file(self, shop, fast, tmp_path, capsys,
+                                                           monkeypatch):
+        monkeypatch.delenv("ITERABLE_API_KEY", raising=False)
+        (tmp_path / "key").write_text(ITERABLE_KEY + "\n")
+        (tmp_path / "in.ndjson").write_bytes(b"".join(
+            orjson.dumps({"key": f"user{n}@example.com", "ids": COMBOS[n]}) + b"\n"
+            for n in range(3)))
+        fake = await FakeIterable(ITERABLE_KEY).start()
+        try:
+            status, summary = await sync(
+                fast, capsys, "iterable", "--tenant", "acme", "--recommender", "shop",
+                "--attribute", ATTRIBUTE, "--endpoint", fake.url, "--identify-by", "email",
+                "--api-key-file", str(tmp_path / "key"), str(tmp_path / "in.ndjson"))
+        finally:
+            await fake.stop()
+        assert status == 0 and summary["sent"] == 3
+        assert {user: p[ATTRIBUTE]["items"] for user, p in fake.profiles.items()} == {
+            f"user{n}@example.com": shop[n] for n in range(3)}
+
 class TestChangedOnly:
     async def test_unchanged_sends_nothing_then_only_the_changed_item_users(
             self, shop, admin, fast, tmp_path, capsys, monkeypatch):
