@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,22 @@ def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, db_pool_min=1, db_pool_max=5)
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data folder for the embedded Postgres, outside pytest's tmp_path.
+
+    Run as root, pgserver starts Postgres as its own user and opens the folders above its data
+    to others (chmod o+rx up to /). pytest makes /tmp/pytest-of-<user> private again (0700) each
+    time a test process first asks for a tmp_path, so under xdist the other worker could shut
+    Postgres out of its own data in the middle of initdb ("could not open global/pg_control:
+    Permission denied"). A folder of its own under /tmp has no such neighbour."""
+    folder = Path(tempfile.mkdtemp(prefix="catalog-enricher-embedded-"))
+    try:
+        yield folder / "data"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

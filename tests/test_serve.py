@@ -90,9 +90,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def test_demo_on_embedded_postgres(tmp_path: Path):
+def test_demo_on_embedded_postgres(embedded_data_dir: Path):
     """No DATABASE_URL: the demo runs on an embedded Postgres, and its data outlives a restart."""
-    env = clean_env(ENRICHER_DATA_DIR=str(tmp_path / "data"))
+    env = clean_env(ENRICHER_DATA_DIR=str(embedded_data_dir))
     server = Server("--demo", "--port", "0", env=env)
     try:
         first_curl = server.read_until("curl ")
@@ -102,7 +102,7 @@ def test_demo_on_embedded_postgres(tmp_path: Path):
     assert answer["endpoint-1"]["Recommendations"]["Title"] == ["Fleabag", "Late Night",
                                                                  "Catastrophe"]
     assert answer["endpoint-2"]["Recommendations"]["Title"] == ["Wer ist Hanna?", "Hunters"]
-    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()  # stopped cleanly
+    assert not (embedded_data_dir / "pgdata" / "postmaster.pid").exists()  # stopped cleanly
 
     server = Server("--demo", "--port", "0", env=env)
     try:
