@@ -32,6 +32,7 @@ from service.resolution.item_batcher import Flight, FlightAnswer, ItemBatcher
 from service.resolution.local_cache import ABSENT, LocalCache
 from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.shared_cache import SharedCache
+from service.runtime import tracing
 from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.storage.db_faults import DATABASE_UNAVAILABLE
@@ -136,10 +137,30 @@ class ItemResolver:
             return resolved
         resolved.missed = missing
         deadline = deadline or Deadline.after(self.default_deadline_ms)
+        if tracing.tracer is None:
+            return await self._resolve_missed(resolved, catalog_id, missing, stale, deadline)
+        # Traced: the tiers past L1 as spans (an L1 hit makes none: the warm path stays bare).
+        # Counts only, never the IDs.
+        with tracing.span("resolve", {"enricher.ids": len(wanted),
+                                      "enricher.l1_misses": len(missing)}) as span:
+            resolved = await self._resolve_missed(resolved, catalog_id, missing, stale, deadline)
+            if resolved.degraded:
+                span.set_attribute("enricher.degraded", resolved.degraded)
+            return resolved
+
+    async def _resolve_missed(self, resolved: Resolved, catalog_id: int, missing: list[str],
+                              stale: Any, deadline: Deadline) -> Resolved:
+        """L2, then Postgres, for the IDs L1 did not have fresh."""
         epoch = None
         if self.shared is not None:
             generation = self.local.generation()
-            epoch, found = await self.shared.lookup(catalog_id, missing, deadline.remaining())
+            if tracing.tracer is None:
+                epoch, found = await self.shared.lookup(catalog_id, missing, deadline.remaining())
+            else:
+                with tracing.span("l2 lookup", {"enricher.ids": len(missing)}) as span:
+                    epoch, found = await self.shared.lookup(catalog_id, missing,
+                                                            deadline.remaining())
+                    span.set_attribute("enricher.hits", len(found))
             if found:
                 self.local.store(catalog_id, found, generation)
                 self._take(resolved, found, "l2")
@@ -147,8 +168,15 @@ class ItemResolver:
             self._count["l2", "miss"].inc(len(missing))
             if not missing:
                 return resolved
-        waits = self.batcher.fetch(catalog_id, missing, epoch)
-        done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
+        if tracing.tracer is None:
+            waits = self.batcher.fetch(catalog_id, missing, epoch)
+            done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
+        else:
+            # The batch's query is sent from a callback scheduled in this span's context: when
+            # this request opens the batch, the Postgres statement is this span's child.
+            with tracing.span("postgres lookup", {"enricher.ids": len(missing)}):
+                waits = self.batcher.fetch(catalog_id, missing, epoch)
+                done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
         # A batch's rows wake all its waiters at once, and each then renders its items: without
         # a turn they would all run in one loop iteration (runtime/loop_slices.py).
         waiter = self.slicer.turn() if self.slicer is not None else None

@@ -17,6 +17,7 @@ from service.resolution.local_cache import LocalCache
 from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
+from service.runtime import tracing
 from service.runtime.loop_lag import LoopLagMonitor
 from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
@@ -45,7 +46,7 @@ from service.web.app_keys import (
 )
 from service.web.auth import Authenticator
 from service.web.http_server import parser_limits
-from service.web.middlewares import request_context
+from service.web.middlewares import request_context, traced_request_context
 from service.web.request_tracker import RequestTracker
 from service.web.routes import setup_routes
 from service.web.tenant_gate import TenantGate
@@ -224,7 +225,9 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded one)")
     app = web.Application(
-        middlewares=[request_context],
+        # Traced only when this process turned traces on (service/runtime/tracing.py): untraced,
+        # not even a test per request.
+        middlewares=[traced_request_context if tracing.tracer is not None else request_context],
         # Pinpoint sends up to 6 MB; the default 1 MiB would refuse real events.
         client_max_size=settings.max_body_bytes,
         # The HTTP parser's limits, from ours: every runner of this app hands them to aiohttp.

@@ -1,0 +1,168 @@
+"""OpenTelemetry traces, against a real OTLP/HTTP receiver (tests/support/otlp_receiver.py): a
+`serve` process configured only by OTEL_* variables sends the spans of a content GET that carries
+a `traceparent`: one trace, server span → resolve → Postgres statement (L1 cold), named by route
+template, with tenant and recommender, and no item ID or key in any attribute. Its JSON log line
+names the trace and the span; with traces off, a line names neither. With `--workers 2` each
+worker exports its own spans (its exporter set up after the fork)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.runtime import tracing
+from tests.support.otlp_receiver import OtlpReceiver, Span
+from tests.support.serve_process import ServeProcess, clean_env, request, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
+
+# IDs of the demo catalog (service/demo.py); one that is not in it.
+IDS = ("1815", "2009", "no-such-item")
+CONTENT = "/v1/recommenders/demo-movies/content?" + "&".join(f"ids={i}" for i in IDS)
+SERVER = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
+
+
+def traced_env(receiver: OtlpReceiver, database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in clean_env().items() if not k.startswith("OTEL_")}
+    return {**env, "DATABASE_URL": database_url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "enricher-under-test",
+            # Spans leave in batches every 50 ms, not every 5 s: the test waits less.
+            "OTEL_BSP_SCHEDULE_DELAY": "50", **extra}
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as found:
+        yield found
+
+
+def new_traceparent() -> tuple[str, str, str]:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{parent_id}-01", trace_id, parent_id
+
+
+def get_content(serve: ServeProcess, traceparent: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {serve.key}"}
+    if traceparent:
+        headers["traceparent"] = traceparent
+    status, answer_headers, body = request(serve.port, "GET", CONTENT, headers=headers)
+    assert status == 200, body
+    return answer_headers
+
+
+def one_trace(spans: list[Span], trace_id: str) -> dict[str, Span] | None:
+    """The trace's spans by name, once its server span (the last to end) and its Postgres
+    statement have arrived (they may come in different batches)."""
+    found = {s.name: s for s in spans if s.trace_id == trace_id}
+    complete = (any(s.kind == SERVER for s in found.values())
+                and any(s.attributes.get("db.system") == "postgresql" for s in found.values()))
+    return found if complete else None
+
+
+def leaks(spans: list[Span], key: str) -> list[str]:
+    """Attribute values holding an item ID we asked for, or any part of the key."""
+    found = []
+    for span in spans:
+        for name, value in span.attributes.items():
+            text = json.dumps(value)
+            if any(i in text for i in IDS) or key[:12] in text or key[-12:] in text:
+                found.append(f"{span.name}: {name}={text}")
+    return found
+
+
+def assert_the_tree(trace: dict[str, Span], parent_id: str, key: str) -> Span:
+    server = trace["GET /v1/recommenders/{recommender}/content"]
+    assert server.kind == SERVER
+    assert server.parent_span_id == parent_id  # the caller's span continued
+    assert server.attributes["http.route"] == "/v1/recommenders/{recommender}/content"
+    assert server.attributes["enricher.recommender"] == "demo-movies"
+    assert server.attributes["enricher.tenant"] == "demo"
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.service_name == "enricher-under-test"
+    resolve = trace["resolve"]
+    assert resolve.parent_span_id == server.span_id
+    assert resolve.attributes["enricher.ids"] == len(IDS)
+    lookup = trace["postgres lookup"]
+    assert lookup.parent_span_id == resolve.span_id
+    (statement,) = [s for s in trace.values() if s.attributes.get("db.system") == "postgresql"]
+    assert statement.parent_span_id == lookup.span_id
+    assert "$1" in str(statement.attributes.get("db.statement", "$1"))
+    assert leaks(list(trace.values()), key) == []
+    return server
+
+
+def test_traces_are_off_without_otel_variables():
+    assert not tracing.wanted({})
+    assert not tracing.wanted({"OTEL_SERVICE_NAME": "x", "OTEL_TRACES_SAMPLER": "always_on"})
+    assert tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
+    assert tracing.wanted({"OTEL_TRACES_EXPORTER": "console"})
+    assert not tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"})
+    assert not tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"})
+
+
+def test_a_content_get_is_traced_from_the_caller_to_postgres(receiver, database_url):
+    serve = ServeProcess(env=traced_env(receiver, database_url))
+    try:
+        traceparent, trace_id, parent_id = new_traceparent()
+        get_content(serve, traceparent)
+        trace = receiver.wait_for(lambda spans: one_trace(spans, trace_id),
+                                  "trace with its Postgres statement")
+        server = assert_the_tree(trace, parent_id, serve.key)
+        # The request's log line names its trace and its server span.
+        line = wait_until(lambda: next((e for e in serve.logs() if e.get("msg") == "request"
+                                        and e.get("route") == "get_content"), None),
+                          30, "the request's log line", serve.tail)
+        assert line["trace_id"] == trace_id
+        assert line["span_id"] == server.span_id
+        # No key in any span the process sent (a transform's or the demo's included).
+        assert leaks(receiver.received(), serve.key) == []
+    finally:
+        serve.close()
+
+
+def test_untraced_the_log_line_names_no_trace(database_url):
+    env = {k: v for k, v in clean_env(DATABASE_URL=database_url).items()
+           if not k.startswith("OTEL_")}
+    serve = ServeProcess(env=env)
+    try:
+        traceparent, _, _ = new_traceparent()
+        get_content(serve, traceparent)
+        line = wait_until(lambda: next((e for e in serve.logs() if e.get("msg") == "request"
+                                        and e.get("route") == "get_content"), None),
+                          30, "the request's log line", serve.tail)
+        assert "trace_id" not in line
+        assert "span_id" not in line
+    finally:
+        serve.close()
+
+
+def test_with_two_workers_each_exports_after_the_fork(receiver, database_url, tmp_path: Path):
+    serve = ServeProcess("--workers", "2", env=traced_env(
+        receiver, database_url, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics")))
+    try:
+        serve.wait_serving(2)
+        answered_by: set[str] = set()
+        for _ in range(40):  # fresh connections until both workers have answered one
+            traceparent, trace_id, parent_id = new_traceparent()
+            headers = get_content(serve, traceparent)
+            worker = headers["X-Request-Id"][:16]
+            if worker in answered_by:
+                continue
+            answered_by.add(worker)
+            trace = receiver.wait_for(lambda spans, t=trace_id: {
+                s.name: s for s in spans if s.trace_id == t and s.kind == SERVER},
+                "server span")
+            (server,) = trace.values()
+            assert server.parent_span_id == parent_id
+            if len(answered_by) == 2:
+                break
+        # Had the exporter been set up before the fork, its thread would not run in a worker.
+        assert len(answered_by) == 2, "both workers answered, and each exported its spans"
+    finally:
+        serve.close()
