@@ -3,18 +3,26 @@
 a `traceparent`: one trace, server span → resolve → Postgres statement (L1 cold), named by route
 template, with tenant and recommender, and no item ID or key in any attribute. Its JSON log line
 names the trace and the span; with traces off, a line names neither. With `--workers 2` each
-worker exports its own spans (its exporter set up after the fork)."""
+worker exports its own spans (its exporter set up after the fork). In this process: a transform,
+and a user route call whose Personalize call (a fake Personalize) is a span of its trace, with
+neither the user's ID nor an item ID in any span."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from service.runtime import tracing
+from service.web.app import create_app
+from tests.support.api import Api
+from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.fake_personalize import FakePersonalize
 from tests.support.otlp_receiver import OtlpReceiver, Span
 from tests.support.serve_process import ServeProcess, clean_env, request, wait_until
 
@@ -166,3 +174,83 @@ def test_with_two_workers_each_exports_after_the_fork(receiver, database_url, tm
         assert len(answered_by) == 2, "both workers answered, and each exported its spans"
     finally:
         serve.close()
+
+
+# --- in this process: the transform and the user route with a fake Personalize ------------------
+
+USER_ID = "user-5e8a1c07"
+SKUS = ("sku-48151623", "sku-42108", "sku-missing-777")
+USER_ROUTE = "GET /v1/recommenders/{recommender}/users/{user_id}/content"
+
+
+@pytest.fixture
+def traced(receiver: OtlpReceiver, monkeypatch) -> Iterator[None]:
+    """Traces on in this process (before any app is made: its middleware depends on it)."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    assert tracing.start()
+    try:
+        yield
+    finally:
+        tracing.stop()
+
+
+@pytest.fixture
+async def personalize(aws_env) -> AsyncIterator[FakePersonalize]:
+    fake = FakePersonalize(users={USER_ID: [(SKUS[0], 0.9), (SKUS[2], 0.5), (SKUS[1], 0.1)]})
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def test_a_transform_and_a_user_route_call(traced, receiver, personalize, aiohttp_client,
+                                                 settings, make_key):
+    app = create_app(dataclasses.replace(settings, personalize_endpoint_url=personalize.url,
+                                         content_deadline_ms=60_000))
+    key = await make_key("acme", "admin")
+    api = Api(await aiohttp_client(app), key)
+    await load_catalog(api, "shop", [{"id": SKUS[0], "title": "One"},
+                                     {"id": SKUS[1], "title": "Two"}])
+    await put_recommender(api, "shop", "shop", ("Title", "title"), personalize={
+        "campaign_arn": "arn:aws:personalize:us-east-1:123456789012:campaign/shop",
+        "num_results": 3, "fallback_ids": [SKUS[1]]})
+
+    traceparent, trace_id, parent_id = new_traceparent()
+    status, _, _ = await api.post("/v1/recommenders/shop/transform", {"Endpoints": {
+        "e1": {"RecommendationItems": list(SKUS)}}}, headers={"traceparent": traceparent})
+    assert status == 200
+    transform = receiver.wait_for(lambda spans: {
+        s.name: s for s in spans if s.trace_id == trace_id and s.kind == SERVER}, "transform")
+    (server,) = transform.values()
+    assert server.name == "POST /v1/recommenders/{recommender}/transform"
+    assert server.parent_span_id == parent_id
+
+    traceparent, trace_id, parent_id = new_traceparent()
+    status, answer, _ = await api.get(f"/v1/recommenders/shop/users/{USER_ID}/content",
+                                      headers={"traceparent": traceparent})
+    assert status == 200, answer
+
+    def user_trace(spans: list[Span]) -> dict[str, Span] | None:
+        found = {s.name: s for s in spans if s.trace_id == trace_id}
+        return found if USER_ROUTE in found and "Personalize.GetRecommendations" in found \
+            else None
+
+    trace = receiver.wait_for(user_trace, "the user route's trace with its Personalize call")
+    server = trace[USER_ROUTE]
+    assert server.parent_span_id == parent_id
+    assert server.attributes["http.route"] == "/v1/recommenders/{recommender}/users/{user_id}/content"
+    call = trace["Personalize.GetRecommendations"]
+    assert call.attributes["rpc.method"] == "GetRecommendations"
+    ancestors, span = set(), call
+    by_id = {s.span_id: s for s in trace.values()}
+    while span.parent_span_id in by_id:
+        span = by_id[span.parent_span_id]
+        ancestors.add(span.name)
+    assert USER_ROUTE in ancestors
+    # Neither the user's ID nor any item ID nor the key, in any span received.
+    for span in receiver.received():
+        text = json.dumps(span.attributes) + span.name
+        assert USER_ID not in text and not any(sku in text for sku in SKUS), span
+        assert key[:12] not in text and key[-12:] not in text, span

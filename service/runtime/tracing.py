@@ -37,6 +37,12 @@ _provider: Any = None
 
 # OTLP over HTTP/protobuf: the Python SDK's exporter for it needs no gRPC runtime.
 DEFAULT_PROTOCOL = "http/protobuf"
+# What the SDK reads by itself (docs/configuration.md lists them); the "traces on" log line names
+# those that are set, never their values (OTEL_EXPORTER_OTLP_HEADERS may hold a token).
+READ_BY_THE_SDK = (
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG", "OTEL_PROPAGATORS", "OTEL_EXPORTER_OTLP_*", "OTEL_BSP_*",
+)
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
@@ -69,7 +75,10 @@ def start(service_version: str | None = None) -> bool:
     _instrument_libraries(provider)
     _provider = provider
     tracer = provider.get_tracer("catalog-enricher", service_version)
-    log.info("traces on", extra={"exporter": os.environ.get("OTEL_TRACES_EXPORTER") or "otlp"})
+    prefixes = tuple(name.rstrip("*") for name in READ_BY_THE_SDK)
+    log.info("traces on", extra={"exporter": os.environ.get("OTEL_TRACES_EXPORTER") or "otlp",
+                                 "configured": sorted(n for n in os.environ
+                                                      if n.startswith(prefixes))})
     return True
 
 
