@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def start(service_version: str | None = None) -> bool:
                     extra={"missing": exc.name})
         return False
     _instrument_libraries(provider)
+    _api.load()
     _provider = provider
     tracer = provider.get_tracer("catalog-enricher", service_version)
     prefixes = tuple(name.rstrip("*") for name in READ_BY_THE_SDK)
@@ -107,17 +108,23 @@ def _make_provider(service_version: str | None) -> Any:
     return provider
 
 
+KNOWN_EXPORTERS = ("otlp", "console")
+
+
 def _exporter_names() -> list[str]:
     names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
-    return [n for n in names if n and n != "none"]
+    unknown = [n for n in names if n and n != "none" and n not in KNOWN_EXPORTERS]
+    if unknown:
+        # Not a reason to stop serving (each worker would die in turn): said, and left out.
+        log.warning("OTEL_TRACES_EXPORTER names exporters this service does not have; left out",
+                    extra={"unknown": unknown, "known": list(KNOWN_EXPORTERS)})
+    return [n for n in names if n in KNOWN_EXPORTERS]
 
 
 def _exporter(name: str) -> Any:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
         return ConsoleSpanExporter()
-    if name != "otlp":
-        raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: only otlp, console and none are known")
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or DEFAULT_PROTOCOL).strip()
     if protocol == "grpc":
@@ -147,38 +154,46 @@ def _uninstrument_libraries() -> None:
     RedisInstrumentor().uninstrument()
 
 
-@contextlib.contextmanager
-def span(name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
-    """A span of ours, child of the current one, while traces are on; else nothing. Callers on a
-    hot path test `tracer is not None` first, so that off costs not even this call."""
+def span(name: str, attributes: Mapping[str, Any] | None = None) -> Any:
+    """A span of ours, child of the current one, made current while the `with` block runs; off,
+    a context that does nothing. Callers on a hot path test `tracer is not None` first, so that
+    off costs not even this call."""
     if tracer is None:
-        yield None
-        return
-    with tracer.start_as_current_span(name, attributes=attributes) as current:
-        yield current
+        return contextlib.nullcontext()
+    return tracer.start_as_current_span(name, attributes=attributes)
 
 
 def server_span(name: str, headers: Mapping[str, str], attributes: Mapping[str, Any]) -> Any:
     """The server span of an incoming request, continuing its `traceparent` if it has one (W3C
     Trace Context, or what OTEL_PROPAGATORS names): a context manager making it current."""
-    from opentelemetry import propagate
-    from opentelemetry.trace import SpanKind
-
-    return tracer.start_as_current_span(name, context=propagate.extract(headers),
-                                        kind=SpanKind.SERVER, attributes=attributes)
+    return tracer.start_as_current_span(name, context=_api.extract(headers),
+                                        kind=_api.server_kind, attributes=attributes)
 
 
 def log_fields() -> dict[str, str]:
     """`trace_id` and `span_id` of the current span, lowercase hex as the OpenTelemetry spec
-    asks of non-OTLP log formats; empty when traces are off or no span is recording."""
+    asks of non-OTLP log formats; empty when traces are off or no span is current."""
     if tracer is None:
         return {}
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
+    context = _api.current_span().get_span_context()
     if not context.is_valid:
         return {}
     return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+
+
+class _Api:
+    """The OpenTelemetry API functions used per request, imported once when traces start (an
+    import statement in a function costs a lookup at every call)."""
+
+    def load(self) -> None:
+        from opentelemetry import propagate, trace
+
+        self.extract = propagate.extract
+        self.server_kind = trace.SpanKind.SERVER
+        self.current_span = trace.get_current_span
+
+
+_api = _Api()
 
 
 def set_error(current: Any, exc: BaseException) -> None:
