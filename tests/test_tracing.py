@@ -5,7 +5,8 @@ template, with tenant and recommender, and no item ID or key in any attribute. I
 names the trace and the span; with traces off, a line names neither. With `--workers 2` each
 worker exports its own spans (its exporter set up after the fork). In this process: a transform,
 and a user route call whose Personalize call (a fake Personalize) is a span of its trace, with
-neither the user's ID nor an item ID in any span."""
+neither the user's ID nor an item ID in any span; a content GET with Redis as L2, its Redis
+commands under `l2 lookup` with every argument masked."""
 
 from __future__ import annotations
 
@@ -254,3 +255,35 @@ async def test_a_transform_and_a_user_route_call(traced, receiver, personalize, 
         text = json.dumps(span.attributes) + span.name
         assert USER_ID not in text and not any(sku in text for sku in SKUS), span
         assert key[:12] not in text and key[-12:] not in text, span
+
+
+async def test_redis_calls_are_spans_with_their_arguments_masked(traced, receiver, aiohttp_client,
+                                                                redis_settings, make_key):
+    """A content GET, L1 cold, with Redis as L2: server → resolve → l2 lookup → Redis commands,
+    whose statements show `?` for every argument (the cache keys hold item IDs)."""
+    api = Api(await aiohttp_client(create_app(redis_settings)), await make_key("acme", "admin"))
+    await load_catalog(api, "shop", [{"id": SKUS[0], "title": "One"}])
+    await put_recommender(api, "shop", "shop", ("Title", "title"))
+    traceparent, trace_id, _ = new_traceparent()
+    status, _, _ = await api.get("/v1/recommenders/shop/content?ids=" + ",".join(SKUS[:2]),
+                                 headers={"traceparent": traceparent})
+    assert status == 200
+
+    def with_redis(spans: list[Span]) -> list[Span] | None:
+        found = [s for s in spans if s.trace_id == trace_id]
+        complete = any(s.kind == SERVER for s in found) and \
+            any(s.attributes.get("db.system") == "redis" for s in found)
+        return found if complete else None
+
+    trace = receiver.wait_for(with_redis, "the trace with its Redis calls")
+    by_id = {s.span_id: s for s in trace}
+    (lookup,) = [s for s in trace if s.name == "l2 lookup"]
+    assert by_id[lookup.parent_span_id].name == "resolve"
+    commands = [s for s in trace if s.attributes.get("db.system") == "redis"]
+    assert any(s.parent_span_id == lookup.span_id for s in commands)
+    for command in commands:
+        words = str(command.attributes["db.statement"]).split()
+        assert all(word == "?" for word in words[1:]), command
+    for span in trace:
+        text = json.dumps(span.attributes)
+        assert not any(sku in text for sku in SKUS), span
