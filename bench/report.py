@@ -216,13 +216,15 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 COMPARISON_HEADER = ("| scenario | what it measured | thr | conns | service/s | peer | peer/s | "
                      "ratio (range) | p99 ms service (peer) | timeouts | CPU µs/event service "
-                     "(peer) | CPU µs/cold row service (peer) | peer ÷ independent (range) |")
+                     "(peer) | CPU ratio | CPU µs/cold row service (peer) | "
+                     "peer ÷ independent peer (range); its CPU |")
 
 
 def comparison_table(rows: list[Row], scenarios) -> str:
     """One line per scenario, wrk thread count and peer of the real and big scenarios: medians
     over the runs of the service's and the peer's rates, each run's ratio (median and range), p99s,
-    timeouts (sums), CPU per event and per cold row, and how the bench's peer compares with the
+    timeouts (sums), CPU per event (and the peer's over the service's: the ratio of rates two
+    servers would reach on cores of their own) and per cold row, and how the bench's peer compares with the
     independently written one (`--peers independent`). Markdown, as docs/performance.md holds it."""
     titles = {s.title: s for s in scenarios if s.data != "toy"}
     groups: dict[tuple[str, int], dict[str, list[Row]]] = {}
@@ -241,6 +243,11 @@ def comparison_table(rows: list[Row], scenarios) -> str:
                       if s.run in runs and runs[s.run].per_second]
             ratio = median(ratios)
             twin = [r.vs_independent for r in peers if r.vs_independent is not None]
+            twin_cpu = _median_of(by_server.get(f"{peer}-indep", []), "cpu_us_per_event")
+            # The steadier ratio on a shared machine: what an event costs each server's CPU.
+            service_cpu = _median_of(service, "cpu_us_per_event")
+            peer_cpu = _median_of(peers, "cpu_us_per_event")
+            cpu_ratio = peer_cpu / service_cpu if service_cpu and peer_cpu else None
             scenario = titles[title]
             lines.append(
                 f"| {scenario.name} | {title} | {threads} | {service[0].connections} | "
@@ -252,9 +259,11 @@ def comparison_table(rows: list[Row], scenarios) -> str:
                 f"{sum(r.timeouts for r in service)} ({sum(r.timeouts for r in peers)}) | "
                 f"{_num(_median_of(service, 'cpu_us_per_event'))} "
                 f"({_num(_median_of(peers, 'cpu_us_per_event'))}) | "
+                f"{_ratio(cpu_ratio)} | "
                 + (f"{_num(_median_of(service, 'cpu_us_per_row'), 1)} "
                    f"({_num(_median_of(peers, 'cpu_us_per_row'), 1)})" if scenario.cold else "")
-                + " | " + (f"{median(twin):.2f} ({min(twin):.2f}-{max(twin):.2f})" if twin else "")
+                + " | " + (f"{median(twin):.2f} ({min(twin):.2f}-{max(twin):.2f}); CPU µs/event "
+                           f"{_num(twin_cpu)}" if twin else "")
                 + " |")
     if not lines:
         return ""

@@ -233,7 +233,7 @@ class TestComparisonTable:
         table = comparison_table(rows, [scenario])
         line = table.splitlines()[2]
         assert "| cold-zipf |" in line and "| naive | 100 | 2.00 (1.50-2.50) |" in line
-        assert "| 2.0 (2.0) |" in line and line.endswith("| 1.10 (1.00-1.20) |")
+        assert "| 9 (9) | 1.00 | 2.0 (2.0) |" in line and line.endswith("| 1.10 (1.00-1.20); CPU µs/event  |")
         assert comparison_table(rows, [BY_NAME["toy-warm"]]) == ""
 
 
