@@ -260,8 +260,9 @@ def comparison_table(rows: list[Row], scenarios) -> str:
                 f"{_num(_median_of(service, 'cpu_us_per_event'))} "
                 f"({_num(_median_of(peers, 'cpu_us_per_event'))}) | "
                 f"{_ratio(cpu_ratio)} | "
-                + (f"{_num(_median_of(service, 'cpu_us_per_row'), 1)} "
-                   f"({_num(_median_of(peers, 'cpu_us_per_row'), 1)})" if scenario.cold else "")
+                + (f"{_num(_median_of(service, 'cpu_us_per_row'), 1)}"
+                   + (f" ({_num(peer_row, 1)})" if (peer_row := _median_of(peers, 'cpu_us_per_row'))
+                      is not None else "") if scenario.cold else "")
                 + " | " + (f"{median(twin):.2f} ({min(twin):.2f}-{max(twin):.2f}); CPU µs/event "
                            f"{_num(twin_cpu)}" if twin else "")
                 + " |")
