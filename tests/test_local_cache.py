@@ -168,6 +168,28 @@ class TestDerivedValues:
         cache.attach(1, {"a": (item, "row-a")}, self.KEY)
         return cache, item
 
+    def test_a_partial_table_hit_answers_as_the_per_id_lookup_does(self):
+        clock = Clock()
+        cache, _ = self.cache_with_row(clock)
+        stale_item = {"id": "s"}
+        cache.store(1, {"s": stale_item}, cache.generation() - 1)
+        cache.flush_all()  # s stale; a's row leaves its table with the flush
+        cache.store(1, {"a": {"id": "a"}}, cache.generation())
+        item_a = cache.lookup(1, ["a"])[0]["a"]
+        cache.attach(1, {"a": (item_a, "row-a")}, self.KEY)
+        b = cache.lookup(1, ["b"])[1]
+        assert b == {"b": {"id": "b"}}  # b: stored before the flush, stale now
+        rows = cache.derived_table(1, self.KEY)
+        assert rows == {"a": "row-a"}
+        ids = ["a", "s", "c", "b"]
+        through = cache.lookup_through_table(1, ids, rows, self.KEY)
+        assert through == cache.lookup_derived(1, ids, self.KEY)
+        derived, fresh, stale, missing = through
+        assert derived == {"a": "row-a"} and fresh == {}
+        assert stale == {"s": stale_item, "b": {"id": "b"}} and missing == ["s", "c", "b"]
+        cache.forget(1, ["a"])  # the item changed while the request awaits its misses
+        assert derived == {"a": "row-a"}  # its copy, as a per-ID lookup's
+
     def test_attached_value_is_answered_instead_of_the_item(self):
         cache, _ = self.cache_with_row(Clock())
         derived, fresh, stale, missing = cache.lookup_derived(1, ["a", "b", "c"], self.KEY)

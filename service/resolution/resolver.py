@@ -114,7 +114,11 @@ class ItemResolver:
             fresh, stale, missing = self.local.lookup(catalog_id, wanted)
         else:
             table = self.local.derived_table(catalog_id, derived_key)
-            if table is not None and table.keys() >= set(wanted):
+            if table is None:
+                derived, fresh, stale, missing = self.local.lookup_derived(
+                    catalog_id, wanted, derived_key
+                )
+            elif table.keys() >= set(wanted):
                 # The warm transform: every row at hand, found without a loop over the IDs. One
                 # request in TOUCH_EVERY records its hits in L1's LRU order: an entry used
                 # often stays recent, at a fraction of the cost (a touch is ~0.25 µs an ID).
@@ -124,9 +128,16 @@ class ItemResolver:
                 self._count["l1", "hit"].inc(len(wanted))
                 resolved.derived = table
                 return resolved
-            derived, fresh, stale, missing = self.local.lookup_derived(
-                catalog_id, wanted, derived_key
-            )
+            else:
+                # Some rows at hand: the others alone take the per-ID path. The rows from the
+                # table are touched as the whole-table path touches them (the per-ID path
+                # touches what it finds).
+                self._table_hits += 1
+                if self._table_hits % TOUCH_EVERY == 0:
+                    self.local.touch(catalog_id, [i for i in wanted if i in table])
+                derived, fresh, stale, missing = self.local.lookup_through_table(
+                    catalog_id, wanted, table, derived_key
+                )
             resolved.derived = derived
             if derived:
                 self._count["l1", "hit"].inc(len(derived))
