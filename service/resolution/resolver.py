@@ -188,6 +188,14 @@ class ItemResolver:
             self._fall_back(resolved, stale, unanswered, provisional)
         return resolved
 
+    def table_hits(self, catalog_id: int, ids: list[str] | tuple[str, ...]) -> None:
+        """A caller answered `ids` from rows of L1's derived table (a kept content answer
+        checked against it): counted and touched as `resolve`'s table path does."""
+        self._table_hits += 1
+        if self._table_hits % TOUCH_EVERY == 0:
+            self.local.touch(catalog_id, ids)
+        self._count["l1", "hit"].inc(len(ids))
+
     @staticmethod
     def _provisional(future: asyncio.Future, ids: list[str], into: dict[str, Any]) -> None:
         """What a replica answered for `ids` of an unanswered flight (see Flight.provisional)."""
