@@ -217,7 +217,7 @@ class AnswerCache:
     L1) are not kept. Bounded by entries and bytes; emptied when full, as RenderCache is.
     """
 
-    def __init__(self, max_entries: int = 32_768, max_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, max_entries: int = 32_768, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._answers: dict[tuple[Any, str | None, tuple[str, ...]],
