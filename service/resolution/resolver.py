@@ -115,7 +115,11 @@ class ItemResolver:
             fresh, stale, missing = self.local.lookup(catalog_id, wanted)
         else:
             table = self.local.derived_table(catalog_id, derived_key)
-            if table is not None and table.keys() >= set(wanted):
+            if table is None:
+                derived, fresh, stale, missing = self.local.lookup_derived(
+                    catalog_id, wanted, derived_key
+                )
+            elif table.keys() >= set(wanted):
                 # The warm transform: every row at hand, found without a loop over the IDs. One
                 # request in TOUCH_EVERY records its hits in L1's LRU order: an entry used
                 # often stays recent, at a fraction of the cost (a touch is ~0.25 µs an ID).
@@ -125,9 +129,16 @@ class ItemResolver:
                 self._count["l1", "hit"].inc(len(wanted))
                 resolved.derived = table
                 return resolved
-            derived, fresh, stale, missing = self.local.lookup_derived(
-                catalog_id, wanted, derived_key
-            )
+            else:
+                # Some rows at hand: the others alone take the per-ID path. The rows from the
+                # table are touched as the whole-table path touches them (the per-ID path
+                # touches what it finds).
+                self._table_hits += 1
+                if self._table_hits % TOUCH_EVERY == 0:
+                    self.local.touch(catalog_id, [i for i in wanted if i in table])
+                derived, fresh, stale, missing = self.local.lookup_through_table(
+                    catalog_id, wanted, table, derived_key
+                )
             resolved.derived = derived
             if derived:
                 self._count["l1", "hit"].inc(len(derived))
@@ -204,6 +215,14 @@ class ItemResolver:
         if unanswered:
             self._fall_back(resolved, stale, unanswered, provisional)
         return resolved
+
+    def table_hits(self, catalog_id: int, ids: list[str] | tuple[str, ...]) -> None:
+        """A caller answered `ids` from rows of L1's derived table (a kept content answer
+        checked against it): counted and touched as `resolve`'s table path does."""
+        self._table_hits += 1
+        if self._table_hits % TOUCH_EVERY == 0:
+            self.local.touch(catalog_id, ids)
+        self._count["l1", "hit"].inc(len(ids))
 
     @staticmethod
     def _provisional(future: asyncio.Future, ids: list[str], into: dict[str, Any]) -> None:

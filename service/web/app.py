@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from service.adapters.connect_replay import ConnectReplay
+from service.adapters.content import AnswerCache
 from service.adapters.personalize_runtime import PersonalizeRuntime
 from service.adapters.user_recommendations import UserRecommendations
 from service.enrichment.recommender_lookup import RecommenderLookup
@@ -29,6 +30,7 @@ from service.storage.read_routing import ReadRouting
 from service.web.app_keys import (
     AUTHENTICATOR,
     CONNECT_REPLAY,
+    CONTENT_ANSWERS,
     IMPORT_SLOTS,
     KEY_USAGE,
     LISTENER,
@@ -162,6 +164,7 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         slicer=app[LOOP_SLICER],
     )
     app[RESOLVER] = resolver
+    app[CONTENT_ANSWERS] = AnswerCache()
     app[CONNECT_REPLAY] = ConnectReplay(app.get(SHARED_CACHE), settings.connect_replay_seconds,
                                         settings.connect_replay_max_bytes)
     try:
