@@ -20,13 +20,15 @@
  *     a backslash in an item ID, a locale or a key of an endpoint, any \u escape (the general
  *     path decodes them), more than max_endpoints endpoints, or none.
  *
- * splice_answer(endpoints, kept, own, pieces, first, cap)
+ * splice_answer(endpoints, kept, own, pieces, first, cap[, by_locale])
  *     The transform's serialised answer for scanned endpoints: each endpoint's own text with
  *     `"Recommendations":{...}` put before its closing brace, its values taken from the rows of
  *     its items (`kept`, then `own`: item ID -> tuple of serialised values, or False for an item
- *     a message may not show; an ID in neither is not in the catalog), at most `cap` rows, an attribute marked in `first` taking the first
- *     row's value alone. `pieces` are the constant texts between the values
- *     (Enricher.endpoint_pieces). Returns (answer bytes, endpoints left out for want of a row).
+ *     a message may not show; an ID in neither is not in the catalog), at most `cap` rows, an
+ *     attribute marked in `first` taking the first row's value alone. `pieces` are the constant
+ *     texts between the values (Enricher.endpoint_pieces). With `by_locale` (an event of several
+ *     locales: locale -> (kept, own)), each endpoint's rows come from its own locale's pair
+ *     instead. Returns (answer bytes, endpoints left out for want of a row).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -678,13 +680,18 @@ static int put_json_contents(Buffer *b, PyObject *text) {
 }
 
 static PyObject *splice_answer(PyObject *module, PyObject *args) {
-    PyObject *endpoints, *kept, *own, *pieces, *first;
+    PyObject *endpoints, *kept, *own, *pieces, *first, *by_locale = Py_None;
     Py_ssize_t cap;
-    if (!PyArg_ParseTuple(args, "O!O!OO!O!n", &PyList_Type, &endpoints, &PyDict_Type, &kept,
-                          &own, &PyTuple_Type, &pieces, &PyTuple_Type, &first, &cap))
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!n|O", &PyList_Type, &endpoints, &PyDict_Type, &kept,
+                          &own, &PyTuple_Type, &pieces, &PyTuple_Type, &first, &cap,
+                          &by_locale))
         return NULL;
     if (own != Py_None && !PyDict_Check(own)) {
         PyErr_SetString(PyExc_TypeError, "own must be a dict or None");
+        return NULL;
+    }
+    if (by_locale != Py_None && !PyDict_Check(by_locale)) {
+        PyErr_SetString(PyExc_TypeError, "by_locale must be a dict or None");
         return NULL;
     }
     Py_ssize_t attributes = PyTuple_GET_SIZE(first);
@@ -728,12 +735,29 @@ static PyObject *splice_answer(PyObject *module, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "an endpoint's items must be a list");
             goto failed;
         }
+        PyObject *kept_here = kept, *own_here = own;
+        if (by_locale != Py_None) {
+            /* This endpoint's locale's pair of dicts (its locale: the entry's fourth item). */
+            PyObject *pair = PyTuple_GET_SIZE(entry) < 4 ? NULL
+                : PyDict_GetItemWithError(by_locale, PyTuple_GET_ITEM(entry, 3));
+            if (pair == NULL || !PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2
+                    || !PyDict_Check(PyTuple_GET_ITEM(pair, 0))
+                    || (PyTuple_GET_ITEM(pair, 1) != Py_None
+                        && !PyDict_Check(PyTuple_GET_ITEM(pair, 1)))) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError,
+                                    "by_locale must map every endpoint's locale to (dict, dict)");
+                goto failed;
+            }
+            kept_here = PyTuple_GET_ITEM(pair, 0);
+            own_here = PyTuple_GET_ITEM(pair, 1);
+        }
         Py_ssize_t found = 0;
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && found < cap; i++) {
             PyObject *id = PyList_GET_ITEM(items, i);
-            PyObject *row = PyDict_GetItemWithError(kept, id);
-            if (row == NULL && !PyErr_Occurred() && own != Py_None)
-                row = PyDict_GetItemWithError(own, id);
+            PyObject *row = PyDict_GetItemWithError(kept_here, id);
+            if (row == NULL && !PyErr_Occurred() && own_here != Py_None)
+                row = PyDict_GetItemWithError(own_here, id);
             if (row == NULL) {
                 if (PyErr_Occurred()) goto failed;
                 continue; /* neither kept nor rendered: not in the catalog */
@@ -802,7 +826,8 @@ static PyMethodDef methods[] = {
      "scan_event(body, max_endpoints, max_items, max_id_chars, max_depth): "
      "(application_id, endpoints, item_ids, locales), or None for the general path."},
     {"splice_answer", splice_answer, METH_VARARGS,
-     "splice_answer(endpoints, kept, own, pieces, first, cap): (answer bytes, unresolved)."},
+     "splice_answer(endpoints, kept, own, pieces, first, cap[, by_locale]): "
+     "(answer bytes, unresolved)."},
     {NULL, NULL, 0, NULL},
 };
 

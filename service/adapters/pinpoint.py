@@ -190,6 +190,8 @@ def fast_path_key(parsed: ParsedEvent, enricher: Enricher) -> tuple[int, str | N
 
 def enrich_event_json(
     parsed: ParsedEvent, enricher: Enricher, resolved: Resolved, *, raw: bool = False,
+    tables: Mapping[str | None, Mapping[str, JsonRow | bool]] | None = None,
+    rendered_by_locale: dict[str | None, dict[str, tuple[Any, JsonRow | bool]]] | None = None,
 ) -> tuple[dict[str, Any] | bytes, int, dict[str, tuple[Any, JsonRow | bool]]]:
     """`enrich_event` for the transform's common case (missing_items `skip`: the caller checks
     `enricher.serves_json`), with each
@@ -203,12 +205,18 @@ def enrich_event_json(
     `{**endpoint, ...}` would have put it, as an orjson Fragment.
 
     Also returns the rows rendered here for items resolved as items (id → (item, row)), for the
-    caller to keep on their L1 entries when it resolved under a derived key."""
+    caller to keep on their L1 entries when it resolved under a derived key.
+
+    An event of several locales (a batch of users of several countries) has no derived key to
+    resolve under; `tables` gives, per locale, the rows L1 keeps for it (`derived_table`: read
+    only), and only the others are rendered here, into `rendered_by_locale` (locale → id →
+    (item, row)) for the caller to keep."""
     json_row = enricher.json_row
     # Rows found ready on L1 (maybe L1's own table, shared: only read here), and rows rendered
     # here, per locale. Kept rows exist only for an event of one locale (`fast_path_key`).
     kept = resolved.derived.get
     own: dict[str | None, dict[str, JsonRow | bool]] = {}
+    kept_for: dict[str | None, Mapping[str, JsonRow | bool]] = {}  # L1's rows, several locales
     rendered: dict[str, tuple[Any, JsonRow | bool]] = {}
     if len(parsed.locales) == 1:
         locale = next(iter(parsed.locales))
@@ -224,9 +232,22 @@ def enrich_event_json(
                 enricher.first_flags, enricher.spec.recommendations_per_message)
             return answer, unresolved, rendered
 
+    elif tables is not None and rendered_by_locale is not None:
+        by_locale = _rows_by_locale(parsed, json_row, resolved, tables, rendered_by_locale)
+        if raw and native is not None:
+            answer, unresolved = native.splice_answer(
+                parsed.endpoints, _NO_ROWS, None, enricher.endpoint_pieces,
+                enricher.first_flags, enricher.spec.recommendations_per_message, by_locale)
+            return answer, unresolved, rendered
+        for locale, (table, mine) in by_locale.items():
+            own[locale] = mine
+            kept_for[locale] = table
+
     def row_of(item_id: str, locale: str | None) -> JsonRow | bool:
         mine = own.setdefault(locale, {})
         row = mine.get(item_id)
+        if row is None:
+            row = kept_for.get(locale, _NO_ROWS).get(item_id)
         if row is None:
             row = mine[item_id] = json_row(resolved.get(item_id), locale)
         return row
@@ -284,6 +305,41 @@ def enrich_event_json(
         parts.append(b"}")
         return b"".join(parts), unresolved, rendered  # type: ignore[arg-type]
     return answer, unresolved, rendered
+
+
+_NO_ROWS: dict[str, Any] = {}
+
+
+def ids_by_locale(parsed: ParsedEvent) -> dict[str | None, dict[str, None]]:
+    """Each locale of the event → the IDs its endpoints want, once each, in order."""
+    wanted: dict[str | None, dict[str, None]] = {}
+    for _, _, items, locale in parsed.endpoints:
+        ids = wanted.get(locale)
+        if ids is None:
+            ids = wanted[locale] = {}
+        ids.update(dict.fromkeys(items))
+    return wanted
+
+
+def _rows_by_locale(
+    parsed: ParsedEvent, json_row: Any, resolved: Resolved,
+    tables: Mapping[str | None, Mapping[str, JsonRow | bool]],
+    rendered_by_locale: dict[str | None, dict[str, tuple[Any, JsonRow | bool]]],
+) -> dict[str | None, tuple[Mapping[str, JsonRow | bool], dict[str, JsonRow | bool]]]:
+    """Per locale of the event: (the rows L1 keeps for it, the rows rendered here for the
+    others of its endpoints' items). An ID resolved to nothing is not in the catalog: no row."""
+    by_locale = {}
+    for locale, ids in ids_by_locale(parsed).items():
+        table = tables.get(locale) or _NO_ROWS
+        mine: dict[str, JsonRow | bool] = {}
+        rendered = rendered_by_locale.setdefault(locale, {})
+        for item_id in [i for i in ids if i not in table] if table else ids:
+            item = resolved.get(item_id)
+            if item is not None:
+                mine[item_id] = row = json_row(item, locale)
+                rendered[item_id] = (item, row)
+        by_locale[locale] = (table, mine)
+    return by_locale
 
 
 def _explanation(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -12,6 +13,7 @@ from service.adapters import pinpoint
 from service.adapters.raw_event import RawEvent, read_raw_event
 from service.enrichment.recommender_lookup import Recommender
 from service.enrichment.recommenders import APPLICATION_ID_PATTERN, check_recommender_name
+from service.resolution.resolver import ItemResolver
 from service.web.access import requires
 from service.web.app_keys import (
     DEADLINE,
@@ -68,6 +70,25 @@ def _event_limits(max_endpoints: int, max_items_per_endpoint: int) -> pinpoint.E
     return pinpoint.EventLimits(max_endpoints, max_items_per_endpoint)  # one object, not one a call
 
 
+def _kept_rows_by_locale(
+    resolver: ItemResolver, recommender: Recommender, parsed: pinpoint.ParsedEvent,
+) -> tuple[dict[str | None, dict[str, Any]], list[str]]:
+    """Per locale of the event, the rows L1 keeps for it (`derived_table`: read only, `{}` for
+    none); and the IDs some endpoint wants in a locale whose rows lack them, to resolve."""
+    catalog_id, enricher = recommender.catalog_id, recommender.enricher
+    tables: dict[str | None, dict[str, Any]] = {}
+    found: list[str] = []
+    unfound: dict[str, None] = {}
+    for locale, ids in pinpoint.ids_by_locale(parsed).items():
+        table = tables[locale] = resolver.local.derived_table(
+            catalog_id, enricher.derived_key(locale)) or {}
+        for item_id in ids:
+            (found.append if item_id in table else unfound.setdefault)(item_id)
+    if found:
+        resolver.table_hits(catalog_id, found)
+    return tables, list(unfound)
+
+
 async def transform_event(
     request: web.Request, recommender: Recommender, body: bytes, event: object = None
 ) -> web.Response:
@@ -88,20 +109,32 @@ async def transform_event(
     # Rows kept on L1 entries: not when L1 is off (ENRICHER_CACHE_MAX_ENTRIES=0).
     derived_key = (pinpoint.fast_path_key(parsed, enricher)
                    if as_json and resolver.local.enabled else None)
+    wanted = parsed.item_ids
+    tables = rendered_by_locale = None
+    if as_json and derived_key is None and resolver.local.enabled and len(parsed.locales) > 1:
+        # An event of several locales (users of several countries): each locale's rows that L1
+        # keeps are used as they are, and only the IDs without one are resolved and rendered.
+        tables, wanted = _kept_rows_by_locale(resolver, recommender, parsed)
+        rendered_by_locale = {}
     resolved = await resolver.resolve(
-        recommender.catalog_id, parsed.item_ids, deadline=request[DEADLINE],
+        recommender.catalog_id, wanted, deadline=request[DEADLINE],
         derived_key=derived_key, checked=True,
     )
     if resolved:  # items to render (none on the warm path): their locales' CLDR data first
         await enricher.prepare_locales(parsed.locales, resolved)
     if as_json:
         answer, unresolved, rendered = pinpoint.enrich_event_json(
-            parsed, enricher, resolved, raw=isinstance(parsed, RawEvent)
+            parsed, enricher, resolved, raw=isinstance(parsed, RawEvent),
+            tables=tables, rendered_by_locale=rendered_by_locale,
         )
     else:
         (answer, unresolved), rendered = pinpoint.enrich_event(parsed, enricher, resolved), {}
     if derived_key is not None and rendered:
         resolver.attach(recommender.catalog_id, derived_key, rendered, resolved.missed)
+    for locale, rows in (rendered_by_locale or {}).items():
+        if rows:
+            resolver.attach(recommender.catalog_id, enricher.derived_key(locale), rows,
+                            resolved.missed)
     headers = {}
     if parsed.malformed:
         headers[MALFORMED_HEADER] = str(len(parsed.malformed))
