@@ -331,3 +331,64 @@ class TestThePage:
         assert shown.keys() == got.keys() - {"first_input_errors"}
         assert {k: v for k, v in got.items() if k not in ("seconds", "first_input_errors")} == \
             {k: v for k, v in shown.items() if k != "seconds"}
+
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+class TestRoute:
+    """POST /v1/recommenders/{r}/batch answers the CLI's lines, streamed."""
+
+    async def test_the_routes_lines_are_the_clis(self, api: Api, settings: Settings, make_key,
+                                                 tmp_path: Path):
+        data = (personalize_lines(40) + b"not json\n"
+                + line({"key": "k", "ids": ["1815"], "locale": "de_DE"}))
+        source, target = tmp_path / "batch.out", tmp_path / "cli.ndjson"
+        source.write_bytes(data)
+        assert await run_here(settings, "--tenant", "acme", "--recommender", "movies",
+                              str(source), str(target)) == 0
+        transform = Api(api.client, await make_key("acme", "transform"))
+        async with api.client.post("/v1/recommenders/movies/batch", data=data,
+                                   headers=transform.headers(NDJSON)) as response:
+            assert response.status == 200, await response.text()
+            assert response.headers["Content-Type"] == "application/x-ndjson"
+            assert response.headers["Transfer-Encoding"] == "chunked"
+            assert await response.read() == target.read_bytes()
+
+    async def test_answers_stream_while_the_body_is_still_coming(self, api: Api):
+        """The first chunk's answers arrive before the rest of the body is sent."""
+        from service.web.handlers.batch import CHUNK_LINES
+
+        first_answers = asyncio.Event()
+
+        async def body():
+            yield personalize_lines(CHUNK_LINES)
+            await asyncio.wait_for(first_answers.wait(), timeout=30)
+            yield personalize_lines(3)
+
+        async with api.client.post("/v1/recommenders/movies/batch", data=body(),
+                                   headers=api.headers(NDJSON)) as response:
+            assert response.status == 200
+            first = await response.content.readline()
+            assert orjson.loads(first)["userId"] == "u0"
+            first_answers.set()
+            rest = await response.read()
+        assert len(rest.splitlines()) == CHUNK_LINES - 1 + 3
+
+    async def test_refusals(self, api: Api, make_key):
+        status, body, _ = await api.post("/v1/recommenders/nope/batch",
+                                         raw=personalize_lines(2), headers=NDJSON)
+        assert status == 404, body
+        status, body, _ = await api.post("/v1/recommenders/movies/batch",
+                                         raw=personalize_lines(2))
+        assert (status, body["field"]) == (415, "Content-Type")
+        status, body, _ = await api.post("/v1/recommenders/movies/batch?locale=xx_%21",
+                                         raw=personalize_lines(2), headers=NDJSON)
+        assert (status, body["field"]) == (422, "locale")
+        reader = Api(api.client, await make_key("acme", "catalog:read"))
+        status, _, _ = await reader.post("/v1/recommenders/movies/batch",
+                                         raw=personalize_lines(2), headers=NDJSON)
+        assert status == 403
+        status, body, _ = await api.post("/v1/recommenders/movies/batch", raw=b"",
+                                         headers=NDJSON)
+        assert (status, body) == (200, None)
