@@ -88,6 +88,8 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
         "test_batch.TestThePage: the output for the line with `error` set",
     ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies batch"):
         "run by test_batch.TestThePage",
+    ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies s3://"):
+        "S3 prefix in, S3 key out: tests/test_batch_s3.py runs it against a local S3 server",
     ("docs/batch.md", '{"lines": 2'): "test_batch.TestThePage: the run's summary",
     ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies --shard"):
         "shards: test_batch.TestOrderResumeShards.test_shards_partition_the_input runs N = 1..4",
