@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from service.adapters.batch_run import run_batch
+from service.adapters.batch_run import parse_shard, run_batch
 from service.cli import build_parser
 from service.runtime.settings import Settings
 from tests.support.api import Api
@@ -392,3 +392,19 @@ class TestRoute:
         status, body, _ = await api.post("/v1/recommenders/movies/batch", raw=b"",
                                          headers=NDJSON)
         assert (status, body) == (200, None)
+
+    def test_the_state_machine_runs_the_shards(self):
+        """The Step Functions example: valid JSON, each array child's command accepted."""
+        (machine,) = [b for b in fenced_blocks(DOCS / "batch.md")
+                      if b.lang == "json" and b.text.startswith('{"Comment"')]
+        task = orjson.loads(machine.text)["States"]["Enrich"]["Parameters"]
+        size = task["ArrayProperties"]["Size"]
+        shell, flag, command = task["ContainerOverrides"]["Command"]
+        assert (shell, flag) == ("sh", "-c")
+        outputs = set()
+        for index in range(size):
+            words = shlex.split(command.replace("$AWS_BATCH_JOB_ARRAY_INDEX", str(index)))
+            args = build_parser().parse_args(words[1:])
+            assert parse_shard(args.shard) == (index, size)
+            outputs.add(args.output)
+        assert len(outputs) == size
