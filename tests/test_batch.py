@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from service.runtime.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog
 from tests.support.docs_pages import DOCS, fenced_blocks
+from tests.support.imports import ndjson, post_import, retail_items
 
 pytestmark = pytest.mark.slow  # runs the CLI as a process
 
@@ -408,3 +410,39 @@ class TestRoute:
             assert parse_shard(args.shard) == (index, size)
             outputs.add(args.output)
         assert len(outputs) == size
+
+
+class TestRealCatalog:
+    async def test_retail_demo_store_lines_equal_the_content_routes(
+            self, admin: Api, settings: Settings, shared_dir: Path, tmp_path: Path):
+        """The 2,465 real products; lines of 25 IDs drawn Zipf-like (a few hot items, a long
+        tail, some unknown) in three locales: every line is the content route's answer."""
+        items = retail_items(shared_dir)
+        assert (await admin.put("/v1/catalogs/retail", {}))[0] == 201
+        status, answer = await post_import(admin, "retail", ndjson(items))
+        assert status == 200 and answer["rejected"] == 0, answer
+        status, body, _ = await admin.put("/v1/recommenders/shop", {
+            "catalog": "retail", "locale": "en_US", "recommendations_per_message": 5,
+            "attributes": [{"name": "Title", "field": "title"},
+                           {"name": "Price", "field": "price", "format": "currency"},
+                           {"name": "Category", "field": "genre"},
+                           {"name": "Image", "field": "image_url"}]})
+        assert status in (200, 201), body
+        ids = [item["id"] for item in items]
+        random = Random(31)
+        weights = [1 / (rank + 1) for rank in range(len(ids))]
+        lines = []
+        for n in range(150):
+            chosen = random.choices(ids, weights, k=25)
+            if n % 10 == 0:
+                chosen[-1] = f"gone-{n}"
+            locale = ("de_DE", "fr_FR", None)[n % 3]
+            lines.append(line({"key": f"user-{n}", "ids": chosen, "locale": locale}))
+        source, target = tmp_path / "retail.out", tmp_path / "retail.ndjson"
+        source.write_bytes(b"".join(lines))
+        assert await run_here(settings, "--tenant", "acme", "--recommender", "shop",
+                              "--chunk-lines", "40", str(source), str(target)) == 0
+        for given, answer in zip(lines, target.read_bytes().splitlines(), strict=True):
+            given, answer = orjson.loads(given), orjson.loads(answer)
+            assert answer.pop("key") == given["key"]
+            assert answer == await content_answer(admin, "shop", given["ids"], given["locale"])
