@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from bench import database, fairness, profile
+from bench import batch_bench, database, fairness, profile
 from bench.catalog import (
     SHAPE_RECOMMENDERS,
     Zipf,
@@ -116,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--locale-events", type=int, default=800,
                         help="events in the locales-rss pool (default 800: 200,000 IDs, each "
                              "hot item twice)")
+    parser.add_argument("--batch-lines", type=int, default=200_000,
+                        help="lines of 25 IDs the batch scenarios enrich (default 200000)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
     parser.add_argument("--database-url",
                         help="Postgres server to create the bench database on (default: "
@@ -147,7 +149,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.threads = max(args.thread_counts)
     for name in ("items", "endpoints", "duration", "warmup", "connections", "timeout",
                  "hot_items", "hot_events", "cold_events", "content_requests", "users", "repeat",
-                 "locale_items", "locale_events", "connect_profiles"):
+                 "locale_items", "locale_events", "connect_profiles", "batch_lines"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -321,6 +323,8 @@ class Bench:
                 for run in range(1, self.args.repeat + 1):
                     if scenario.driver == "fairness":
                         rows = self.measure_fairness(scenario, threads)
+                    elif scenario.driver == "batch":
+                        rows = batch_bench.measure(self, scenario)
                     else:
                         rows = [self.measure(scenario, kind, threads) for kind in scenario.peers]
                     for row in rows:
@@ -583,7 +587,8 @@ def connect_comparison(rows: list[Row], profiles: int, endpoints: int) -> str:
 def budget_seconds(args: argparse.Namespace) -> int:
     per_run = args.warmup + args.duration + 60 + args.items / 100_000
     runs = sum(len(s.peers) for s in args.scenario_list) * len(args.thread_counts) * args.repeat
-    return int(300 + args.items / 5_000 + (runs + (1 if args.profile else 0)) * per_run)
+    batch = sum(args.batch_lines / 2_000 for s in args.scenario_list if s.driver == "batch")
+    return int(300 + args.items / 5_000 + batch + (runs + (1 if args.profile else 0)) * per_run)
 
 
 def compare(rows: list[Row]) -> list[Row]:

@@ -89,5 +89,10 @@ SCENARIOS = (
     # service's peak RSS (only the service runs: no floor holds 600 renderings per item).
     Scenario("locales-rss", "20 recommenders x 30 locales, 100k items", "locales",
              peers=("service",)),
+    # The nightly batch: enrich-batch over a generated batch inference output (--batch-lines
+    # lines of 25 IDs), lines/s next to a floor script (bench/batch_floor.py), and peak RSS.
+    Scenario("batch", "enrich-batch, hot items", "batch-hot", driver="batch"),
+    Scenario("batch-zipf", "enrich-batch --workers 2, Zipf 1.1 over the catalog", "batch-zipf",
+             driver="batch", processes=2, peers=("service",)),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}

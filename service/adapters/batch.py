@@ -48,6 +48,7 @@ CHUNK_LINES = 2000
 CHUNK_DEADLINE_MS = 60_000  # a chunk's lookups: one query, far within this unless Postgres fails
 MAX_REASON_TEXT = 200
 KEY_FIELDS = ("userId", "itemId")
+_NUMBERS = frozenset((int, float))
 
 
 class TooLong:
@@ -157,7 +158,7 @@ def _read_personalize(data: dict[str, Any], line: BatchLine) -> None:
     if not isinstance(scores, list) or len(scores) != len(line.ids):
         line.reason = "output.scores must be an array with one score per recommended item"
         return
-    if not all(isinstance(s, int | float) and not isinstance(s, bool) for s in scores):
+    if not all(type(s) in _NUMBERS for s in scores):  # type(): a bool is an int, not a score
         line.reason = "output.scores must hold numbers"
         return
     line.scores = scores
@@ -213,6 +214,31 @@ def _read_locale(data: dict[str, Any], line: BatchLine, rules: LineRules) -> Non
         line.reason = f"{where} is not a locale tag like en_US, de or es-MX"
 
 
+class _ChunkRows:
+    """What content_answer_json reads of a Resolved (`derived`, `get`), with a row for every ID
+    of `ids` in `locale`: kept ones from L1, the others rendered here once. Rendered rows go to
+    `rendered` (when given) for the caller to attach to L1."""
+
+    __slots__ = ("derived", "get")
+
+    def __init__(self, resolved: Any, enricher: Any, locale: str | None, ids: list[str],
+                 rendered: dict[str, Any] | None) -> None:
+        kept = resolved.derived.get
+        item_of = resolved.get
+        json_row = enricher.json_row
+        rows: dict[str, Any] = {}
+        for item_id in dict.fromkeys(ids):
+            row = kept(item_id)
+            if row is None:
+                item = item_of(item_id)
+                row = json_row(item, locale)
+                if item is not None and rendered is not None:
+                    rendered[item_id] = (item, row)
+            rows[item_id] = row
+        self.derived = rows
+        self.get = item_of
+
+
 def problem_line(line: BatchLine) -> bytes:
     answer: dict[str, Any] = {}
     if line.key_field is not None:
@@ -256,6 +282,15 @@ class BatchEnricher:
         result = ChunkResult(b"", lines=len(lines), ids=ids)
         out: list[bytes] = []
         rendered: dict[str, Any] = {}
+        # Each distinct ID rendered once per locale in the chunk, not once per line it is on:
+        # the content answer reads its rows from `derived` first (see content_answer_json).
+        views: dict[str | None, Any] = {}
+        if content.serves_json(enricher):
+            for locale in locales:
+                views[locale] = _ChunkRows(
+                    resolved, enricher, locale,
+                    [i for line in servable if line.locale == locale for i in line.ids],
+                    rendered if derived_key is not None else None)
         missing: dict[str, None] = {}
         name = recommender.name
         for line in lines:
@@ -271,8 +306,8 @@ class BatchEnricher:
                 continue
             extras = [{"score": s} for s in line.scores] if line.scores is not None else None
             body, send, rows = content.answer_bytes(
-                name, enricher, ContentQuery(line.ids, line.locale), resolved, extras,
-                {line.key_field: line.key})
+                name, enricher, ContentQuery(line.ids, line.locale),
+                views.get(line.locale, resolved), extras, {line.key_field: line.key})
             if rows:
                 rendered.update(rows)
             out.append(body)
@@ -280,7 +315,7 @@ class BatchEnricher:
                 result.enriched += 1
             else:
                 result.without_content += 1
-        kept = resolved.derived.get
+        kept = (next(iter(views.values())).derived if len(views) == 1 else resolved.derived).get
         for item_id in ids:
             row = kept(item_id)
             if not (row if row is not None else is_usable(resolved.get(item_id))):
