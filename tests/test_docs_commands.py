@@ -99,6 +99,8 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
     ("docs/batch.md", '{"lines": 2'): "test_batch.TestThePage: the run's summary",
     ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies --shard"):
         "shards: test_batch.TestOrderResumeShards.test_shards_partition_the_input runs N = 1..4",
+    ("docs/batch.md", "python -m bench --scenarios batch"):
+        "a benchmark: the suite runs none (tests/test_bench.py smoke-tests the bench)",
     ("docs/performance.md", "python -m bench"): "a benchmark: the suite runs none "
                                                 "(tests/test_bench.py smoke-tests the bench)",
     ("docs/performance.md", "make bench"): "a benchmark (as above)",
