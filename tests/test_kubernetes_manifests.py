@@ -19,6 +19,7 @@ from tests.support.kubernetes_checks import (
     checkov_problems,
     env_of,
     invariant_problems,
+    matches,
     pod_templates,
     render,
     schema_problems,
@@ -204,3 +205,16 @@ class TestBatchJob:
         sa = job["spec"]["template"]["spec"]["serviceAccountName"]
         assert [o for o in objects if o["kind"] == "ServiceAccount"
                 and o["metadata"]["name"] == sa]
+
+    def test_no_ingress_to_the_batch_pods(self, batch_rendered):
+        _, objects = batch_rendered
+        (job,) = [o for o in objects if o["kind"] == "Job"]
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        policies = [o for o in objects if o["kind"] == "NetworkPolicy"
+                    and matches(o["spec"]["podSelector"], labels)]
+        assert policies and all(p["spec"]["policyTypes"] == ["Ingress"]
+                                and not p["spec"].get("ingress") for p in policies)
+
+    @pytest.mark.slow
+    def test_checkov_finds_nothing_unexplained(self, batch_rendered):
+        assert checkov_problems(batch_rendered[0]) == []
