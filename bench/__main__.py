@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import functools
 import json
 import random
 import shutil
@@ -26,6 +28,7 @@ import asyncpg
 import orjson
 
 from bench import batch_bench, database, fairness, profile
+from bench import real_catalog as real
 from bench.catalog import (
     SHAPE_RECOMMENDERS,
     Zipf,
@@ -36,16 +39,22 @@ from bench.catalog import (
     write_locale_events,
     write_user_paths,
 )
+from bench.importer import import_catalogs
 from bench.personalize import BenchPersonalize
-from bench.report import Row, heading, machine, notes, summary_table
-from bench.scenarios import BY_NAME, SCENARIOS, Scenario
+from bench.report import Row, comparison_table, heading, machine, notes, summary_table
+from bench.scenarios import BY_NAME, DEFAULT, SCENARIOS, Scenario
 from bench.servers import (
     ServerProcess,
     floor_command,
     free_port,
+    independent_floor_command,
+    independent_naive_command,
     naive_command,
     peer_env,
+    real_floor_command,
+    real_naive_command,
     scrape_lag,
+    scrape_metric,
     service_command,
     service_env,
 )
@@ -57,6 +66,8 @@ from service.storage.embedded_postgres import embedded_postgres
 from tests.support.databases import can_connect, drop_database
 
 TRANSFORM_PATH = f"/v1/recommenders/{database.RECOMMENDER}/transform"
+# IDs the service asked Postgres for (its item queries): the rows a cold run fetched.
+ROWS_METRIC = "enricher_db_query_ids_sum"
 CONTENT_PATH = f"/v1/recommenders/{database.RECOMMENDER}/content"
 USER_PATH = f"/v1/recommenders/{database.RECOMMENDER}/users/{{user}}/content"
 CONNECT_PATH = f"/v1/recommenders/{database.RECOMMENDER}/connect"
@@ -73,12 +84,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark catalog-enricher against a minimal aiohttp floor server and a naive "
                     "Postgres server, side by side.",
     )
-    parser.add_argument("--items", type=int, default=1_000_000,
-                        help="catalog size (default 1,000,000)")
+    parser.add_argument("--items", type=int, default=500_000,
+                        help="items of the big catalog, synthetic items that follow the real "
+                             "products (default 500,000)")
+    parser.add_argument("--toy-items", type=int, default=100_000,
+                        help="items of the toy catalog the kept scenarios use (default 100,000)")
+    parser.add_argument("--peers", choices=("bench", "independent"), default="bench",
+                        help="independent: also run, next to each of the bench's floor and naive "
+                             "servers, one written independently (bench/independent/), to show "
+                             "the bench's are no slower than a user's")
     parser.add_argument("--duration", type=int, default=10,
                         help="seconds of measured load per server and scenario (default 10)")
     parser.add_argument("--warmup", type=int, default=2,
-                        help="seconds of unmeasured load before each measurement (default 2)")
+                        help="seconds of unmeasured load before each measurement (default 2; 0: "
+                             "none)")
     parser.add_argument("--threads", default="2",
                         help="wrk threads, or a comma-separated list (e.g. 1,2): every scenario "
                              "then runs once per thread count (default 2)")
@@ -90,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default 64)")
     parser.add_argument("--timeout", type=int, default=2,
                         help="seconds after which wrk counts a request as timed out (default 2)")
-    parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
+    parser.add_argument("--scenarios", default=",".join(DEFAULT),
                         help="comma-separated, from: " + ", ".join(s.name for s in SCENARIOS))
     parser.add_argument("--env", action="append", default=[], metavar="[SCENARIO:]NAME=VALUE",
                         help="extra environment for the service, in all scenarios or one "
@@ -101,16 +120,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hot-items", type=int, default=1000,
                         help="IDs the warm scenarios draw from (default 1000)")
     parser.add_argument("--hot-events", type=int, default=200,
-                        help="events in the warm pool (default 200)")
-    parser.add_argument("--content-requests", type=int, default=2000,
-                        help="GET paths in the content pool (default 2000)")
+                        help="events in the toy warm pool (default 200)")
+    parser.add_argument("--warm-events", type=int, default=1000,
+                        help="distinct events in each real warm pool (default 1000)")
+    parser.add_argument("--content-requests", type=int, default=20_000,
+                        help="distinct GET paths in the content pool (default 20,000)")
     parser.add_argument("--connect-profiles", type=int, default=100,
                         help="profiles per batch in the connect scenario (default 100)")
     parser.add_argument("--users", type=int, default=1000,
                         help="users the user scenario asks for (default 1000)")
-    parser.add_argument("--cold-events", type=int, default=1000,
-                        help="events in each cold pool, uniform and Zipf (default 1000: "
-                             "250,000 IDs)")
+    parser.add_argument("--cold-events", type=int, default=4000,
+                        help="distinct events in each cold pool, uniform and Zipf (default "
+                             "4,000: 1,000,000 IDs); the wrk threads share them out")
     parser.add_argument("--locale-items", type=int, default=100_000,
                         help="hot items the locales-rss events run through (default 100,000)")
     parser.add_argument("--locale-events", type=int, default=800,
@@ -119,6 +140,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-lines", type=int, default=200_000,
                         help="lines of 25 IDs the batch scenarios enrich (default 200000)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
+    parser.add_argument("--dataset", type=Path, default=real.DATASET,
+                        help="the real products (default: ../shared/datasets next to the "
+                             "repository)")
     parser.add_argument("--database-url",
                         help="Postgres server to create the bench database on (default: "
                              "BENCH_DATABASE_URL, DATABASE_URL, else "
@@ -147,9 +171,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.thread_counts or min(args.thread_counts) < 1:
         parser.error("--threads must be at least 1")
     args.threads = max(args.thread_counts)
-    for name in ("items", "endpoints", "duration", "warmup", "connections", "timeout",
+    if args.warmup < 0:
+        parser.error("--warmup must be at least 0")
+    for name in ("items", "endpoints", "duration", "connections", "timeout",
                  "hot_items", "hot_events", "cold_events", "content_requests", "users", "repeat",
-                 "locale_items", "locale_events", "connect_profiles", "batch_lines"):
+                 "locale_items", "locale_events", "connect_profiles", "toy_items", "warm_events",
+                 "batch_lines"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -174,6 +201,11 @@ def _parse_env(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, d
 
 def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def basic_auth(api_key: str) -> str:
+    """The Authorization value a stored Basic credential sends (the key as the password)."""
+    return "Basic " + base64.b64encode(f"bench:{api_key}".encode()).decode()
 
 
 def post_event(base_url: str, api_key: str, body: bytes, get_path: str | None = None,
@@ -202,6 +234,8 @@ def first_difference(expected: dict, actual: dict, server_kind: str = "service")
 
 
 def transform_path(scenario: Scenario) -> str:
+    if scenario.recommender:
+        return f"/v1/recommenders/{scenario.recommender}/transform"
     if scenario.events == "connect":
         return CONNECT_PATH
     return f"/v1/recommenders/{SHAPE_RECOMMENDERS[scenario.shape]}/transform"
@@ -211,7 +245,7 @@ def load_of(scenario: Scenario, server_kind: str) -> tuple[Scenario, str]:
     """What a peer is driven with: (the scenario whose pool and path it takes, the pool's name).
     The "transform" peer takes the warm scenario's Pinpoint events instead of the scenario's."""
     if server_kind == "transform":
-        return BY_NAME["warm"], BY_NAME["warm"].pool
+        return BY_NAME["toy-warm"], BY_NAME["toy-warm"].pool
     return scenario, scenario.pool
 
 
@@ -219,6 +253,8 @@ def load_method(scenario: Scenario) -> str:
     """How the wrk script reads the scenario's pool (bench/replay.lua)."""
     if scenario.events in GET_KINDS:
         return "GET"
+    if scenario.data != "toy":
+        return "POST"
     return "PATHS" if scenario.events == "locales" else "POST"
 
 
@@ -236,9 +272,10 @@ class Bench:
         self.current: ServerProcess | None = None
         self.rows: list[Row] = []
         # The scenario --profile profiles: warm where it runs, else the first.
-        self.profiled = next((s for s in args.scenario_list if s.name == "warm"),
+        self.profiled = next((s for s in args.scenario_list if s.name == "real-warm"),
                              args.scenario_list[0])
-        self.floor_answers: dict[str, object] = {}
+        self.floor_answers: dict[tuple[str, str], object] = {}  # (pool, path): first peer's
+        self.rows_per_event: dict[str, float] = {}  # pool: distinct IDs a request asks for
         self.profiled_once = False
         self.personalize: BenchPersonalize | None = None
         self.facts: dict[str, str] = {}
@@ -257,15 +294,20 @@ class Bench:
                 embedded_postgres(self.workdir / "postgres"))
         self.db_name, version = asyncio.run(database.create_database(self.server_url))
         self.facts = machine(self.wrk, version, self.args.env_by_scenario)
-        say(f"database {self.db_name}: loading {self.args.items:,} items")
-        self._db = asyncio.run(database.load(self.server_url, self.db_name, self.args.items, say))
-        rng = random.Random(self.args.seed)
-        hot = self.hot = hot_ids(rng, self.args.items, self.args.hot_items)
-        pools = {s.pool: s for s in self.args.scenario_list}
-        kinds = {s.events for s in self.args.scenario_list}
+        toy = any(s.data == "toy" for s in self.args.scenario_list)
+        say(f"database {self.db_name}: loading "
+            + (f"{self.args.toy_items:,} toy items" if toy else "the recommenders"))
+        self._db = asyncio.run(database.load(self.server_url, self.db_name, self.args.toy_items,
+                                             say, toy=toy))
         self.events: dict[str, Path] = {}
+        self.prepare_real()
+        rng = random.Random(self.args.seed)
+        hot = self.hot = hot_ids(rng, self.args.toy_items, self.args.hot_items)
+        toy_scenarios = [s for s in self.args.scenario_list if s.data == "toy"]
+        pools = {s.pool: s for s in toy_scenarios}
+        kinds = {s.events for s in toy_scenarios}
         if "connect" in kinds:  # its transform peer replays the warm pool
-            pools.setdefault(BY_NAME["warm"].pool, BY_NAME["warm"])
+            pools.setdefault(BY_NAME["toy-warm"].pool, BY_NAME["toy-warm"])
         for pool, scenario in pools.items():
             if scenario.events == "hot":
                 self.events[pool] = write_events(self.workdir / f"events-{pool}.ndjson", rng,
@@ -279,22 +321,22 @@ class Bench:
             self.events["users"] = write_user_paths(
                 self.workdir / "user-paths.txt", rng, 4 * self.args.users, self.args.users,
                 USER_PATH)
-            self.personalize = BenchPersonalize(self.args.users, self.args.items).start()
+            self.personalize = BenchPersonalize(self.args.users, self.args.toy_items).start()
         if "connect" in kinds:
             self.events["connect"] = write_connect_events(
                 self.workdir / "events-connect.ndjson", rng, self.args.hot_events, hot,
                 self.args.connect_profiles)
         if "cold" in kinds:
             self.events["cold"] = write_events(self.workdir / "events-cold.ndjson", rng,
-                                               self.args.cold_events, self.args.items,
+                                               self.args.cold_events, self.args.toy_items,
                                                self.args.endpoints)
         if "zipf" in kinds:
             self.events["zipf"] = write_events(self.workdir / "events-zipf.ndjson", rng,
                                                self.args.cold_events,
-                                               Zipf(rng, self.args.items, 1.1),
+                                               Zipf(rng, self.args.toy_items, 1.1),
                                                self.args.endpoints)
         if "locales" in kinds:
-            items = hot_ids(random.Random(self.args.seed + 1), self.args.items,
+            items = hot_ids(random.Random(self.args.seed + 1), self.args.toy_items,
                             self.args.locale_items)
             routes = [f"/v1/recommenders/{name}/transform"
                       for name in database.LOCALE_RECOMMENDERS]
@@ -303,6 +345,49 @@ class Bench:
                 self.args.endpoints)
         say("events written: " + ", ".join(
             f"{kind} {path.stat().st_size / 2**20:.1f} MiB" for kind, path in self.events.items()))
+
+    def prepare_real(self) -> None:
+        """The real and big catalogs (written to NDJSON, imported through the service's import
+        route) and their event pools, for the scenarios that use them."""
+        chosen = [s for s in self.args.scenario_list if s.data != "toy"]
+        if not chosen:
+            return
+        products = real.load_products(self.args.dataset)
+        self.catalog_files: dict[str, Path] = {}
+        ids: dict[str, list[str]] = {}
+        if any(s.data == "real" for s in chosen):
+            self.catalog_files["real"] = self.workdir / "real.ndjson"
+            ids["real"] = real.write_ndjson(self.catalog_files["real"], real.real_items(products))
+        if any(s.data == "big" for s in chosen):
+            self.catalog_files["big"] = self.workdir / "big.ndjson"
+            say(f"writing {self.args.items:,} synthetic items that follow the real ones")
+            ids["big"] = real.write_ndjson(self.catalog_files["big"], real.synthetic_items(
+                products, self.args.items, self.args.seed))
+        import_catalogs(self.db.url, self.db.import_key,
+                        {database.REAL_CATALOG if k == "real" else database.BIG_CATALOG: path
+                         for k, path in self.catalog_files.items()}, self.workdir, say)
+        asyncio.run(database.settle(self.server_url, self.db_name))
+        rng = random.Random(self.args.seed + 7)
+        zipf = {}
+        for scenario in chosen:
+            pool = scenario.pool
+            if pool in self.events:
+                continue
+            pool_ids = ids[scenario.data]
+            if scenario.events != "guide" and scenario.data not in zipf:
+                zipf[scenario.data] = Zipf(rng, len(pool_ids), 1.1)
+            path = self.workdir / f"events-{pool}.txt"
+            if scenario.events == "content":
+                self.events[pool] = real.write_content_paths(
+                    path, rng, self.args.content_requests, pool_ids,
+                    f"/v1/recommenders/{scenario.recommender}/content", zipf[scenario.data])
+                self.rows_per_event[pool] = 3.0
+                continue
+            count = self.args.cold_events if scenario.data == "big" else self.args.warm_events
+            say(f"writing {count:,} distinct events for {pool}")
+            self.events[pool], self.rows_per_event[pool] = real.write_guide_events(
+                path, rng, count, pool_ids, self.args.endpoints, scenario.demographic,
+                zipf.get(scenario.data) if scenario.events == "guide-zipf" else None)
 
     @property
     def db(self) -> database.BenchDatabase:
@@ -314,8 +399,11 @@ class Bench:
 
     def plan(self) -> list[str]:
         a = self.args
-        return [f"{s.name} ({', '.join(s.peers) if s.driver != 'fairness' else 'service'})"
+        return [f"{s.name} ({', '.join(self.peers_of(s)) if s.driver != 'fairness' else 'service'})"
                 for s in a.scenario_list]
+
+    def peers_of(self, scenario: Scenario) -> tuple[str, ...]:
+        return scenario.with_independent() if self.args.peers == "independent" else scenario.peers
 
     def run(self) -> None:
         for scenario in self.args.scenario_list:
@@ -326,7 +414,8 @@ class Bench:
                     elif scenario.driver == "batch":
                         rows = batch_bench.measure(self, scenario)
                     else:
-                        rows = [self.measure(scenario, kind, threads) for kind in scenario.peers]
+                        rows = [self.measure(scenario, kind, threads)
+                                for kind in self.peers_of(scenario)]
                     for row in rows:
                         row.run = run
                     self.rows += compare(rows)
@@ -338,10 +427,27 @@ class Bench:
         driven, pool = load_of(scenario, server_kind)
         events = self.events[pool]
         log = self.workdir / f"{scenario.name}-{server_kind}.log"
-        if server_kind == "floor":
-            command = floor_command(port, args.items, scenario.processes, scenario.shape)
+        real_data = scenario.data != "toy"
+        size = args.items if scenario.data == "big" else 2_500
+        catalog_id = (db.catalog_ids or {}).get(
+            database.BIG_CATALOG if scenario.data == "big" else database.REAL_CATALOG, 0)
+        if server_kind in ("floor", "floor-indep") and real_data:
+            file = self.catalog_files[scenario.data]
+            command = (real_floor_command(port, file, scenario.recommender)
+                       if server_kind == "floor"
+                       else independent_floor_command(port, file, scenario.recommender))
             env = peer_env(args.env_by_scenario[scenario.name])
-            ready_timeout = 60 + args.items / 50_000
+            ready_timeout = 60 + size / 10_000
+        elif server_kind in ("naive", "naive-indep") and real_data:
+            command = (real_naive_command(port, db.url, catalog_id, scenario.recommender)
+                       if server_kind == "naive"
+                       else independent_naive_command(port, db.url, catalog_id,
+                                                      scenario.recommender))
+            env, ready_timeout = peer_env(args.env_by_scenario[scenario.name]), 60
+        elif server_kind == "floor":
+            command = floor_command(port, args.toy_items, scenario.processes, scenario.shape)
+            env = peer_env(args.env_by_scenario[scenario.name])
+            ready_timeout = 60 + args.toy_items / 50_000
         elif server_kind == "naive":
             command = naive_command(port, db.url, db.catalog_id, scenario.shape)
             env, ready_timeout = peer_env(args.env_by_scenario[scenario.name]), 60
@@ -349,7 +455,8 @@ class Bench:
             extra = {**(self.personalize.service_environment() if self.personalize else {}),
                      **scenario.service_env}
             if scenario.l1_divisor:
-                extra["ENRICHER_CACHE_MAX_ENTRIES"] = str(max(args.items // scenario.l1_divisor, 1))
+                extra["ENRICHER_CACHE_MAX_ENTRIES"] = str(max(args.toy_items // scenario.l1_divisor,
+                                                              1))
             extra.update(args.env_by_scenario[scenario.name])
             command, env = service_command(port, scenario.processes), service_env(db.url, extra)
             ready_timeout = 60
@@ -369,10 +476,19 @@ class Bench:
             load = {"wrk": self.wrk, "url": server.base_url, "events": events,
                     "path": transform_path(driven), "api_key": db.api_key, "threads": threads,
                     "connections": connections,
-                    "timeout_s": args.timeout, "method": load_method(driven)}
-            served += run_wrk(**load, seconds=args.warmup).requests
+                    "timeout_s": args.timeout, "method": load_method(driven),
+                    "authorization": basic_auth(db.api_key) if driven.events == "content"
+                    and real_data else None}
+            warm_up = run_wrk(**load, seconds=args.warmup) if args.warmup else None
+            warmed = warm_up.requests if warm_up else 0
+            served += warmed
+            # The measurement starts where the warm-up stopped: no event of it is replayed
+            # (the check event, each pool's first, is thread 0's first line: skipped too).
+            load["skip"] = (warm_up.sent_max if warm_up else 0) + 1
             server.wait_idle()
             lag_before = scrape_lag(server.base_url) if server_kind == "service" else None
+            rows_before = scrape_metric(server.base_url, ROWS_METRIC) \
+                if server_kind == "service" and scenario.cold else None
             say(f"{scenario.name}: {server_kind} under load for {args.duration} s")
             cpu_before = server.cpu_seconds()
             if scenario.driver == "shim":
@@ -383,6 +499,13 @@ class Bench:
                 result = run_wrk(**load, seconds=args.duration)
             cpu_used = server.cpu_seconds() - cpu_before
             served += result.requests
+            rows_after = scrape_metric(server.base_url, ROWS_METRIC) \
+                if rows_before is not None else None
+            # Warm pools may cycle (their items are cached anyway); cold ones should not.
+            if scenario.cold and load["skip"] + result.sent_max > self.pool_size(events) // threads:
+                say(f"{scenario.name}: {server_kind} went through the pool of "
+                    f"{self.pool_size(events):,} events: some were replayed (raise the pool's "
+                    "size for distinct events)")
             lag_after = scrape_lag(server.base_url) if server_kind != "floor" and \
                 server_kind != "naive" else None
             if args.profile and server_kind == "service" and scenario is self.profiled \
@@ -395,6 +518,13 @@ class Bench:
             server.stop()
         row = self.row(scenario, server_kind, connections, result, server.peak_rss, threads)
         row.cpu_us_per_event = cpu_used / max(result.requests, 1) * 1e6
+        if scenario.cold and server_kind in ("service", "naive", "naive-indep"):
+            fetched = (rows_after - rows_before if rows_after is not None and rows_before is not None
+                       else result.requests * self.rows_per_event.get(scenario.pool, 0)
+                       if server_kind != "service" else None)
+            if fetched:
+                row.rows_fetched = fetched
+                row.cpu_us_per_row = cpu_used / fetched * 1e6
         if lag_after is not None:
             row.max_lag_ms = lag_after.max_ms
             row.lag_bucket_ms = lag_after.highest_bucket_since(lag_before)
@@ -458,10 +588,11 @@ class Bench:
         if scenario.events == "connect":
             self.check_connect_answer(body, answer)
             return
-        if server_kind == "floor":
-            self.floor_answers[scenario.pool] = answer
+        key = (scenario.pool, get_path or transform_path(scenario))
+        if server_kind != "service" and key not in self.floor_answers:
+            self.floor_answers[key] = answer  # the first peer's answer is the reference
             return
-        expected = self.floor_answers.get(scenario.pool)
+        expected = self.floor_answers.get(key)
         if expected is not None and answer != expected:
             raise RuntimeError(f"the {server_kind}'s answer differs from the floor's: "
                                + first_difference(expected, answer, server_kind))  # type: ignore[arg-type]
@@ -475,6 +606,11 @@ class Bench:
                                                          for r in results):
             raise RuntimeError("the connect route did not answer every profile with items: "
                                + repr(results)[:500])
+
+    @functools.cache  # noqa: B019 - one Bench per run; the pools do not change
+    def pool_size(self, events: Path) -> int:
+        with events.open("rb") as lines:
+            return sum(1 for _ in lines)
 
     def ask_every_path_once(self, base_url: str, events: Path) -> int:
         paths = dict.fromkeys(events.read_text().split())
@@ -510,16 +646,21 @@ class Bench:
 
     def settings(self) -> dict[str, str]:
         a = self.args
-        return {"items": f"{a.items:,}", "event": f"{a.endpoints} endpoints x 5 items",
+        return {"big catalog": f"{a.items:,} items", "event": f"{a.endpoints} endpoints x 5 items",
                 "wrk": f"{a.connections} connections unless said, {a.duration} s after "
                        f"{a.warmup} s warm-up, timeout {a.timeout} s",
-                "repeats": str(a.repeat), "hot set": f"{min(a.hot_items, a.items):,} IDs",
-                "cold L1 bound": f"{a.items // 5:,} entries (catalog / 5)",
+                "repeats": str(a.repeat), "peers": a.peers,
+                "pools": f"real warm {a.warm_events:,} events, cold {a.cold_events:,}, content "
+                         f"{a.content_requests:,} paths",
                 **({"connect batch": f"{a.connect_profiles} profiles x 5 items"}
                    if any(s.events == "connect" for s in a.scenario_list) else {})}
 
     def report(self) -> None:
         print(heading(self.facts, self.settings()))
+        comparison = comparison_table(self.rows, self.args.scenario_list)
+        if comparison:
+            print(comparison)
+            print()
         print(summary_table(self.rows))
         print(notes())
         for name, results in self.fairness.items():
@@ -586,15 +727,19 @@ def connect_comparison(rows: list[Row], profiles: int, endpoints: int) -> str:
 
 def budget_seconds(args: argparse.Namespace) -> int:
     per_run = args.warmup + args.duration + 60 + args.items / 100_000
-    runs = sum(len(s.peers) for s in args.scenario_list) * len(args.thread_counts) * args.repeat
+    runs = sum(len(s.with_independent()) for s in args.scenario_list) * \
+        len(args.thread_counts) * args.repeat
     batch = sum(args.batch_lines / 2_000 for s in args.scenario_list if s.driver == "batch")
-    return int(300 + args.items / 5_000 + batch + (runs + (1 if args.profile else 0)) * per_run)
+    return int(300 + args.items / 2_000 + batch + (runs + (1 if args.profile else 0)) * per_run)
 
 
 def compare(rows: list[Row]) -> list[Row]:
     """One run of a scenario's peers: each row's events/s over the floor's and the naive's."""
     by_kind = {row.server: row for row in rows}
     for row in rows:
+        twin = by_kind.get(f"{row.server}-indep")
+        if twin is not None and twin.per_second:
+            row.vs_independent = row.per_second / twin.per_second
         for peer, attribute in (("floor", "vs_floor"), ("naive", "vs_naive")):
             base = by_kind.get(peer)
             if base is not None and base.per_second:

@@ -67,7 +67,7 @@ def measure(bench: Bench, scenario: Scenario) -> list[Row]:
         hot = bench.hot
         draw = lambda: hot[rng.randrange(len(hot))]  # noqa: E731
     else:
-        zipf = Zipf(rng, args.items, 1.1)
+        zipf = Zipf(rng, args.toy_items, 1.1)
         draw = lambda: item_id(zipf())  # noqa: E731
     source = bench.workdir / f"{scenario.name}.out"
     started = time.monotonic()
@@ -78,7 +78,7 @@ def measure(bench: Bench, scenario: Scenario) -> list[Row]:
     rows = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICHER_")}
     if "floor" in scenario.peers:
-        out, _, rss, _ = _run([sys.executable, "-m", "bench.batch_floor", "--items", str(args.items),
+        out, _, rss, _ = _run([sys.executable, "-m", "bench.batch_floor", "--items", str(args.toy_items),
                             str(source), str(bench.workdir / "batch-floor.ndjson")], env, bench.workdir)
         result = orjson.loads(out)
         rows.append(_row(scenario, "floor", 1, result["lines"], result["seconds"], rss,

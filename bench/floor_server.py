@@ -8,6 +8,10 @@ and runs on the event loop the service would: the stdlib's, or uvloop's when ENR
 `uvloop` (the bench passes the service's value on).
 
     python -m bench.floor_server --port 8081 --items 1000000 [--processes 2]
+    python -m bench.floor_server --port 8081 --catalog-file real.ndjson --recommender real
+
+With `--catalog-file` it holds what a user's floor would: the NDJSON the bench imported into the
+service, read once into a dict of ID → the recommender's answered texts (the real scenarios).
 
 With `--processes N` it builds the dict once and forks N-1 copies that share the port
 (SO_REUSEPORT), the floor for `serve --workers N`.
@@ -26,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from bench.catalog import SHAPES, floor_items, user_recommendations
+from bench.real_catalog import RECOMMENDERS, rendered
 
 ITEMS = web.AppKey("items", dict)
 ATTRIBUTES = web.AppKey("attributes", tuple)
@@ -36,14 +41,14 @@ def transform_answer(event: dict, items: dict[str, tuple], attributes: tuple[str
     """The transformer's answer: each endpoint with an item found, plus its `Recommendations`
     (the found items' texts per attribute); `items` maps an ID to its texts in `attributes` order."""
     answer = {}
+    get = items.get
     for endpoint_id, endpoint in event["Endpoints"].items():
-        rows = [row for row in map(items.get, endpoint["RecommendationItems"]) if row is not None]
+        rows = [row for row in map(get, endpoint["RecommendationItems"]) if row is not None]
         if rows:
-            answer[endpoint_id] = {
-                **endpoint,
-                "Recommendations": {name: [row[i] for row in rows]
-                                    for i, name in enumerate(attributes)},
-            }
+            # In place: the event was parsed for this request alone (no copy, as a user's floor).
+            endpoint["Recommendations"] = {name: [row[i] for row in rows]
+                                           for i, name in enumerate(attributes)}
+            answer[endpoint_id] = endpoint
     return answer
 
 
@@ -120,10 +125,22 @@ def peer_app(transform_handler, content_handler) -> web.Application:
     return app
 
 
-def create_floor_app(items: dict[str, tuple], shape: str = "pinpoint") -> web.Application:
+def file_items(path: str, recommender: str) -> dict[str, tuple]:
+    """The NDJSON catalog as the floor holds it: ID → `recommender`'s answered texts."""
+    with open(path, "rb") as lines:
+        return {item["id"]: rendered(item, recommender)
+                for item in map(orjson.loads, lines)}
+
+
+def real_attributes(recommender: str) -> tuple[str, ...]:
+    return tuple(name for name, _, _ in RECOMMENDERS[recommender])
+
+
+def create_floor_app(items: dict[str, tuple], shape: str = "pinpoint",
+                     attributes: tuple[str, ...] | None = None) -> web.Application:
     app = peer_app(transform, content)
     app[ITEMS] = items
-    app[ATTRIBUTES] = tuple(name for name, _ in SHAPES[shape])
+    app[ATTRIBUTES] = attributes or tuple(name for name, _ in SHAPES[shape])
     app.router.add_get("/v1/recommenders/{recommender}/users/{user_id}/content", user_content)
     return app
 
@@ -141,14 +158,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--items", type=int, required=True)
+    parser.add_argument("--items", type=int, default=0)
+    parser.add_argument("--catalog-file", help="NDJSON catalog to hold instead of the toy one")
+    parser.add_argument("--recommender", choices=sorted(RECOMMENDERS), default="real",
+                        help="with --catalog-file: whose attributes to answer")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="pinpoint",
                         help="the recommender attributes answered (bench/catalog.py SHAPES)")
     args = parser.parse_args()
     use_event_loop()
     started = time.monotonic()
-    items = floor_items(args.items, args.shape)
+    if args.catalog_file:
+        items = file_items(args.catalog_file, args.recommender)
+        attributes = real_attributes(args.recommender)
+    else:
+        items, attributes = floor_items(args.items, args.shape), None
     print(f"floor: {len(items):,} items in {time.monotonic() - started:.1f} s", flush=True)
     children = []
     for _ in range(args.processes - 1):
@@ -158,7 +182,7 @@ def main() -> None:
             break
         children.append(pid)
     try:
-        web.run_app(create_floor_app(items, args.shape), host=args.host, port=args.port,
+        web.run_app(create_floor_app(items, args.shape, attributes), host=args.host, port=args.port,
                     reuse_port=args.processes > 1, access_log=None, print=None, backlog=1024)
     finally:
         for pid in children:

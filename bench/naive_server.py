@@ -27,6 +27,7 @@ from bench.floor_server import (
     transform_answer,
     use_event_loop,
 )
+from bench.real_catalog import RECOMMENDERS, rendered
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", dict)
@@ -63,9 +64,22 @@ def rows_to_items(shape: str, fields: tuple[str, ...], rows: list) -> dict[str, 
     return items
 
 
+# The real scenarios' recommenders: every field any of them shows (a few short columns).
+REAL_SQL = ("SELECT id, title, genre, image_url, price_amount::text, price_currency FROM items "
+            "WHERE catalog_id = $1 AND id = ANY($2::text[])")
+
+
+def real_rows_to_items(recommender: str, rows: list) -> dict[str, tuple]:
+    return {row[0]: rendered({"title": row[1], "genre": row[2], "image_url": row[3],
+                              "price": {"amount": row[4], "currency": row[5]}}, recommender)
+            for row in rows}
+
+
 async def fetch_items(app: web.Application, ids: list[str]) -> dict[str, tuple]:
     settings = app[SETTINGS]
     rows = await app[POOL].fetch(settings["sql"], settings["catalog_id"], ids)
+    if settings["recommender"]:
+        return real_rows_to_items(settings["recommender"], rows)
     return rows_to_items(settings["shape"], settings["fields"], rows)
 
 
@@ -87,11 +101,16 @@ async def content(request: web.Request) -> web.Response:
 
 
 def create_naive_app(database_url: str, catalog_id: int, shape: str = "pinpoint",
-                     pool_size: int = 10) -> web.Application:
+                     pool_size: int = 10, recommender: str | None = None) -> web.Application:
+    """`recommender` (one of bench/real_catalog.py RECOMMENDERS): answer its attributes from the
+    real columns; else the toy `shape`'s."""
     app = peer_app(transform, content)
     sql, fields = query_for(shape)
+    attributes = tuple(name for name, _ in SHAPES[shape])
+    if recommender:
+        sql, attributes = REAL_SQL, tuple(name for name, _, _ in RECOMMENDERS[recommender])
     app[SETTINGS] = {"sql": sql, "fields": fields, "shape": shape, "catalog_id": catalog_id,
-                     "attributes": tuple(name for name, _ in SHAPES[shape])}
+                     "attributes": attributes, "recommender": recommender}
 
     async def pool(app: web.Application):
         app[POOL] = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size)
@@ -109,11 +128,14 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--catalog-id", type=int, required=True)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="pinpoint")
+    parser.add_argument("--recommender", choices=sorted(RECOMMENDERS),
+                        help="answer a real scenario's recommender (bench/real_catalog.py)")
     parser.add_argument("--pool-size", type=int, default=10,
                         help="Postgres connections (default 10, the service's ENRICHER_DB_POOL_MAX)")
     args = parser.parse_args()
     use_event_loop()
-    web.run_app(create_naive_app(args.database_url, args.catalog_id, args.shape, args.pool_size),
+    web.run_app(create_naive_app(args.database_url, args.catalog_id, args.shape, args.pool_size,
+                                args.recommender),
                 host=args.host, port=args.port, access_log=None, print=None, backlog=1024)
 
 

@@ -30,6 +30,9 @@ class Row:
     vs_naive: float | None = None
     max_lag_ms: float | None = None  # the service's largest event-loop lag since its start
     lag_bucket_ms: float | None = None  # the histogram bucket the measurement's largest lag is in
+    rows_fetched: float | None = None  # cold: rows fetched from Postgres during the measurement
+    cpu_us_per_row: float | None = None  # cold: the server's CPU time per row fetched
+    vs_independent: float | None = None  # a bench peer's events/s over its independent twin's
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -201,6 +204,72 @@ NOTES = (
 
 def notes() -> str:
     return textwrap.fill(NOTES, width=100)
+
+
+def _median_of(group: list[Row], name: str) -> float | None:
+    return median([v for r in group if (v := getattr(r, name)) is not None])
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+COMPARISON_HEADER = ("| scenario | what it measured | thr | conns | service/s | peer | peer/s | "
+                     "ratio (range) | p99 ms service (peer) | timeouts | CPU µs/event service "
+                     "(peer) | CPU ratio | CPU µs/cold row service (peer) | "
+                     "peer ÷ independent peer (range); its CPU |")
+
+
+def comparison_table(rows: list[Row], scenarios) -> str:
+    """One line per scenario, wrk thread count and peer of the real and big scenarios: medians
+    over the runs of the service's and the peer's rates, each run's ratio (median and range), p99s,
+    timeouts (sums), CPU per event (and the peer's over the service's: the ratio of rates two
+    servers would reach on cores of their own) and per cold row, and how the bench's peer compares with the
+    independently written one (`--peers independent`). Markdown, as docs/performance.md holds it."""
+    titles = {s.title: s for s in scenarios if s.data != "toy"}
+    groups: dict[tuple[str, int], dict[str, list[Row]]] = {}
+    for row in rows:
+        if row.scenario in titles:
+            groups.setdefault((row.scenario, row.threads), {}).setdefault(row.server, []).append(row)
+    lines = []
+    for (title, threads), by_server in groups.items():
+        service = by_server.get("service", [])
+        for peer in ("floor", "naive"):
+            peers = by_server.get(peer)
+            if not peers or not service:
+                continue
+            runs = {r.run: r for r in peers}
+            ratios = [s.per_second / runs[s.run].per_second for s in service
+                      if s.run in runs and runs[s.run].per_second]
+            ratio = median(ratios)
+            twin = [r.vs_independent for r in peers if r.vs_independent is not None]
+            twin_cpu = _median_of(by_server.get(f"{peer}-indep", []), "cpu_us_per_event")
+            # The steadier ratio on a shared machine: what an event costs each server's CPU.
+            service_cpu = _median_of(service, "cpu_us_per_event")
+            peer_cpu = _median_of(peers, "cpu_us_per_event")
+            cpu_ratio = peer_cpu / service_cpu if service_cpu and peer_cpu else None
+            scenario = titles[title]
+            lines.append(
+                f"| {scenario.name} | {title} | {threads} | {service[0].connections} | "
+                f"{_num(_median_of(service, 'per_second'))} | {peer} | "
+                f"{_num(_median_of(peers, 'per_second'))} | "
+                f"{_ratio(ratio)}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})"
+                                      if len(ratios) > 1 else "") + " | "
+                f"{_num(_median_of(service, 'p99_ms'), 1)} ({_num(_median_of(peers, 'p99_ms'), 1)}) | "
+                f"{sum(r.timeouts for r in service)} ({sum(r.timeouts for r in peers)}) | "
+                f"{_num(_median_of(service, 'cpu_us_per_event'))} "
+                f"({_num(_median_of(peers, 'cpu_us_per_event'))}) | "
+                f"{_ratio(cpu_ratio)} | "
+                + (f"{_num(_median_of(service, 'cpu_us_per_row'), 1)}"
+                   + (f" ({_num(peer_row, 1)})" if (peer_row := _median_of(peers, 'cpu_us_per_row'))
+                      is not None else "") if scenario.cold else "")
+                + " | " + (f"{median(twin):.2f} ({min(twin):.2f}-{max(twin):.2f}); CPU µs/event "
+                           f"{_num(twin_cpu)}" if twin else "")
+                + " |")
+    if not lines:
+        return ""
+    separator = "|" + "---|" * (COMPARISON_HEADER.count("|") - 1)
+    return "\n".join([COMPARISON_HEADER, separator, *lines])
 
 
 def heading(facts: dict[str, str], settings: dict[str, str]) -> str:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.real_catalog import RECOMMENDERS
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SECONDS = 0.1
 
@@ -176,6 +178,49 @@ def floor_command(port: int, items: int, processes: int, shape: str = "pinpoint"
 def naive_command(port: int, database_url: str, catalog_id: int, shape: str) -> list[str]:
     return [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--database-url",
             database_url, "--catalog-id", str(catalog_id), "--shape", shape]
+
+
+def real_floor_command(port: int, catalog_file: Path, recommender: str) -> list[str]:
+    return [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--catalog-file",
+            str(catalog_file), "--recommender", recommender]
+
+
+def real_naive_command(port: int, database_url: str, catalog_id: int,
+                       recommender: str) -> list[str]:
+    return [*naive_command(port, database_url, catalog_id, "pinpoint"), "--recommender",
+            recommender]
+
+
+def independent_attributes(recommender: str) -> str:
+    """A recommender's attributes as the independent peers take them (`Name=field[:currency]`)."""
+    return ",".join(f"{name}={field}" + (f":{form}" if form else "")
+                    for name, field, form in RECOMMENDERS[recommender])
+
+
+def independent_floor_command(port: int, catalog_file: Path, recommender: str) -> list[str]:
+    return [sys.executable, "-m", "bench.independent.floor", "--port", str(port), "--catalog",
+            str(catalog_file), "--attributes", independent_attributes(recommender)]
+
+
+def independent_naive_command(port: int, database_url: str, catalog_id: int,
+                              recommender: str) -> list[str]:
+    return [sys.executable, "-m", "bench.independent.naive", "--port", str(port),
+            "--database-url", database_url, "--catalog-id", str(catalog_id), "--attributes",
+            independent_attributes(recommender)]
+
+
+def scrape_metric(base_url: str, name: str) -> float | None:
+    """The sum of a metric's samples (over labels) in the service's GET /metrics; None when the
+    service does not expose it."""
+    try:
+        # http://127.0.0.1, a server we started
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as answer:  # noqa: S310
+            text = answer.read().decode(errors="replace")
+    except OSError:
+        return None
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
+    return sum(values) if values else None
 
 
 LAG_MAX = "enricher_event_loop_lag_max_seconds"

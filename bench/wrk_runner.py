@@ -52,6 +52,7 @@ class LoadResult:
     p99_ms: float
     errors: int  # connect, read and write errors, and answers that were not 2xx/3xx
     timeouts: int
+    sent_max: int = 0  # requests the busiest wrk thread sent (a next run's `skip`)
 
     @property
     def per_second(self) -> float:
@@ -59,12 +60,17 @@ class LoadResult:
 
 
 def run_wrk(wrk: str, *, url: str, events: Path, path: str, api_key: str, threads: int,
-            connections: int, seconds: int, timeout_s: int, method: str = "POST") -> LoadResult:
+            connections: int, seconds: int, timeout_s: int, method: str = "POST",
+            skip: int = 0, authorization: str | None = None) -> LoadResult:
     """Run wrk for `seconds` (wrk takes whole seconds only) and read its result line. With
-    `method` GET, each line of `events` is a path to GET (`path` is then unused)."""
+    `method` GET, each line of `events` is a path to GET (`path` is then unused). Each wrk thread
+    replays its own lines of `events`, past the first `skip` of them (those a warm-up's busiest
+    thread sent: its `sent_max`).
+    `authorization`: the header's value (default `Bearer <api_key>`)."""
     command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
                f"--timeout={timeout_s}s", "--latency", "-s", str(REPLAY_SCRIPT), url,
-               "--", str(events), path, api_key, method]
+               "--", str(events), path, authorization or f"Bearer {api_key}", method,
+               str(threads), str(skip)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + timeout_s + 60,
                           check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
@@ -79,4 +85,5 @@ def run_wrk(wrk: str, *, url: str, events: Path, path: str, api_key: str, thread
         p99_ms=raw["p99_us"] / 1000,
         errors=raw["connect"] + raw["read"] + raw["write"] + raw["status"],
         timeouts=raw["timeout"],
+        sent_max=raw.get("sent_max", 0),
     )

@@ -1,5 +1,5 @@
-"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, enrich-batch, shim-zip,
-pinpoint-config, connect-config.
+"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, enrich-batch, sync,
+shim-zip, pinpoint-config, connect-config.
 
 Keys and other results meant for the user go to stdout; logs go to stderr as JSON lines. Commands
 that touch the database use DATABASE_URL, or the embedded Postgres in ENRICHER_DATA_DIR when it is
@@ -24,6 +24,7 @@ import asyncpg
 
 from service import __version__
 from service.adapters.batch_run import add_enrich_batch_parser, enrich_batch
+from service.adapters.sync.command import add_sync_parser
 from service.catalog.cli_import import add_import_parser, import_file
 from service.errors import MigrationError, ProblemError, SettingsError
 from service.key_rules import check_prefix, parse_duration
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_import_parser(commands)
     add_enrich_batch_parser(commands)
+    add_sync_parser(commands)
 
     shim = commands.add_parser("shim-zip", help="write the Lambda shim as a deployable zip")
     shim.add_argument("out", type=Path, help="the .zip file to write")
@@ -207,7 +209,36 @@ def main(argv: list[str] | None = None) -> int:
                 url = stack.enter_context(embedded_postgres(settings.data_dir))
                 settings = dataclasses.replace(settings, database_url=url)
             return enrich_batch(settings, args)
+    if args.command == "sync":
+        from service.adapters.sync.command import run_sync
+
+        return with_database_settings(settings, lambda current: run_sync(current, args))
     return 2
+
+
+def with_database_settings(
+    settings: Settings, action: Callable[[Settings], Awaitable[int]]
+) -> int:
+    """Run a command that opens its own pool, on DATABASE_URL or the embedded Postgres, after
+    the pending migrations."""
+    with contextlib.ExitStack() as stack:
+        if not settings.database_url:
+            url = stack.enter_context(embedded_postgres(settings.data_dir))
+            settings = dataclasses.replace(settings, database_url=url)
+
+        async def run() -> int:
+            conn = await connect(settings)
+            try:
+                await apply_migrations(conn)
+            finally:
+                await conn.close()
+            return await action(settings)
+
+        try:
+            return asyncio.run(run())
+        except (MigrationError, ProblemError, RuntimeError) as exc:
+            print(f"catalog-enricher: {exc}", file=sys.stderr)
+            return 1
 
 
 def with_database(

@@ -12,14 +12,18 @@
         ├── Conflict            409   e.g. a name already taken
         ├── PreconditionFailed  412   If-Match on a stale version
         ├── PayloadTooLarge     413   body over the configured limit
+        ├── UriTooLong          414   request line (path and query) over the parser's limit
         ├── UnsupportedMedia    415   wrong Content-Type
         ├── ValidationFailed    422   well-formed JSON that breaks the contract; names the fields
         │   └── ImportRejected  422   an import that landed nothing; lists the bad lines
         ├── TooManyRequests     429   past the tenant's rate limit, or its cap of requests in flight
+        ├── HeaderFieldsTooLarge 431  a header field, or the number of them, over the parser's limit
         └── Unavailable         503   Postgres unreachable or migrations not current
 
 Handlers and data modules raise these; one middleware (service/web/middlewares.py) turns them into
-responses. Messages are written for the caller and never include secrets or SQL.
+responses, and what aiohttp's HTTP parser refuses before any middleware runs is answered with the
+same problems (service/web/http_server.py). Messages are written for the caller and never include
+secrets or SQL.
 """
 
 from __future__ import annotations
@@ -132,6 +136,10 @@ class PayloadTooLarge(ProblemError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
 
+class UriTooLong(ProblemError):
+    status, slug, title = 414, "uri-too-long", "URI too long"
+
+
 class UnsupportedMedia(ProblemError):
     status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
 
@@ -181,6 +189,10 @@ class TooManyRequests(ProblemError):
         body = super().as_problem(instance)
         body["violated-policies"] = self.violated_policies
         return body
+
+
+class HeaderFieldsTooLarge(ProblemError):
+    status, slug, title = 431, "header-fields-too-large", "Request header fields too large"
 
 
 class Unavailable(ProblemError):

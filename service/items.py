@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.errors import FieldError, ValidationFailed
@@ -247,7 +247,14 @@ def _parse_locales(locales: object, check: _Checker) -> dict[str, dict[str, str]
     return parsed
 
 
-def format_timestamp(moment: datetime) -> str:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def format_timestamp(moment: datetime | int) -> str:
+    """ISO 8601 in UTC (`2026-11-22T09:00:00.123456Z`), of a datetime or of microseconds since
+    the epoch (how the resolver's rows carry `updated_at`: service/storage/items.py)."""
+    if isinstance(moment, int):
+        moment = _EPOCH + timedelta(microseconds=moment)
     return moment.isoformat().replace("+00:00", "Z")
 
 

@@ -19,6 +19,12 @@ Environment:
 
 Which hook: an event with `Items.CustomerProfiles` is Connect's, any other Pinpoint's.
 
+Traces: the W3C `traceparent` (and `tracestate`) the invocation is given is sent on, so that the
+service's spans join the caller's trace: from the client context's custom fields (an invocation
+made with ClientContext {"custom": {"traceparent": ...}}), else from the X-Ray trace header Lambda
+sets with active tracing (`_X_AMZN_TRACE_ID`, written as a traceparent: the same IDs). A malformed
+one is not sent.
+
 Behaviour: one keep-alive connection per warm container, reused across invocations (reopened once,
 without counting as a retry, when the server closed it while idle). Each call's timeout is the
 Lambda's remaining time, but at most what the caller waits (Pinpoint 15 s, Connect 30 s), minus
@@ -74,6 +80,12 @@ _connection: http.client.HTTPConnection | None = None
 _connection_target: tuple[str, str] | None = None
 _stored_key: tuple[str, str] | None = None  # (where it was read from, the key), per cold start
 KEY_SOURCES = ("ENRICHER_API_KEY", "ENRICHER_API_KEY_SECRET_ARN", "ENRICHER_API_KEY_PARAMETER")
+# W3C Trace Context, version 00; X-Ray's trace header (Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;...).
+TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
+XRAY_ROOT = re.compile(r"(?:^|;)Root=1-([0-9a-f]{8})-([0-9a-f]{24})(?:;|$)")
+XRAY_PARENT = re.compile(r"(?:^|;)Parent=([0-9a-f]{16})(?:;|$)")
+XRAY_SAMPLED = re.compile(r"(?:^|;)Sampled=1(?:;|$)")
 
 
 def handler(event, context):
@@ -87,7 +99,7 @@ def handler(event, context):
     api_key = _api_key(url)
     target = _target(url, "ENRICHER_URL")
     return _forward(url, target, api_key, event, _deadline(context, PINPOINT_WAIT_MS),
-                    getattr(context, "aws_request_id", None))
+                    getattr(context, "aws_request_id", None), _trace_headers(context))
 
 
 def _is_connect_event(event):
@@ -103,7 +115,7 @@ def _connect(event, context):
         api_key = _api_key(url)
         target = _target(url, "ENRICHER_CONNECT_URL")
         answer = _forward(url, target, api_key, event, _deadline(context, CONNECT_WAIT_MS),
-                          getattr(context, "aws_request_id", None))
+                          getattr(context, "aws_request_id", None), _trace_headers(context))
         return _every_profile(profile_ids, answer)
     except Exception as exc:  # anything at all: an exception would fail the whole batch
         reason = str(exc) if isinstance(exc, EnricherError) else f"{type(exc).__name__}: {exc}"
@@ -171,7 +183,27 @@ def _target(url, variable):
     return target
 
 
-def _forward(url, target, api_key, event, deadline, request_id):
+def _trace_headers(context):
+    """`traceparent` (and `tracestate`) to send on: the client context's, else X-Ray's."""
+    custom = getattr(getattr(context, "client_context", None), "custom", None)
+    given = custom if isinstance(custom, dict) else {}
+    traceparent = given.get("traceparent")
+    if isinstance(traceparent, str) and TRACEPARENT.fullmatch(traceparent):
+        headers = {"traceparent": traceparent}
+        tracestate = given.get("tracestate")
+        if isinstance(tracestate, str) and TRACESTATE.fullmatch(tracestate):
+            headers["tracestate"] = tracestate
+        return headers
+    xray = os.environ.get("_X_AMZN_TRACE_ID", "")
+    root, parent = XRAY_ROOT.search(xray), XRAY_PARENT.search(xray)
+    if root is None or parent is None:
+        return {}
+    flags = "01" if XRAY_SAMPLED.search(xray) else "00"
+    traceparent = f"00-{root.group(1)}{root.group(2)}-{parent.group(1)}-{flags}"
+    return {"traceparent": traceparent} if TRACEPARENT.fullmatch(traceparent) else {}
+
+
+def _forward(url, target, api_key, event, deadline, request_id, trace_headers=None):
     """POST the event; the parsed answer, or EnricherError naming the URL and the cause."""
     body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     failures = []
@@ -181,7 +213,7 @@ def _forward(url, target, api_key, event, deadline, request_id):
             failures.append(f"attempt {attempt}: no time left ({max(remaining_ms, 0)} ms)")
             break
         try:
-            status, data = _post(target, api_key, body, deadline, request_id)
+            status, data = _post(target, api_key, body, deadline, request_id, trace_headers)
         except (OSError, http.client.HTTPException) as exc:
             _close()
             failures.append(f"attempt {attempt}: {_describe(exc)}")
@@ -247,7 +279,7 @@ def _key_in_secret(secret):
     return secret
 
 
-def _post(target, api_key, body, deadline, request_id):
+def _post(target, api_key, body, deadline, request_id, trace_headers=None):
     path = (target.path or "/") + (f"?{target.query}" if target.query else "")
     headers = {
         "Content-Type": "application/json",
@@ -256,6 +288,8 @@ def _post(target, api_key, body, deadline, request_id):
     }
     if request_id:
         headers["X-Request-Id"] = str(request_id)
+    if trace_headers:
+        headers.update(trace_headers)
     connection, reused = _open(target, deadline)
     try:
         return _exchange(connection, path, headers, body, deadline)

@@ -21,7 +21,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from service import __version__
 from service.demo import curl_line, load_demo
+from service.runtime import tracing
 from service.runtime.gc_tuning import tune_for_serving
 from service.runtime.logs import batch_log_lines, flush_log_lines
 from service.runtime.settings import Settings
@@ -31,6 +33,7 @@ from service.storage.embedded_postgres import embedded_postgres
 from service.storage.migrations import apply_migrations
 from service.web.app import create_app
 from service.web.app_keys import METRICS, REQUESTS_IN_FLIGHT
+from service.web.http_server import ServiceRunner
 from service.web.request_tracker import RequestTracker
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,12 @@ class ServingApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Traces (when OTEL_* asks for them) before the app, whose middleware depends on them; a
+        # supervised worker makes its ServingApp after the fork, so its exporter is its own.
+        tracing.start(__version__)
         self.app = create_app(settings)
-        self.runner = web.AppRunner(
+        # Refusals of aiohttp's HTTP parser answered as problems (service/web/http_server.py).
+        self.runner = ServiceRunner(
             self.app, access_log=None, handle_signals=False,
             shutdown_timeout=settings.shutdown_timeout,
         )
@@ -130,6 +137,7 @@ class ServingApp:
                 await drain(self.runner, self.tracker, self.settings.shutdown_timeout)
         finally:
             await self.runner.cleanup()
+            tracing.stop()  # the last spans exported
             flush_log_lines()
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from service.runtime.settings import Settings
 from service.storage import tenants as tenant_store
@@ -17,6 +19,7 @@ from service.storage.db import connect
 from service.storage.migrations import apply_migrations
 from service.web import auth
 from service.web.app import create_app
+from service.web.app_keys import SETTINGS
 from tests.support.api import Api
 from tests.support.databases import (
     can_connect,
@@ -26,6 +29,7 @@ from tests.support.databases import (
     run,
     with_database,
 )
+from tests.support.service_test_server import ServiceTestServer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -88,6 +92,35 @@ def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, db_pool_min=1, db_pool_max=5)
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data folder for the embedded Postgres, outside pytest's tmp_path.
+
+    Run as root, pgserver starts Postgres as its own user and opens the folders above its data
+    to others (chmod o+rx up to /). pytest makes /tmp/pytest-of-<user> private again (0700) each
+    time a test process first asks for a tmp_path, so under xdist the other worker could shut
+    Postgres out of its own data in the middle of initdb ("could not open global/pg_control:
+    Permission denied"). A folder of its own under /tmp has no such neighbour."""
+    folder = Path(tempfile.mkdtemp(prefix="catalog-enricher-embedded-"))
+    try:
+        yield folder / "data"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client):
+    """pytest-aiohttp's, serving the service's app (one create_app made) as `serve` does: through
+    the service's runner. Other apps (fakes of remote services) are served as given."""
+
+    async def client_of(app, **kwargs):
+        if isinstance(app, web.Application) and SETTINGS in app:
+            app = ServiceTestServer(app)
+        return await aiohttp_client(app, **kwargs)
+
+    return client_of
 
 
 @pytest.fixture

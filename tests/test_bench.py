@@ -17,7 +17,14 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--items", "2000", "--duration", "1", "--warmup", "1", "--hot-events", "20"]
+SMALL = ["--items", "2000", "--toy-items", "2000", "--duration", "1", "--warmup", "1",
+         "--hot-events", "20"]
+# The real scenarios at their smallest: no warm-up, a 2,000-item big catalog, tiny pools.
+TINY_REAL = ["--warmup", "0", "--warm-events", "8", "--cold-events", "8",
+             "--content-requests", "50"]
+DATASET = REPO.parent / "shared" / "datasets" / "retail-demo-store-products.yaml"
+needs_dataset = pytest.mark.skipif(not DATASET.exists(),
+                                   reason="the real scenarios read ../shared/datasets, absent here")
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,37 +68,47 @@ def database_exists(pg_server_url: str, name: str) -> bool:
 class TestBenchRun:
     """A short run prints the table, with both servers measured on the same events."""
 
-    def test_warm_scenario_runs_and_cleans_up(self, pg_server_url: str, tmp_path: Path):
-        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "warm")
-        assert [(r["scenario"], r["server"]) for r in rows] == [("warm cache", "floor"),
-                                                                ("warm cache", "service")]
-        floor, service = rows
-        # Every event was answered with a 2xx (the bench also checked both answers are equal).
-        assert floor["requests"] > 0 and service["requests"] > 0
-        assert floor["errors"] == 0 and service["errors"] == 0
-        assert service["sql_per_event"] > 0 and service["peak_rss_mb"] > 0
-        assert "warm cache" in done.stdout and "vs floor" in done.stdout
+    @needs_dataset
+    def test_real_and_cold_scenarios_run_and_clean_up(self, pg_server_url: str, tmp_path: Path):
+        """The default scenarios but content, tiny: the real products and the big catalog imported
+        through the service, every peer answered the check event as the first peer did (else the
+        bench stops), every request under load with a 2xx, and the comparison table printed."""
+        names = ["real-warm", "real-warm-demographic", "real-warm-price", "cold-uniform",
+                 "cold-zipf"]
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", ",".join(names),
+                               *TINY_REAL)
+        assert [r["server"] for r in rows] == ["floor", "service"] * 3 + ["naive", "service"] * 2
+        assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
+        assert "imported 2,465 items into real through items:import" in done.stderr
+        assert "imported 2,000 items into big through items:import" in done.stderr
+        for name in names:
+            assert f"| {name} |" in done.stdout
+        assert "CPU µs/cold row service (peer)" in done.stdout
+        naive = [r for r in rows if r["server"] == "naive"]
+        assert all(r["cpu_us_per_row"] > 0 for r in naive)  # CPU per row fetched, for cold rows
         assert not database_exists(pg_server_url, database_name(done.stderr))
 
-    def test_content_scenario_gets_the_same_answer_from_both(self, pg_server_url: str,
-                                                             tmp_path: Path):
-        """The content scenario's GETs: the floor, the naive Postgres server and the service
-        answered the check request alike (else the bench stops), every request under load with
-        a 2xx."""
-        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "content")
-        assert [r["server"] for r in rows] == ["floor", "naive", "service"]
+    @needs_dataset
+    def test_content_scenario_with_independent_peers(self, pg_server_url: str, tmp_path: Path):
+        """Content GETs with Basic auth: the bench's floor and naive server, each followed by its
+        independently written twin, and the service, all answering alike; the table says how
+        each bench peer compares with its twin."""
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "content", "--peers",
+                               "independent", *TINY_REAL)
+        assert [r["server"] for r in rows] == ["floor", "floor-indep", "naive", "naive-indep",
+                                               "service"]
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
-        assert rows[2]["vs_naive"] > 0 and "vs naive" in done.stdout
+        assert rows[0]["vs_independent"] > 0 and rows[2]["vs_independent"] > 0
+        assert done.stdout.count("| content |") == 2  # against the floor, and the naive server
 
     def test_user_scenario_runs_against_the_fake_personalize(self, pg_server_url: str,
                                                              tmp_path: Path):
         """The user route's GETs: the service asked the bench's fake Personalize and answered
         as the floor (checked before timing), every request with a 2xx."""
-        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "content,user",
-                               "--users", "50", timeout=120)
-        assert [r["server"] for r in rows] == ["floor", "naive", "service", "floor", "service"]
+        _, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "user", "--users", "50",
+                            timeout=120)
+        assert [r["server"] for r in rows] == ["floor", "service"]
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
-        assert "user route / content route" in done.stdout
 
 
     def test_connect_scenario_compares_profiles_with_endpoints(self, pg_server_url: str,
@@ -117,29 +134,30 @@ class TestBenchRun:
         assert rows[1]["vs_floor"] is not None
         assert "enrich-batch --workers 2" in done.stdout
 
-    def test_repeated_cold_zipf_and_locales_with_two_thread_counts(self, pg_server_url: str,
-                                                                   tmp_path: Path):
-        """--repeat and --threads 1,2: every run kept in the JSON (three peers where the naive
-        server runs, the service alone for locales-rss), one median line per server and count."""
-        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "cold-zipf,locales-rss",
-                               "--repeat", "2", "--threads", "1,2", "--cold-events", "20",
-                               "--locale-items", "500", "--locale-events", "20", timeout=240)
-        zipf = [(r["threads"], r["run"], r["server"]) for r in rows if "Zipf" in r["scenario"]]
-        assert zipf == [(t, n, s) for t in (1, 2) for n in (1, 2)
-                        for s in ("floor", "naive", "service")]
+    def test_repeated_warm_and_locales_with_two_thread_counts(self, pg_server_url: str,
+                                                              tmp_path: Path):
+        """--repeat and --threads 1,2: every run kept in the JSON (floor and service, the service
+        alone for locales-rss), one median line per server and count."""
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "toy-warm,locales-rss",
+                               "--repeat", "2", "--threads", "1,2", "--locale-items", "500",
+                               "--locale-events", "20", "--warmup", "0", timeout=240)
+        warm = [(r["threads"], r["run"], r["server"]) for r in rows if "toy" in r["scenario"]
+                and "locales" not in r["scenario"]]
+        assert warm == [(t, n, s) for t in (1, 2) for n in (1, 2) for s in ("floor", "service")]
         assert [r["server"] for r in rows if "locales" in r["scenario"]] == ["service"] * 4
         assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows), rows
-        assert "planned scenarios: cold-zipf (floor, naive, service); locales-rss (service)" \
+        assert "planned scenarios: toy-warm (floor, service); locales-rss (service)" \
             in done.stderr
-        table_lines = [line for line in done.stdout.splitlines() if "Zipf" in line]
-        assert len(table_lines) == 6  # 2 thread counts x 3 servers, runs folded into medians
+        table_lines = [line for line in done.stdout.splitlines()
+                       if line.startswith("toy catalog, warm")]
+        assert len(table_lines) == 4  # 2 thread counts x 2 servers, runs folded into medians
 
 
 class TestBenchInterrupted:
     """Ctrl-C mid-run stops every server the bench started and drops its database."""
 
     def test_sigint_under_load(self, pg_server_url: str):
-        bench = subprocess.Popen(bench_command(pg_server_url, "--scenarios", "warm",
+        bench = subprocess.Popen(bench_command(pg_server_url, "--scenarios", "toy-warm",
                                                "--duration", "20"),
                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

@@ -5,21 +5,27 @@ are never asserted."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench import database
+from bench import real_catalog as real
 from bench.__main__ import connect_comparison
 from bench.catalog import SHAPES, Zipf, floor_items, make_connect_event, make_event
 from bench.floor_server import create_floor_app
 from bench.naive_server import create_naive_app, query_for
-from bench.report import Row, median, summarise, summary_table
+from bench.report import Row, comparison_table, median, summarise, summary_table
 from bench.scenarios import BY_NAME
 from bench.servers import parse_lag
+from bench.wrk_runner import REPLAY_SCRIPT
 from tests.support.databases import drop_database
 
 
@@ -160,3 +166,112 @@ class TestNaiveServer:
             assert answers[1]["missing"] == ["999999"] and answers[1] == answers[3]
         finally:
             await drop_database(pg_server_url, name)
+
+
+PRODUCTS = [  # two records shaped like the shared dataset's (no need for ../shared here)
+    {"id": "6579c22f-be2b-444c-a52b-0116dd82df6c", "current_stock": 15,
+     "name": "Adventure-Ready Expedition Backpack", "category": "accessories", "style": "backpack",
+     "description": "Embark on your next outdoor journey.", "price": 129.99,
+     "image": "6579c22f-be2b-444c-a52b-0116dd82df6c.jpg", "where_visible": "UI"},
+    {"id": "2e852905-c6f4-47db-802c-654013571922", "current_stock": 3, "name": "Mauve Daypack",
+     "category": "cold dispensed", "style": "backpack", "description": "Stylish.",
+     "price": 24999.99, "image": "2e852905-c6f4-47db-802c-654013571922.jpg"},
+]
+GUIDE_EVENT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pinpoint" / \
+    "seed-event.json"
+
+
+class TestRealCatalog:
+    def test_products_become_items_the_item_api_takes(self):
+        item = real.product_item(PRODUCTS[1])
+        assert item["price"] == {"amount": "24999.99", "currency": "USD"}
+        assert item["image_url"].endswith("/cold%20dispensed/" + PRODUCTS[1]["image"])
+        assert item["attributes"]["description"] == "Stylish."
+        assert real.rendered(item, "real-price") == ("Mauve Daypack", "cold dispensed",
+                                                     item["image_url"], "$24,999.99")
+
+    def test_synthetic_items_follow_the_real_ones(self):
+        made = list(real.synthetic_items(PRODUCTS, 200, seed=3))
+        words = {w for p in PRODUCTS for w in p["name"].split()}
+        assert len({i["id"] for i in made}) == 200 and all(len(i["id"]) == 36 for i in made)
+        assert {len(i["title"].split()) for i in made} == {2, 3}  # the real names' word counts
+        assert all(set(i["title"].split()) <= words for i in made)
+        assert {i["price"]["amount"] for i in made} == {"129.99", "24999.99"}
+        assert made == list(real.synthetic_items(PRODUCTS, 200, seed=3))  # the same every run
+
+    @pytest.mark.parametrize("demographic", [False, True])
+    def test_endpoints_have_the_guide_s_keys_and_optionally_demographic(self, demographic: bool):
+        event = real.guide_event(random.Random(1), [str(n) for n in range(10)], 3, demographic)
+        keys = {"ChannelType", "Address", "EndpointStatus", "OptOut", "EffectiveDate",
+                "Attributes", "User", "RecommendationItems", "CreationDate"}
+        if GUIDE_EVENT.exists():  # the guide's own example, where ../shared is present
+            guide = orjson.loads(GUIDE_EVENT.read_bytes())
+            assert keys == set(next(iter(guide["Endpoints"].values())))
+        for endpoint in event["Endpoints"].values():
+            assert set(endpoint) == keys | ({"Demographic"} if demographic else set())
+            assert len(set(endpoint["RecommendationItems"])) == 5
+
+    def test_content_paths_are_distinct(self, tmp_path: Path):
+        ids = [str(n) for n in range(1000)]
+        rng = random.Random(2)
+        path = real.write_content_paths(tmp_path / "p.txt", rng, 500, ids, "/c", Zipf(rng, 1000))
+        lines = path.read_text().split()
+        assert len(lines) == len(set(lines)) == 500
+        assert all(len(line.split("=")[1].split(",")) == 3 for line in lines)
+
+
+class TestComparisonTable:
+    def test_one_line_per_peer_with_ratio_range_cold_rows_and_the_independent_twin(self):
+        scenario = BY_NAME["cold-zipf"]
+        rows = []
+        for run, (naive, service) in enumerate([(100, 150), (100, 250), (100, 200)], start=1):
+            for server, rate in (("naive", naive), ("service", service)):
+                found = row(server, rate, run)
+                found.scenario, found.cpu_us_per_event, found.cpu_us_per_row = scenario.title, 9, 2
+                found.vs_independent = 0.9 + run / 10 if server == "naive" else None
+                rows.append(found)
+        table = comparison_table(rows, [scenario])
+        line = table.splitlines()[2]
+        assert "| cold-zipf |" in line and "| naive | 100 | 2.00 (1.50-2.50) |" in line
+        assert "| 9 (9) | 1.00 | 2.0 (2.0) |" in line and line.endswith("| 1.10 (1.00-1.20); CPU µs/event  |")
+        assert comparison_table(rows, [BY_NAME["toy-warm"]]) == ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+class TestReplay:
+    async def test_threads_replay_disjoint_parts_and_a_measurement_starts_past_the_warm_up(
+            self, tmp_path: Path):
+        """bench/replay.lua: within a run no path is sent twice (each thread has its own lines),
+        and a run told how many requests the warm-up sent sends none of the warm-up's again."""
+        seen: list[str] = []
+
+        async def record(request: web.Request) -> web.Response:
+            seen.append(request.path)
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_get("/e/{n}", record)
+        paths = tmp_path / "paths.txt"
+        paths.write_text("".join(f"/e/{n}\n" for n in range(200_000)))
+        async with TestServer(app) as server:
+            url = f"http://127.0.0.1:{server.port}"
+
+            async def wrk(skip: int) -> int:
+                process = await asyncio.create_subprocess_exec(
+                    shutil.which("wrk"), "-t2", "-c4", "-d1s", "-s", str(REPLAY_SCRIPT), url,
+                    "--", str(paths), "-", "Bearer k", "GET", "2", str(skip),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                out, err = await process.communicate()
+                assert process.returncode == 0 and b"BENCH-RESULT" in out, err
+                return orjson.loads(out.split(b"BENCH-RESULT ", 1)[1])["sent_max"]
+
+            busiest = await wrk(0)
+            first = list(seen)
+            seen.clear()
+            await wrk(busiest)
+        assert 0 < busiest * 2 + len(seen) < 200_000
+        assert len(set(first)) == len(first) and len(set(seen)) == len(seen)
+        assert not set(first) & set(seen)
+        numbers = sorted(int(p.rsplit("/", 1)[1]) for p in first)
+        assert {n % 2 for n in numbers} == {0, 1}  # both threads sent, each its own lines

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from service.web.app_keys import CONTENT_ANSWERS
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog
 from tests.support.metrics_reader import sample
@@ -340,6 +341,33 @@ class TestCaching:
         assert status == 200
         assert answer["items"][0]["Title"] == "New title"
         assert changed["ETag"] != etag
+
+    async def test_a_kept_answer_is_served_only_while_its_rows_are_current(self, api: Api):
+        answers = api.client.app[CONTENT_ANSWERS]
+        first = await get_content(api, "skips", ["1527", "2009", "gone"])
+        assert len(answers) == 1  # kept: every ID's row is in L1 (gone's: not shown)
+        again = await get_content(api, "skips", ["1527", "2009", "gone"])
+        assert again[:2] == first[:2] and again[2]["ETag"] == first[2]["ETag"]
+        assert (await api.patch("/v1/catalogs/movies/items/2009", {"title": "Changed"}))[0] == 200
+        _, answer, _ = await get_content(api, "skips", ["1527", "2009", "gone"])
+        assert [i["Title"] for i in answer["items"]] == [first[1]["items"][0]["Title"], "Changed"]
+        assert (await api.patch("/v1/catalogs/movies/items/gone", {"available": True}))[0] == 200
+        _, answer, _ = await get_content(api, "skips", ["1527", "2009", "gone"])
+        assert [i["id"] for i in answer["items"]] == ["1527", "2009", "gone"]
+        spec = (await api.get("/v1/recommenders/skips"))[1]
+        spec["attributes"] = [{"name": "Name", "field": "title"}]
+        assert (await api.put("/v1/recommenders/skips", spec))[0] == 200
+        _, answer, _ = await get_content(api, "skips", ["1527", "2009", "gone"])
+        assert answer["items"][1] == {"id": "2009", "Name": "Changed"}
+
+    async def test_an_answer_with_an_unknown_id_is_not_kept(self, api: Api):
+        answers = api.client.app[CONTENT_ANSWERS]
+        _, answer, _ = await get_content(api, "skips", ["1527", "later"])
+        assert answer["missing"] == ["later"] and len(answers) == 0
+        assert (await api.put("/v1/catalogs/movies/items/later", {"title": "Later"}))[0] in (
+            200, 201)
+        _, answer, _ = await get_content(api, "skips", ["1527", "later"])
+        assert answer["missing"] == [] and answer["items"][1]["Title"] == "Later"
 
     async def test_content_max_age_round_trips_and_sets_cache_control(self, api: Api):
         status, recommender, _ = await api.get("/v1/recommenders/skips")

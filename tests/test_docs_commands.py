@@ -77,6 +77,16 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
     ("docs/connect.md", '{"catalog": "movies",'):
         "sent by test_docs_snippets.TestConnectPage (the recommender it puts)",
     ("docs/connect.md", "catalog-enricher connect-config"): "run by test_docs_snippets",
+    ("docs/sync.md", "export BRAZE_API_KEY="):
+        "shown only: it needs a real Braze workspace; the same command runs against the fake "
+        "Braze in tests/test_sync.py",
+    ("docs/sync.md", '{"recommended_products": {"items": [{"id": "1815"'):
+        "a profile shown; tests/test_sync.py checks every profile's attribute against the "
+        "content route's items",
+    ("docs/sync.md", ".venv/bin/python bench/sync_bench.py --users 100000"):
+        "shown only: a benchmark of tens of seconds, run by hand (not part of the suite)",
+    ("docs/sync.md", '{"users": 1000000, "sent": 41237'):
+        "a summary shown; tests/test_sync.py reads these fields from the command's stdout",
     ("docs/connect.md", '{"InvocationMetadata"'): "sent by test_docs_snippets.TestConnectPage",
     ("docs/connect.md", '{"Items": {"CustomerProfiles"'):
         "test_docs_snippets.TestConnectPage: the answer to the event above",
@@ -209,7 +219,7 @@ def wait_ready(base: str, server: subprocess.Popen, deadline_s: float = 90) -> N
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.2)  # paces the poll of the port
     raise AssertionError("serve did not become ready")
 
 

@@ -18,7 +18,7 @@ async def test_concurrent_callers_share_one_load():
     async def load() -> str:
         nonlocal loads
         loads += 1
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a load in progress while the other four callers arrive
         return "value"
 
     cache: ExpiringMap[str, str] = ExpiringMap(60)
@@ -42,5 +42,8 @@ async def test_a_slow_load_is_left_running_and_fills_the_map():
     with pytest.raises(TimeoutError):  # nothing stale to fall back on
         await cache.get_or_load("other", load, within=0.05)
     release.set()
-    await asyncio.sleep(0.01)
+    for _ in range(1000):  # the load left running fills the map once released
+        if cache.get("k") == "late":
+            break
+        await asyncio.sleep(0.001)  # paces the poll
     assert cache.get("k") == "late"

@@ -187,7 +187,7 @@ class TestRedisDown:
             if sample(b.client.app, "enricher_cache_lookups_total", tier="l2", result="hit") > hits:
                 break
             assert time.monotonic() - started < 10, "L2 not used again after Redis came back"
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # paces the poll
 
     async def test_frozen_redis_costs_no_deadline(self, owned_pg, owned_redis, start):
         api = await start(fault_settings(owned_pg.url, redis_url=owned_redis.url))

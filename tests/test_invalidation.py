@@ -14,7 +14,7 @@ import pytest
 
 from service.runtime.settings import Settings
 from service.web.app import create_app
-from service.web.app_keys import LISTENER
+from service.web.app_keys import LISTENER, RESOLVER
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
 from tests.support.metrics_reader import item_queries, sample
@@ -36,7 +36,7 @@ async def seen_within(seconds: float, check: Callable[[], Awaitable[bool]]) -> f
     while not await check():
         elapsed = time.monotonic() - started
         assert elapsed < seconds, f"not seen within {seconds} s"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # paces the poll
     return time.monotonic() - started
 
 
@@ -76,6 +76,28 @@ class TestAcrossInstances:
             return await title_of(b, "1") == "Sequel"
 
         print(f"B served the update after {await seen_within(SEEN_WITHIN, b_serves_new):.3f} s")
+
+    async def test_an_item_admitted_to_a_full_l1_is_current_and_invalidated(
+            self, database_url, aiohttp_client, settings, make_key, pair):
+        a, _ = pair
+        key = await make_key("acme", "admin")
+        b = Api(await aiohttp_client(create_app(
+            dataclasses.replace(settings, cache_max_entries=2))), key)
+        local = b.client.app[RESOLVER].local
+        assert await title_of(b, "2") == "Movie 2"
+        assert await title_of(b, "3") == "Movie 3"  # L1 full now
+        assert await title_of(b, "1") == "Movie 1"
+        assert local.refused == 1  # read, not kept
+        assert (await a.put("/v1/catalogs/movies/items/1", {"title": "Sequel"}))[0] == 200
+        # B had no entry to invalidate; its next read of the item is its second: kept, and new.
+        assert await title_of(b, "1") == "Sequel"
+        assert local.refused == 1  # this time kept
+        assert (await a.put("/v1/catalogs/movies/items/1", {"title": "Sequel 2"}))[0] == 200
+
+        async def b_serves_newer() -> bool:
+            return await title_of(b, "1") == "Sequel 2"
+
+        await seen_within(SEEN_WITHIN, b_serves_newer)
 
     async def test_delete_is_seen(self, pair, database_url):
         _a, b = pair

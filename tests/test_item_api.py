@@ -4,10 +4,12 @@ deletes, batch get, keyset listing, and the catalog list."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
 
+from service.items import format_timestamp
 from service.runtime.settings import Settings
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
@@ -52,6 +54,15 @@ class TestValidators:
         assert status == 200
         assert body["genre"] == "Drama"
         assert headers["ETag"] != old
+
+    @pytest.mark.parametrize("moment", [
+        datetime(2026, 11, 22, 9, 0, tzinfo=UTC), datetime(2026, 11, 22, 9, 0, 0, 1, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), datetime(1960, 1, 1, tzinfo=UTC),
+    ])
+    def test_updated_at_reads_the_same_from_a_datetime_and_from_microseconds(self, moment):
+        # Rows the resolver reads carry microseconds since the epoch; writes answer a datetime.
+        micros = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        assert format_timestamp(micros) == format_timestamp(moment)
 
     async def test_identical_put_keeps_version_and_updated_at(self, movies: Api):
         _, before, headers = await movies.get(ITEM)

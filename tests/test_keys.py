@@ -204,7 +204,8 @@ class TestLastUsed:
         _, after, _ = await admin.get("/v1/keys")
         used = {k["prefix"]: k["last_used_at"] for k in after["keys"]}
         assert used[key[:11]] is not None
-        await asyncio.sleep(0.2)  # a notification would have arrived by now
+        # An absence, so a look of bounded length: a notification would have arrived by now.
+        await asyncio.sleep(0.2)
         assert sample(admin.client.app, "enricher_invalidation_notifications_total",
                       kind="keys") == notified
 

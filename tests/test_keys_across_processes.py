@@ -97,7 +97,7 @@ def within(seconds: float, check: Callable[[], bool]) -> float:
     while not check():
         elapsed = time.monotonic() - started
         assert elapsed < seconds, f"not seen within {seconds} s"
-        time.sleep(0.02)
+        time.sleep(0.02)  # paces the poll
     return time.monotonic() - started
 
 

@@ -289,3 +289,65 @@ def test_zip_holds_only_the_shim(tmp_path: Path):
     with zipfile.ZipFile(out) as archive:
         assert archive.namelist() == ["lambda_shim.py"]
         assert archive.read("lambda_shim.py") == (SERVICE_DIR / "lambda_shim.py").read_bytes()
+
+
+@pytest.fixture
+async def recording(settings, admin: Api, make_key):
+    """The real service on a real port, noting the trace headers of each request it answers."""
+    await load_catalog(admin, "movies", [{"id": "1", "title": "One"}, {"id": "2", "title": "Two"}])
+    await put_recommender(admin, "movies", "movies", ("Title", "title"),
+                          connect={"ids_from": "Attributes.recommended_items"})
+    app = create_app(settings)
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def note(request: web.Request, response: web.StreamResponse) -> None:
+        seen.append((request.headers.get("traceparent"), request.headers.get("tracestate")))
+
+    app.on_response_prepare.append(note)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    key = await make_key("acme", "transform")
+    env = {"ENRICHER_URL": f"http://127.0.0.1:{port}/v1/recommenders/movies/transform",
+           "ENRICHER_API_KEY": key, "_X_AMZN_TRACE_ID": ""}
+    yield seen, env
+    await runner.cleanup()
+
+
+class TestTraceContext:
+    """The shim sends on the trace context its invocation was given, so that the service's spans
+    join the caller's trace (docs/observability.md)."""
+
+    TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def test_the_client_contexts_traceparent_is_forwarded(self, shim: Shim, recording):
+        seen, env = recording
+        answer = await shim.invoke(EVENT, client_context={
+            "traceparent": self.TRACEPARENT, "tracestate": "vendor=abc"}, **env)
+        assert "result" in answer, answer
+        assert seen == [(self.TRACEPARENT, "vendor=abc")]
+
+    async def test_a_connect_batch_forwards_it_too(self, shim: Shim, recording,
+                                                   connect: FakeConnect):
+        seen, env = recording
+        event = connect.event([connect.profile(connect.customer_data(ids=["1"]))])
+        answer = await shim.invoke(event, client_context={"traceparent": self.TRACEPARENT}, **env)
+        assert connect.check(event, answer["result"])[0]["send"] is True
+        assert seen == [(self.TRACEPARENT, None)]
+
+    async def test_xray_trace_header_is_written_as_a_traceparent(self, shim: Shim, recording):
+        seen, env = recording
+        env["_X_AMZN_TRACE_ID"] = ("Root=1-5759e988-bd862e3fe1be46a994272793;"
+                                   "Parent=53995c3f42cd8ad8;Sampled=1")
+        await shim.invoke(EVENT, **env)
+        assert seen == [("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01", None)]
+
+    async def test_none_given_or_malformed_none_sent(self, shim: Shim, recording):
+        seen, env = recording
+        await shim.invoke(EVENT, **env)
+        await shim.invoke(EVENT, client_context={"traceparent": "00-xyz-01"}, **env)
+        await shim.invoke(EVENT, client_context={
+            "traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, **env)
+        assert seen == [(None, None)] * 3

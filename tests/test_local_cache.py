@@ -23,7 +23,10 @@ class Clock:
 
 
 def make_cache(clock: Clock, **overrides: float) -> LocalCache:
-    options = {"max_entries": 100, "ttl": 60.0, "negative_ttl": 5.0, "stale_seconds": 600.0}
+    # Admission off: these tests store keys once into a full L1 to see its bounds, LRU order and
+    # TTLs; TestAdmission turns it on, as the service has it.
+    options = {"max_entries": 100, "ttl": 60.0, "negative_ttl": 5.0, "stale_seconds": 600.0,
+               "admission": False}
     options.update(overrides)
     return LocalCache(clock=clock, **options)  # type: ignore[arg-type]
 
@@ -165,6 +168,28 @@ class TestDerivedValues:
         cache.attach(1, {"a": (item, "row-a")}, self.KEY)
         return cache, item
 
+    def test_a_partial_table_hit_answers_as_the_per_id_lookup_does(self):
+        clock = Clock()
+        cache, _ = self.cache_with_row(clock)
+        stale_item = {"id": "s"}
+        cache.store(1, {"s": stale_item}, cache.generation() - 1)
+        cache.flush_all()  # s stale; a's row leaves its table with the flush
+        cache.store(1, {"a": {"id": "a"}}, cache.generation())
+        item_a = cache.lookup(1, ["a"])[0]["a"]
+        cache.attach(1, {"a": (item_a, "row-a")}, self.KEY)
+        b = cache.lookup(1, ["b"])[1]
+        assert b == {"b": {"id": "b"}}  # b: stored before the flush, stale now
+        rows = cache.derived_table(1, self.KEY)
+        assert rows == {"a": "row-a"}
+        ids = ["a", "s", "c", "b"]
+        through = cache.lookup_through_table(1, ids, rows, self.KEY)
+        assert through == cache.lookup_derived(1, ids, self.KEY)
+        derived, fresh, stale, missing = through
+        assert derived == {"a": "row-a"} and fresh == {}
+        assert stale == {"s": stale_item, "b": {"id": "b"}} and missing == ["s", "c", "b"]
+        cache.forget(1, ["a"])  # the item changed while the request awaits its misses
+        assert derived == {"a": "row-a"}  # its copy, as a per-ID lookup's
+
     def test_attached_value_is_answered_instead_of_the_item(self):
         cache, _ = self.cache_with_row(Clock())
         derived, fresh, stale, missing = cache.lookup_derived(1, ["a", "b", "c"], self.KEY)
@@ -225,6 +250,62 @@ class TestDerivedValues:
         cache.store(1, {"c": {"id": "c"}}, cache.generation())
         assert cache.derived_table(1, self.KEY) == {"a": "row-a"}
         assert cache.lookup(1, ["b"])[2] == ["b"]
+
+
+class TestAdmission:
+    """Once L1 is full, a new key is kept from its second store on (the doorkeeper); what it
+    refuses is never served, and keys it holds are always refreshed."""
+
+    @staticmethod
+    def full_cache(clock: Clock, **overrides: float) -> LocalCache:
+        cache = make_cache(clock, admission=True, max_entries=4, **overrides)
+        cache.store(1, {i: {"id": i} for i in "abcd"}, cache.generation())  # room: all kept
+        assert len(cache) == 4 and not cache.refused
+        return cache
+
+    def test_a_new_key_is_kept_at_its_second_store_only(self):
+        cache = self.full_cache(Clock())
+        cache.store(1, {"new": {"id": "new", "v": 1}}, cache.generation())
+        assert cache.refused == 1
+        assert cache.lookup(1, ["new"]) == ({}, {}, ["new"])  # not fresh, not stale: a miss
+        assert set(cache.lookup(1, list("abcd"))[0]) == set("abcd")  # nothing evicted for it
+        cache.store(1, {"new": {"id": "new", "v": 2}}, cache.generation())
+        assert cache.lookup(1, ["new"])[0] == {"new": {"id": "new", "v": 2}}  # the second read's
+        assert len(cache) == 4  # the least recently used went for it
+
+    def test_a_key_held_is_refreshed_at_once(self):
+        clock = Clock()
+        cache = self.full_cache(clock)
+        clock.now += 61  # all stale
+        cache.store(1, {"a": {"id": "a", "v": 2}}, cache.generation())
+        assert cache.lookup(1, ["a"])[0] == {"a": {"id": "a", "v": 2}}
+        assert cache.refused == 0
+
+    def test_a_forgotten_key_is_not_served_after_its_first_store(self):
+        cache = self.full_cache(Clock())
+        cache.forget(1, ["a"])  # the item changed
+        cache.store(1, {"x": {"id": "x"}}, cache.generation())  # room again: kept
+        cache.store(1, {"a": {"id": "a", "v": 2}}, cache.generation())  # full: refused
+        assert cache.lookup(1, ["a"]) == ({}, {}, ["a"])
+
+    def test_while_there_is_room_every_key_is_kept(self):
+        cache = make_cache(Clock(), admission=True, max_entries=100)
+        cache.store(1, {str(i): {"id": str(i)} for i in range(100)}, cache.generation())
+        assert len(cache) == 100 and cache.refused == 0
+
+    def test_refusals_of_a_cold_load_keep_the_bound_and_the_accounts(self):
+        cache = make_cache(Clock(), admission=True, max_entries=1_000, max_bytes=10**9)
+        for start in range(0, 20_000, 500):
+            cache.store(1, {f"i{n}": {"id": f"i{n}"} for n in range(start, start + 500)},
+                        cache.generation())
+            assert len(cache) <= 1_000
+        assert cache.refused > 15_000  # nearly every key once: almost all refused
+        entries = sum(entry[5] for entry in cache.entries())
+        assert entries < cache.accounted_bytes <= entries + 8 * 1_024 * 8  # plus the marks
+        hot = {f"i{n}": {"id": f"i{n}"} for n in range(20_000, 20_050)}
+        cache.store(1, hot, cache.generation())
+        cache.store(1, hot, cache.generation())
+        assert len(cache.lookup(1, hot)[0]) == 50  # read twice: kept
 
 
 def rendered_row(key: int, item_id: str) -> tuple[bytes, ...]:

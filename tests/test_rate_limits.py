@@ -124,7 +124,7 @@ class TestOneProcess:
         started = time.monotonic()
         while "RateLimit" in (await api.get(PROBE))[2]:
             assert time.monotonic() - started < 1.0, "the limit was not cleared within 1 s"
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # paces the poll
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ async def until(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
     started = time.monotonic()
     while not await check():
         assert time.monotonic() - started < seconds, f"not within {seconds} s"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # paces the poll
     return time.monotonic() - started
 
 
@@ -373,6 +373,7 @@ class TestFailover:
         await primary.execute("SELECT pg_reload_conf()")
         await api.client.app[POOL].expire_connections()  # what a refused write does
         answer = asyncio.ensure_future(fresh.post(TRANSFORM, event("1", "2")))
+        # An absence, so a look of bounded length: no answer while no server is writable.
         await asyncio.sleep(0.5)
         assert not answer.done(), answer.result()  # waiting for a writable server
         await asyncio.to_thread(standby.promote)

@@ -51,7 +51,7 @@ async def within(seconds: float, check: Callable[[], Awaitable[bool]]) -> None:
     started = time.monotonic()
     while not await check():
         assert time.monotonic() - started < seconds, f"not seen within {seconds} s"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # paces the poll
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ async def replica_url(database_url, pg_server_url, aiohttp_client, make_key, set
         except asyncpg.ObjectInUseError:
             if attempt == 49:
                 raise
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # paces the retries
     yield seeding.key, with_database(pg_server_url, name)
     await drop_database(pg_server_url, name)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,6 +52,17 @@ class Server:
                 return line.strip()
         raise AssertionError(f"no line starting with {prefix!r}")
 
+    def wait_for_log(self, text: str, timeout: float = 30) -> str:
+        """The first log line holding `text`, once the server has written it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            for line in self.log.read().splitlines():
+                if text in line:
+                    return line
+            time.sleep(0.02)  # paces the polling of another process's log file
+        raise AssertionError(f"no log line with {text!r} within {timeout} s: {self.logs()}")
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.wait()
@@ -78,19 +90,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def test_demo_on_embedded_postgres(tmp_path: Path):
+def test_demo_on_embedded_postgres(embedded_data_dir: Path):
     """No DATABASE_URL: the demo runs on an embedded Postgres, and its data outlives a restart."""
-    env = clean_env(ENRICHER_DATA_DIR=str(tmp_path / "data"))
+    env = clean_env(ENRICHER_DATA_DIR=str(embedded_data_dir))
     server = Server("--demo", "--port", "0", env=env)
     try:
         first_curl = server.read_until("curl ")
         answer = run_curl(first_curl)
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.logs()
     assert answer["endpoint-1"]["Recommendations"]["Title"] == ["Fleabag", "Late Night",
                                                                  "Catastrophe"]
     assert answer["endpoint-2"]["Recommendations"]["Title"] == ["Wer ist Hanna?", "Hunters"]
-    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()  # stopped cleanly
+    assert not (embedded_data_dir / "pgdata" / "postmaster.pid").exists()  # stopped cleanly
 
     server = Server("--demo", "--port", "0", env=env)
     try:
@@ -100,7 +112,7 @@ def test_demo_on_embedded_postgres(tmp_path: Path):
         replayed = first_curl.replace(first_curl.split("http://127.0.0.1:")[1].split("/")[0], port)
         assert run_curl(replayed) == answer
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.logs()
 
 
 def test_in_flight_request_finishes_on_sigterm(database_url: str):
@@ -111,15 +123,26 @@ def test_in_flight_request_finishes_on_sigterm(database_url: str):
         key = curl.split("Bearer ")[1].split("'")[0]
         body = json.dumps({"Endpoints": {"e": {"RecommendationItems": ["1815"]}}}).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            # A first request answered on this connection: the server has accepted it (a
+            # connection still in the kernel's backlog at SIGTERM is the balancer's to retry).
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b"\r\n\r\n" not in first:
+                first += sock.recv(65536)
+            head, _, rest = first.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), first
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(rest) < length:  # the whole answer, so what follows is the POST's
+                rest += sock.recv(65536)
             sock.sendall(
                 b"POST /v1/recommenders/demo-movies/transform HTTP/1.1\r\nHost: x\r\n"
                 b"Authorization: Bearer " + key.encode() + b"\r\n"
                 b"Content-Type: application/json\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
             )
-            time.sleep(0.5)  # let the server start reading this request before SIGTERM
             server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.5)  # the signal lands while the request is in flight
+            # The server is draining, and this request's body is not all sent yet.
+            server.wait_for_log("shutting down: finishing requests in flight")
             sock.sendall(body[10:])
             response = b""
             while b"Fleabag" not in response:
@@ -142,7 +165,7 @@ def test_two_workers_share_one_port(database_url: str):
         answers = [run_curl(curl) for _ in range(4)]
         assert all("endpoint-1" in answer for answer in answers)
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.logs()
 
 
 @pytest.mark.parametrize(("choice", "workers", "expected"), [
@@ -163,10 +186,10 @@ def test_event_loop_is_the_one_chosen(database_url: str, choice, workers, expect
                        if line.startswith("{") and f'"msg":"{message}"' in line]
             if len(started) >= int(workers) or time.monotonic() > deadline:
                 break
-            time.sleep(0.2)
+            time.sleep(0.2)  # paces the poll of the log
         assert [line["event_loop"] for line in started] == [expected] * int(workers)
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.logs()
 
 
 def test_port_in_use_is_a_clear_message(database_url: str):
@@ -203,7 +226,7 @@ def test_without_migrating_on_start_it_is_ready_once_migrated(pg_server_url: str
                     break
             except OSError:
                 assert time.monotonic() < deadline, server.logs()
-                time.sleep(0.1)
+                time.sleep(0.1)  # paces the poll of the port
         with pytest.raises(urllib.error.HTTPError) as not_ready:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert not_ready.value.code == 503
@@ -218,5 +241,5 @@ def test_without_migrating_on_start_it_is_ready_once_migrated(pg_server_url: str
         server.log.seek(0)
         assert "migrations pending" in server.log.read()
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.logs()
         run(drop_database(pg_server_url, name))

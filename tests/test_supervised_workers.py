@@ -346,13 +346,13 @@ class TestSharedMetrics:
                       status="200") == len(outcomes)
 
 
-def test_workers_on_the_embedded_postgres(tmp_path: Path):
+def test_workers_on_the_embedded_postgres(tmp_path: Path, embedded_data_dir: Path):
     """No DATABASE_URL: the workers share the embedded Postgres the supervisor started, the demo
     answers, and a stop leaves the embedded Postgres stopped cleanly and no metrics folder."""
     # Its own temporary folder: other tests' servers, running alongside, make metrics folders too.
     temp = tmp_path / "tmp"
     temp.mkdir()
-    server = ServeProcess("--workers", "2", env=clean_env(ENRICHER_DATA_DIR=str(tmp_path / "data"),
+    server = ServeProcess("--workers", "2", env=clean_env(ENRICHER_DATA_DIR=str(embedded_data_dir),
                                                           TMPDIR=str(temp)))
     try:
         server.wait_serving(2)
@@ -363,5 +363,5 @@ def test_workers_on_the_embedded_postgres(tmp_path: Path):
         assert server.stop() == 0
     finally:
         server.close()
-    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+    assert not (embedded_data_dir / "pgdata" / "postmaster.pid").exists()
     assert not [*temp.glob("catalog-enricher-metrics-*")]

@@ -60,7 +60,8 @@ class TestSlots:
 
         tasks = [asyncio.ensure_future(request(n)) for n in range(6)]
         await two_in.wait()
-        await asyncio.sleep(0.01)  # a third request that wrongly got in would be in by now
+        # An absence, so a look of bounded length: a third request wrongly let in would be in.
+        await asyncio.sleep(0.01)
         assert order == [0, 1] and slots.waiting(1) == 4
         await slots.take(2, within=0)  # another tenant: no wait at all
         slots.give_back(2)
@@ -73,7 +74,7 @@ class TestSlots:
         slots = contended_slots(cap=1, max_queued=1)
         await slots.take(1, within=1)
         waiter = asyncio.ensure_future(slots.take(1, within=5))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: the new task runs up to its wait (no timing)
         with pytest.raises(NoSlot, match="already wait"):
             await slots.take(1, within=5)  # the queue (1) is full
         waiter.cancel()
@@ -94,10 +95,10 @@ class TestSlots:
         assert slots.running(1) == 5
         await slots.take(2, within=0)  # company: tenant 1 is held to its cap from now on
         waiter = asyncio.ensure_future(slots.take(1, within=5))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: the new task runs up to its wait (no timing)
         assert slots.waiting(1) == 1 and not waiter.done()
         slots.give_back(1)  # 4 still run, above the cap: the waiter waits on
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: the new task runs up to its wait (no timing)
         assert not waiter.done() and slots.running(1) == 4
         clock.now += 1.5  # tenant 2 has been quiet for longer than the window
         slots.give_back(1)  # nobody else here any more: every waiter runs
@@ -171,7 +172,7 @@ async def until(check, within: float = 5.0) -> None:
     started = time.monotonic()
     while not check():
         assert time.monotonic() - started < within, "not reached"
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # paces the poll
 
 
 class TestLocalRates:

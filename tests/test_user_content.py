@@ -169,7 +169,7 @@ class TestCachingAndSingleFlight:
         async with asyncio.timeout(10):
             while sample(app, "enricher_personalize_cache_lookups_total",  # noqa: ASYNC110
                          tier="l1", result="joined") < 9:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # paces the poll
         fake.release.set()
         answers = await asyncio.gather(*renders)
         assert len(fake.requests) == 1

@@ -27,6 +27,7 @@ small and its fixed cost is what counts.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -201,3 +202,69 @@ def content_answer_json(
         b"," + dumps(fields)[1:] if fields else b"}",
     ))
     return body, send, rendered
+
+
+class AnswerCache:
+    """Serialised content answers, kept while every row they were made of is still L1's.
+
+    An answer (`content_answer_json`, no extras or added fields) depends only on the recommender
+    (its derived key names its version and the locale) and on the rows L1 keeps for the IDs
+    under that key. So it is kept with those rows, and served again only while L1's derived
+    table holds each of them, the very same objects: a row leaves the table when its item
+    changes, is evicted or flushed, or its TTL passes (service/resolution/local_cache.py), so an
+    answer is served exactly as long as a rebuilt one would be the same bytes, and no longer.
+    Answers with an ID the table cannot vouch for (unknown to the catalog, or not admitted into
+    L1) are not kept. Bounded by entries and bytes; emptied when full, as RenderCache is.
+    """
+
+    def __init__(self, max_entries: int = 32_768, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._answers: dict[tuple[Any, str | None, tuple[str, ...]],
+                            tuple[bytes, str, tuple[str, ...], tuple[Any, ...]]] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, derived_key: Any, query: ContentQuery,
+            table: Mapping[str, Any] | None) -> tuple[bytes, str, tuple[str, ...]] | None:
+        """(body, ETag, distinct IDs) of the answer to `query`, if kept and every row it was
+        made of is still in `table` (L1's derived table for `derived_key`)."""
+        if table is None:
+            return None
+        kept = self._answers.get((derived_key, query.locale, tuple(query.ids)))
+        if kept is None:
+            return None
+        body, etag, ids, rows = kept
+        if all(map(operator.is_, map(table.get, ids), rows)):
+            return body, etag, ids
+        return None
+
+    def put(self, derived_key: Any, query: ContentQuery, body: bytes, etag: str,
+            derived: Mapping[str, Any], rendered: Mapping[str, tuple[Any, Any]],
+            table: Mapping[str, Any] | None) -> None:
+        """Keep `body` (with its ETag), made of rows kept in L1 (`derived`, Resolved.derived)
+        and rows rendered for it (`rendered`, id → (item, row)), if `table` (L1's derived table
+        for `derived_key`, after the rendered rows were attached) holds each of them now."""
+        if table is None:
+            return
+        ids = tuple(dict.fromkeys(query.ids))
+        rows = []
+        for item_id in ids:
+            row = derived.get(item_id)
+            if row is None:
+                made = rendered.get(item_id)
+                if made is None:
+                    return  # unknown to the catalog: nothing in L1 says when that changes
+                row = made[1]
+            if table.get(item_id) is not row:
+                return  # not admitted into L1, or replaced meanwhile
+            rows.append(row)
+        size = len(body) + 200 + 60 * len(ids)  # the tuples, the key, the dict slot
+        if len(self._answers) >= self.max_entries or self._bytes + size > self.max_bytes:
+            self._answers.clear()
+            self._bytes = 0
+        self._answers[(derived_key, query.locale, tuple(query.ids))] = (body, etag, ids,
+                                                                         tuple(rows))
+        self._bytes += size

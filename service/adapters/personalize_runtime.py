@@ -30,6 +30,7 @@ from aiobotocore.session import get_session
 
 from service.enrichment.recommenders import PersonalizeSpec
 from service.items import item_id_problem
+from service.runtime import tracing
 from service.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,23 @@ class PersonalizeRuntime:
         if context:
             params["context"] = dict(context)
         _last_failure.set(None)
+        if tracing.tracer is None:
+            return await self._call(params, budget)
+        # A client span of ours: no maintained instrumentation covers aiobotocore. The user ID
+        # and the filter values stay out of it.
+        with tracing.span("Personalize.GetRecommendations", {
+            "rpc.system": "aws-api", "rpc.service": "Personalize",
+            "rpc.method": "GetRecommendations",
+        }) as span:
+            try:
+                return await self._call(params, budget)
+            except PersonalizeUnavailable as exc:
+                span.set_attribute("enricher.outcome", exc.reason)
+                tracing.set_error(span, exc)
+                raise
+
+    async def _call(self, params: dict[str, object], budget: float) -> Recommended:
+        count = self._metrics.personalize_calls.labels
         try:
             async with asyncio.timeout(budget):
                 answer = await self._client.get_recommendations(**params)  # type: ignore[attr-defined]

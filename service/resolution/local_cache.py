@@ -37,6 +37,18 @@ TTL passes (its rows are then found again, entry by entry, and put back). A tabl
 values its entries keep (a value an entry drops, when it starts over, leaves its table too), so
 accounting for the entries accounts for the tables; a table that has shrunk to a quarter of its
 largest size is copied, as a dict never gives back the room it once grew to.
+
+Once L1 is full, a new key is admitted on its second miss only (`store` is asked to keep it a
+second time while its first is remembered), the "doorkeeper" of TinyLFU admission (Caffeine):
+where the catalog is larger than L1, most rows read are never asked for again before they would be
+evicted, and storing each one (its size estimate, the entry, evicting another, untabling what was
+derived from it) was a quarter of a cold load's CPU, for nothing. The doorkeeper is a bytearray
+of "seen once" marks indexed by the key's hash, cleared after `max_entries` marks, so "seen once"
+means "among the last `max_entries` keys refused": a hot item is admitted at its second read, an
+item read once in a long while never is. A mark is not an entry: it holds no value, so what
+admission refuses can never be served, stale or not; an item admitted later is the row its second
+read brought, under the same generation and taint rules as any store. Keys already in L1 (a stale
+entry being refreshed) are always stored, and while L1 has room everything is.
 """
 
 from __future__ import annotations
@@ -79,6 +91,13 @@ SHARD_FROM_BYTES = 64 * 1024 * 1024
 SHARDS = 16
 # Derived tables kept at once (recommender versions times locales in use); past it, all are dropped.
 MAX_DERIVED_TABLES = 256
+# The doorkeeper's marks per entry of the bound (a power of two at least this many times
+# `max_entries`, within the two limits below): a key's mark is shared with the keys of the same
+# slot, so at most 1/8 of refused keys are admitted at their first miss (while the marks are
+# full; fewer after each clearing).
+DOORKEEPER_SLOTS_PER_ENTRY = 8
+DOORKEEPER_MIN_SLOTS = 1 << 10
+DOORKEEPER_MAX_SLOTS = 1 << 23  # 8 MiB: an L1 of over a million entries shares marks more
 
 # What an entry costs beyond its item: its OrderedDict slot and link, the key tuple and entry list, the
 # two deadlines, the generation, the ID's string object (tracemalloc, CPython 3.11:
@@ -165,7 +184,7 @@ class _DerivedTable:
 class LocalCache:
     def __init__(
         self, *, max_entries: int, ttl: float, negative_ttl: float, stale_seconds: float,
-        max_bytes: int = 0, clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 0, clock: Callable[[], float] = time.monotonic, admission: bool = True,
     ) -> None:
         self.max_bytes = max_bytes  # 0: no byte bound (the bytes are still accounted for)
         self.ttl = ttl
@@ -175,12 +194,19 @@ class LocalCache:
         self._shards: list[OrderedDict[tuple[int, str], _Entry]] = [OrderedDict()]
         self._mask = 0
         self._next_shard = 0  # where eviction for the byte bound goes on
-        self.max_entries = max_entries
         self._generation = 1
         self._floor = 0
         self._catalog_floor: dict[int, int] = {}
         self._tables: dict[Any, _DerivedTable] = {}
         self._bytes = 0
+        self.admission = admission  # False: every key is stored at its first miss
+        # The doorkeeper: marks, made when L1 is first full (sized then by the entries it holds).
+        self._seen = bytearray()
+        self._seen_mask = 0
+        self._seen_window = 0  # marks after which they are all cleared
+        self._seen_marks = 0
+        self.refused = 0  # keys not admitted, so far (the tests and the bench read it)
+        self.max_entries = max_entries
 
     @property
     def max_entries(self) -> int:
@@ -203,6 +229,7 @@ class LocalCache:
                 self._shards[hash(key) & self._mask][key] = entry
         for shard in self._shards:
             self._evict(shard)
+        self._drop_doorkeeper()
 
     @property
     def enabled(self) -> bool:
@@ -218,7 +245,8 @@ class LocalCache:
 
     @property
     def accounted_bytes(self) -> int:
-        """The bytes L1 accounts for now: its entries' estimates and their derived values'."""
+        """The bytes L1 accounts for now: its entries' estimates, their derived values' and the
+        doorkeeper's marks."""
         return self._bytes
 
     def has_room(self) -> bool:
@@ -281,6 +309,21 @@ class LocalCache:
                     self._untable(catalog_id, item_id, kept)
         if table is not None:
             table.grew()
+        return derived, fresh, stale, missing
+
+    def lookup_through_table(
+        self, catalog_id: int, ids: list[str], rows: dict[str, Any], derived_key: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[str]]:
+        """`lookup_derived` for `ids` (distinct) given their table's `rows` (`derived_table`),
+        which holds some of them: those are taken from the table in a few C-speed steps, and
+        only the others go through the per-ID loop. On Zipf traffic an event's hot IDs are in the
+        table and a few cold ones are not; one missing ID used to send all 250 through the loop.
+        The rows found are copied out (the table changes while the caller awaits the misses)."""
+        found = rows.keys() & ids
+        rest = [item_id for item_id in ids if item_id not in found] if found else ids
+        derived, fresh, stale, missing = self.lookup_derived(catalog_id, rest, derived_key)
+        if found:
+            derived.update(zip(found, map(rows.__getitem__, found), strict=True))
         return derived, fresh, stale, missing
 
     def derived_table(self, catalog_id: int, derived_key: Any) -> dict[str, Any] | None:
@@ -357,12 +400,26 @@ class LocalCache:
         found_until, found_stale = now + self.ttl, now + self.ttl + self.stale_seconds
         absent_until = now + self.negative_ttl
         absent_stale = absent_until + self.stale_seconds
+        # Full: new keys pass the doorkeeper (see the module's docstring). Decided once per call:
+        # what this call stores may fill L1, and is then evicted down to the bounds as before.
+        seen = None
+        if self.admission and not self.has_room():
+            seen = self._seen or self._new_doorkeeper()
+        seen_mask = self._seen_mask
+        refused = 0
         for item_id, value in values.items():
             key = (catalog_id, item_id)
-            size = item_bytes(item_id, value)
-            index = hash(key) & mask
-            stored_into.add(index)
+            hashed = hash(key)
+            index = hashed & mask
             entries = shards[index]
+            if seen is not None and key not in entries:
+                slot = (hashed >> 4) & seen_mask  # past the bits that chose the shard
+                if not seen[slot]:
+                    seen[slot] = 1
+                    refused += 1
+                    continue
+            size = item_bytes(item_id, value)
+            stored_into.add(index)
             replaced = entries.pop(key, None)  # a new key goes last in the LRU order
             if value is ABSENT:
                 entries[key] = [value, absent_until, absent_stale, generation, None, size]
@@ -374,9 +431,35 @@ class LocalCache:
                 if replaced[4]:  # what was derived from the value this replaces
                     self._untable(catalog_id, item_id, replaced[4])
         self._bytes += added
+        if refused:
+            self.refused += refused
+            self._seen_marks += refused
+            if self._seen_marks >= self._seen_window:
+                self._new_doorkeeper()  # a new window: older marks are forgotten
         for index in stored_into:
             self._evict(shards[index])
         self._evict_bytes()
+
+    def _new_doorkeeper(self) -> bytearray:
+        """Clear marks, sized for the entries L1 holds now (what a full L1 holds, whichever bound
+        made it full): a window of that many refusals, DOORKEEPER_SLOTS_PER_ENTRY marks each.
+        Its bytes count in `accounted_bytes`, so the byte bound covers it."""
+        held = max(len(self), 1)
+        slots = DOORKEEPER_MIN_SLOTS
+        while slots < held * DOORKEEPER_SLOTS_PER_ENTRY and slots < DOORKEEPER_MAX_SLOTS:
+            slots <<= 1
+        self._bytes += slots - len(self._seen)
+        self._seen = bytearray(slots)
+        self._seen_mask = slots - 1
+        self._seen_window = min(held, slots // DOORKEEPER_SLOTS_PER_ENTRY)
+        self._seen_marks = 0
+        return self._seen
+
+    def _drop_doorkeeper(self) -> None:
+        """No marks (a new bound: the next time L1 is full sizes them anew)."""
+        self._bytes -= len(self._seen)
+        self._seen = bytearray()
+        self._seen_marks = 0
 
     def _evict(self, entries: OrderedDict[tuple[int, str], _Entry]) -> None:
         """Drop a shard's least recently used entries while it holds more than its share of

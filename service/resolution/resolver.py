@@ -32,6 +32,7 @@ from service.resolution.item_batcher import Flight, FlightAnswer, ItemBatcher
 from service.resolution.local_cache import ABSENT, LocalCache
 from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.shared_cache import SharedCache
+from service.runtime import tracing
 from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.storage.db_faults import DATABASE_UNAVAILABLE
@@ -114,7 +115,11 @@ class ItemResolver:
             fresh, stale, missing = self.local.lookup(catalog_id, wanted)
         else:
             table = self.local.derived_table(catalog_id, derived_key)
-            if table is not None and table.keys() >= set(wanted):
+            if table is None:
+                derived, fresh, stale, missing = self.local.lookup_derived(
+                    catalog_id, wanted, derived_key
+                )
+            elif table.keys() >= set(wanted):
                 # The warm transform: every row at hand, found without a loop over the IDs. One
                 # request in TOUCH_EVERY records its hits in L1's LRU order: an entry used
                 # often stays recent, at a fraction of the cost (a touch is ~0.25 µs an ID).
@@ -124,9 +129,16 @@ class ItemResolver:
                 self._count["l1", "hit"].inc(len(wanted))
                 resolved.derived = table
                 return resolved
-            derived, fresh, stale, missing = self.local.lookup_derived(
-                catalog_id, wanted, derived_key
-            )
+            else:
+                # Some rows at hand: the others alone take the per-ID path. The rows from the
+                # table are touched as the whole-table path touches them (the per-ID path
+                # touches what it finds).
+                self._table_hits += 1
+                if self._table_hits % TOUCH_EVERY == 0:
+                    self.local.touch(catalog_id, [i for i in wanted if i in table])
+                derived, fresh, stale, missing = self.local.lookup_through_table(
+                    catalog_id, wanted, table, derived_key
+                )
             resolved.derived = derived
             if derived:
                 self._count["l1", "hit"].inc(len(derived))
@@ -136,10 +148,30 @@ class ItemResolver:
             return resolved
         resolved.missed = missing
         deadline = deadline or Deadline.after(self.default_deadline_ms)
+        if tracing.tracer is None:
+            return await self._resolve_missed(resolved, catalog_id, missing, stale, deadline)
+        # Traced: the tiers past L1 as spans (an L1 hit makes none: the warm path stays bare).
+        # Counts only, never the IDs.
+        with tracing.span("resolve", {"enricher.ids": len(wanted),
+                                      "enricher.l1_misses": len(missing)}) as span:
+            resolved = await self._resolve_missed(resolved, catalog_id, missing, stale, deadline)
+            if resolved.degraded:
+                span.set_attribute("enricher.degraded", resolved.degraded)
+            return resolved
+
+    async def _resolve_missed(self, resolved: Resolved, catalog_id: int, missing: list[str],
+                              stale: Any, deadline: Deadline) -> Resolved:
+        """L2, then Postgres, for the IDs L1 did not have fresh."""
         epoch = None
         if self.shared is not None:
             generation = self.local.generation()
-            epoch, found = await self.shared.lookup(catalog_id, missing, deadline.remaining())
+            if tracing.tracer is None:
+                epoch, found = await self.shared.lookup(catalog_id, missing, deadline.remaining())
+            else:
+                with tracing.span("l2 lookup", {"enricher.ids": len(missing)}) as span:
+                    epoch, found = await self.shared.lookup(catalog_id, missing,
+                                                            deadline.remaining())
+                    span.set_attribute("enricher.hits", len(found))
             if found:
                 self.local.store(catalog_id, found, generation)
                 self._take(resolved, found, "l2")
@@ -147,8 +179,15 @@ class ItemResolver:
             self._count["l2", "miss"].inc(len(missing))
             if not missing:
                 return resolved
-        waits = self.batcher.fetch(catalog_id, missing, epoch)
-        done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
+        if tracing.tracer is None:
+            waits = self.batcher.fetch(catalog_id, missing, epoch)
+            done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
+        else:
+            # The batch's query is sent from a callback scheduled in this span's context: when
+            # this request opens the batch, the Postgres statement is this span's child.
+            with tracing.span("postgres lookup", {"enricher.ids": len(missing)}):
+                waits = self.batcher.fetch(catalog_id, missing, epoch)
+                done, _ = await asyncio.wait(waits, timeout=max(deadline.remaining(), 0))
         # A batch's rows wake all its waiters at once, and each then renders its items: without
         # a turn they would all run in one loop iteration (runtime/loop_slices.py).
         waiter = self.slicer.turn() if self.slicer is not None else None
@@ -176,6 +215,14 @@ class ItemResolver:
         if unanswered:
             self._fall_back(resolved, stale, unanswered, provisional)
         return resolved
+
+    def table_hits(self, catalog_id: int, ids: list[str] | tuple[str, ...]) -> None:
+        """A caller answered `ids` from rows of L1's derived table (a kept content answer
+        checked against it): counted and touched as `resolve`'s table path does."""
+        self._table_hits += 1
+        if self._table_hits % TOUCH_EVERY == 0:
+            self.local.touch(catalog_id, ids)
+        self._count["l1", "hit"].inc(len(ids))
 
     @staticmethod
     def _provisional(future: asyncio.Future, ids: list[str], into: dict[str, Any]) -> None:

@@ -141,7 +141,11 @@ _TOMBSTONE = b" -"
 
 
 def _decode_item(value: dict[str, Any]) -> dict[str, Any]:
-    value["updated_at"] = datetime.fromisoformat(value["updated_at"])
+    # Microseconds since the epoch as Postgres rows carry it (service/storage/items.py); an
+    # entry written from a datetime (before that) holds ISO text.
+    updated_at = value["updated_at"]
+    if isinstance(updated_at, str):
+        value["updated_at"] = datetime.fromisoformat(updated_at)
     return value
 
 

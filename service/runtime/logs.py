@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from service.runtime import tracing
+
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -39,6 +41,8 @@ class JsonFormatter(logging.Formatter):
         """One log line: time, level, logger and message first, then the fields."""
         entry = {"ts": self.timestamp(created), "level": level, "logger": logger, "msg": message,
                  **fields}
+        if tracing.tracer is not None:  # a line written inside a span names it
+            entry.update(tracing.log_fields())
         return orjson.dumps(entry, default=str).decode()
 
 

@@ -116,6 +116,17 @@ class Settings:
     # the bytes those answers may take in this process (L1; Redis holds them too when set).
     connect_replay_seconds: int = 900
     connect_replay_max_bytes: int = 64 * MIB
+    # `sync` to Braze and Iterable: each platform's documented limits as defaults (docs/sync.md),
+    # our own pace well below the rate a workspace shares with its other integrations.
+    sync_braze_batch_size: int = 75
+    sync_braze_max_attribute_bytes: int = 100_000
+    sync_braze_rate: int = 100
+    sync_iterable_batch_size: int = 1000
+    sync_iterable_rate: int = 5
+    sync_concurrency: int = 8
+    sync_max_attempts: int = 6
+    sync_backoff_ms: int = 500
+    sync_timeout: float = 30.0
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -206,6 +217,18 @@ class Settings:
                                                      86_400),
             "connect_replay_max_bytes": reader.integer("ENRICHER_CONNECT_REPLAY_MAX_BYTES",
                                                        64 * MIB, 0, 64 * 1024 * MIB),
+            "sync_braze_batch_size": reader.integer("ENRICHER_SYNC_BRAZE_BATCH_SIZE", 75, 1, 75),
+            "sync_braze_max_attribute_bytes": reader.integer(
+                "ENRICHER_SYNC_BRAZE_MAX_ATTRIBUTE_BYTES", 100_000, 1_000, 100_000),
+            "sync_braze_rate": reader.integer("ENRICHER_SYNC_BRAZE_RATE", 100, 1, 100_000),
+            "sync_iterable_batch_size": reader.integer("ENRICHER_SYNC_ITERABLE_BATCH_SIZE", 1000,
+                                                       1, 10_000),
+            "sync_iterable_rate": reader.integer("ENRICHER_SYNC_ITERABLE_RATE", 5, 1, 100_000),
+            "sync_concurrency": reader.integer("ENRICHER_SYNC_CONCURRENCY", 8, 1, 256),
+            "sync_max_attempts": reader.integer("ENRICHER_SYNC_MAX_ATTEMPTS", 6, 1, 100),
+            "sync_backoff_ms": reader.integer("ENRICHER_SYNC_BACKOFF_MS", 500, 1, 60_000),
+            "sync_timeout": reader.integer("ENRICHER_SYNC_TIMEOUT_MS", 30_000, 100,
+                                           600_000) / 1000,
         }
         values.update(overrides)
         if values["db_pool_min"] > values["db_pool_max"]:

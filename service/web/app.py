@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from service.adapters.connect_replay import ConnectReplay
+from service.adapters.content import AnswerCache
 from service.adapters.personalize_runtime import PersonalizeRuntime
 from service.adapters.user_recommendations import UserRecommendations
 from service.enrichment.recommender_lookup import RecommenderLookup
@@ -17,6 +18,7 @@ from service.resolution.local_cache import LocalCache
 from service.resolution.notified_versions import NotifiedVersions
 from service.resolution.resolver import ItemResolver
 from service.resolution.shared_cache import SharedCache
+from service.runtime import tracing
 from service.runtime.loop_lag import LoopLagMonitor
 from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
@@ -28,6 +30,7 @@ from service.storage.read_routing import ReadRouting
 from service.web.app_keys import (
     AUTHENTICATOR,
     CONNECT_REPLAY,
+    CONTENT_ANSWERS,
     IMPORT_SLOTS,
     KEY_USAGE,
     LISTENER,
@@ -44,7 +47,8 @@ from service.web.app_keys import (
     USER_RECOMMENDATIONS,
 )
 from service.web.auth import Authenticator
-from service.web.middlewares import request_context
+from service.web.http_server import parser_limits
+from service.web.middlewares import request_context, traced_request_context
 from service.web.request_tracker import RequestTracker
 from service.web.routes import setup_routes
 from service.web.tenant_gate import TenantGate
@@ -160,6 +164,7 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         slicer=app[LOOP_SLICER],
     )
     app[RESOLVER] = resolver
+    app[CONTENT_ANSWERS] = AnswerCache()
     app[CONNECT_REPLAY] = ConnectReplay(app.get(SHARED_CACHE), settings.connect_replay_seconds,
                                         settings.connect_replay_max_bytes)
     try:
@@ -223,9 +228,13 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded one)")
     app = web.Application(
-        middlewares=[request_context],
+        # Traced only when this process turned traces on (service/runtime/tracing.py): untraced,
+        # not even a test per request.
+        middlewares=[traced_request_context if tracing.tracer is not None else request_context],
         # Pinpoint sends up to 6 MB; the default 1 MiB would refuse real events.
         client_max_size=settings.max_body_bytes,
+        # The HTTP parser's limits, from ours: every runner of this app hands them to aiohttp.
+        handler_args=parser_limits(settings),
     )
     app[SETTINGS] = settings
     app[REQUESTS_IN_FLIGHT] = RequestTracker()

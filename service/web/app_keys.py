@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from service.adapters.connect_replay import ConnectReplay
+from service.adapters.content import AnswerCache
 from service.adapters.user_recommendations import UserRecommendations
 from service.enrichment.recommender_lookup import RecommenderLookup
 from service.resolution.deadline import Deadline
@@ -39,6 +40,7 @@ LISTENER = web.AppKey("invalidation_listener", InvalidationListener)
 USER_RECOMMENDATIONS = web.AppKey("user_recommendations", UserRecommendations)
 # Amazon Connect: each IdempotencyToken's first answer, replayed to retries.
 CONNECT_REPLAY = web.AppKey("connect_replay", ConnectReplay)
+CONTENT_ANSWERS = web.AppKey("content_answers", AnswerCache)
 # Bounds the bulk imports running at once in this process (each holds a connection of its own).
 IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 # Keys and limits (issue 14): when keys were last used, and each tenant's rate and slots.

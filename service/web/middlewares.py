@@ -26,6 +26,7 @@ from service.errors import (
     Unavailable,
     UnsupportedMedia,
 )
+from service.runtime import tracing
 from service.runtime.logs import write_info
 from service.storage.db_faults import DATABASE_UNAVAILABLE, READ_ONLY
 from service.web.app_keys import (
@@ -180,4 +181,26 @@ async def request_context(request: web.Request, handler) -> web.StreamResponse:
                 "key": principal.key_prefix if principal else None,
             },
         )
+    return response
+
+
+@web.middleware
+async def traced_request_context(request: web.Request, handler) -> web.StreamResponse:
+    """`request_context` inside the request's server span (traces on): named by the route's
+    template, never the path (a user route's path holds a user ID) nor the query string (item
+    IDs); the tenant and the recommender as attributes, never a key."""
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else "unmatched"
+    attributes = {"http.request.method": request.method, "http.route": template}
+    recommender = request.match_info.get("recommender")
+    if recommender is not None:
+        attributes["enricher.recommender"] = recommender
+    with tracing.server_span(f"{request.method} {template}", request.headers, attributes) as span:
+        response = await request_context(request, handler)
+        span.set_attribute("http.response.status_code", response.status)
+        principal = request.get(PRINCIPAL)
+        if principal is not None:
+            span.set_attribute("enricher.tenant", principal.tenant_name)
+        if response.status >= 500:
+            tracing.set_error(span, RuntimeError(f"HTTP {response.status}"))
     return response

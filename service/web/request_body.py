@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from service import json_codec
 from service.errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMedia
@@ -33,6 +33,21 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     except OSError as exc:  # aiohttp's ClientConnectionResetError and friends
         raise ClientGone("the connection closed before the whole body arrived",
                          field="body") from exc
+    except web.RequestPayloadError as exc:  # the parser refused the body after its headers
+        raise unreadable_body(exc.__cause__) from exc
+
+
+def unreadable_body(cause: BaseException | None) -> BadRequest:
+    """The problem of a body aiohttp's parser refused (`cause`: its error). Its message is not
+    repeated: it may quote the body's bytes."""
+    if isinstance(cause, http_exceptions.ContentEncodingError):
+        return BadRequest("the body cannot be decoded as its Content-Encoding says",
+                          field="Content-Encoding")
+    if isinstance(cause, http_exceptions.TransferEncodingError):
+        return BadRequest("the chunked body is malformed (Transfer-Encoding: chunked)",
+                          field="body")
+    return BadRequest("the body does not match its framing (Content-Length or chunked "
+                      "Transfer-Encoding)", field="body")
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:

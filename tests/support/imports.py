@@ -179,5 +179,5 @@ async def wait_for(check, *args: Any, attempts: int = 500) -> None:
     for _ in range(attempts):
         if await check(*args):
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # paces the poll
     raise AssertionError(f"{check.__name__} never became true")

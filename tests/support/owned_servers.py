@@ -170,7 +170,7 @@ async def wait_for_postgres(url: str, within: float = 10) -> None:
             try:
                 conn = await asyncpg.connect(url, timeout=1)
             except (OSError, asyncpg.PostgresError, TimeoutError):
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # paces the poll: still starting
                 continue
             await conn.close()
             return
@@ -239,7 +239,7 @@ class OwnedRedis:
                 while True:  # a server's state: polled, nothing to wait on
                     if (await client.info("replication")).get("master_link_status") == "up":
                         return
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # paces the poll
         finally:
             await client.aclose()
 
@@ -258,7 +258,7 @@ async def _answers(client: redis_client.Redis, within: float) -> None:
                     await client.ping()
                     return
                 except (OSError, redis_client.RedisError):
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # paces the poll: still starting
     finally:
         await client.aclose()
 
@@ -312,7 +312,7 @@ class OwnedSentinel:
                     found = await client.execute_command("SENTINEL", "REPLICAS", SENTINEL_SERVICE)
                     if len(found) >= count:
                         return
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.1)  # paces the poll
         finally:
             await client.aclose()
 

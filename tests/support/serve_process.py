@@ -146,7 +146,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str,
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {timeout} s\n{context()}")
-        time.sleep(0.02)
+        time.sleep(0.02)  # paces the poll
 
 
 def request(port: int, method: str, path: str, *, body: bytes | None = None,

@@ -27,10 +27,13 @@ class Shim:
         )
         return cls(process)
 
-    async def invoke(self, event, remaining_ms: int = 5000, **env: str) -> dict:
+    async def invoke(self, event, remaining_ms: int = 5000, client_context: dict | None = None,
+                     **env: str) -> dict:
         """What the shim's handler returned (`result`) or raised (`error`, `message`), with
-        `elapsed_ms` and the modules it loaded from outside the standard library."""
-        command = {"event": event, "remaining_ms": remaining_ms, "env": env}
+        `elapsed_ms` and the modules it loaded from outside the standard library.
+        `client_context`: the custom fields of the invocation's ClientContext."""
+        command = {"event": event, "remaining_ms": remaining_ms, "env": env,
+                   "client_context": client_context}
         self.process.stdin.write((json.dumps(command) + "\n").encode())
         await self.process.stdin.drain()
         line = await asyncio.wait_for(self.process.stdout.readline(), remaining_ms / 1000 + 10)

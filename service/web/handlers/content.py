@@ -28,7 +28,15 @@ from service.enrichment.recommender_lookup import Recommender
 from service.enrichment.recommenders import check_recommender_name
 from service.errors import Unavailable
 from service.web.access import requires
-from service.web.app_keys import DEADLINE, METRICS, PRINCIPAL, RECOMMENDERS, RESOLVER, SETTINGS
+from service.web.app_keys import (
+    CONTENT_ANSWERS,
+    DEADLINE,
+    METRICS,
+    PRINCIPAL,
+    RECOMMENDERS,
+    RESOLVER,
+    SETTINGS,
+)
 from service.web.conditional_requests import cache_control, not_modified
 from service.web.request_body import read_json
 from service.web.responses import json_bytes_response
@@ -73,6 +81,17 @@ async def content_response(
     # Rows kept on L1 entries, shared with the transform: not when L1 is off.
     derived_key = enricher.derived_key(wanted.locale) if as_json and resolver.local.enabled \
         else None
+    # A plain answer (no extras, nothing known degraded) may be one kept from before, checked
+    # against the rows L1 holds now (adapters/content.py AnswerCache).
+    answers = request.app[CONTENT_ANSWERS] if derived_key is not None and extras is None \
+        and fields is None and degraded is None else None
+    if answers is not None:
+        kept = answers.get(derived_key, wanted,
+                           resolver.local.derived_table(recommender.catalog_id, derived_key))
+        if kept is not None:
+            body, etag, ids = kept
+            resolver.table_hits(recommender.catalog_id, ids)
+            return _current_answer(request, recommender, body, etag)
     resolved = await resolver.resolve(
         recommender.catalog_id, wanted.distinct_ids(), deadline=request[DEADLINE], checked=True,
         derived_key=derived_key,
@@ -96,10 +115,17 @@ async def content_response(
     if reason:
         return json_bytes_response(body, headers={DEGRADED_HEADER: reason,
                                                   "Cache-Control": "no-store"})
-    headers = {
-        "ETag": '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"',
-        "Cache-Control": cache_control(recommender.spec.content_max_age),
-    }
-    if not_modified(request.headers.get("If-None-Match"), headers["ETag"]):
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    if answers is not None:
+        answers.put(derived_key, wanted, body, etag, resolved.derived, rendered,
+                    resolver.local.derived_table(recommender.catalog_id, derived_key))
+    return _current_answer(request, recommender, body, etag)
+
+
+def _current_answer(request: web.Request, recommender: Recommender, body: bytes,
+                    etag: str) -> web.Response:
+    """A current (not degraded) answer: with its ETag and Cache-Control, or a 304."""
+    headers = {"ETag": etag, "Cache-Control": cache_control(recommender.spec.content_max_age)}
+    if not_modified(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
     return json_bytes_response(body, headers=headers)

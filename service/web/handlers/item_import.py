@@ -25,6 +25,7 @@ from service.web.app_keys import IMPORT_SLOTS, POOL, PRINCIPAL, REQUEST_ID, RESO
 from service.web.audit import audited
 from service.web.handlers.catalogs import catalog_name
 from service.web.paging import check_known_params
+from service.web.request_body import unreadable_body
 from service.web.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         # The client went away (or broke the framing) mid-body: the import is rolled back.
         raise BadRequest("the request body ended before it was complete; nothing was imported",
                          field="body") from exc
+    except web.RequestPayloadError as exc:  # a broken chunk, a gzip body that does not inflate
+        raise unreadable_body(exc.__cause__) from exc
 
 
 @audited("catalog.import", target="catalog")
