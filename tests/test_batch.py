@@ -133,7 +133,7 @@ class TestAnswers:
                     locale = given["input"].get("locale")
                     scores = given["output"].get("scores")
                     key_field = "userId" if "userId" in given["input"] else "itemId"
-                    assert answer.pop(key_field) == given["input"][key_field]
+                    assert answer.pop("key") == given["input"][key_field]
                 if scores is not None:
                     by_id = dict(zip(ids, scores, strict=True))
                     for item in answer["items"]:
@@ -171,7 +171,7 @@ class TestAnswers:
         assert [p["line"] for p in problems] == list(range(4, 4 + len(bad)))
         assert all(p["send"] is False and p["reason"] for p in problems)
         assert "not valid JSON" in problems[0]["reason"]
-        assert problems[1] == {"userId": "u2", "line": 5, "send": False,
+        assert problems[1] == {"key": "u2", "line": 5, "send": False,
                                "reason": "output is required: an object holding recommendedItems"}
         assert problems[2]["reason"].startswith("output.recommendedItems[0] must be a string")
         assert "User u4 has no interactions" in problems[3]["reason"]
@@ -372,7 +372,7 @@ class TestRoute:
                                    headers=api.headers(NDJSON)) as response:
             assert response.status == 200
             first = await response.content.readline()
-            assert orjson.loads(first)["userId"] == "u0"
+            assert orjson.loads(first)["key"] == "u0"
             first_answers.set()
             rest = await response.read()
         assert len(rest.splitlines()) == CHUNK_LINES - 1 + 3

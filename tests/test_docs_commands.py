@@ -94,7 +94,7 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
         "run by test_batch.TestThePage (the input line)",
     ("docs/batch.md", '{"recommender": "movies", "locale": "en_US", "send": true,'):
         "test_batch.TestThePage: the output for the input line above",
-    ("docs/batch.md", '{"userId": "4639", "line": 2'):
+    ("docs/batch.md", '{"key": "4639", "line": 2'):
         "test_batch.TestThePage: the output for the line with `error` set",
     ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies batch"):
         "run by test_batch.TestThePage",

@@ -13,11 +13,12 @@ An input line is one of
 
 and its answer line is exactly what the content route (service/adapters/content.py) answers for
 its IDs and locale, made by the same `answer_bytes`, each item with its `score` where the input
-had scores, plus the input's key under the input's name for it (`userId`, `itemId` or `key`).
+had scores, plus the input's key as `key` (a Personalize line's `userId` or `itemId`): the enriched
+line `catalog-enricher sync` reads as it is.
 
 A line that cannot be served as asked (not JSON, keys missing, IDs that are not strings, `error`
 set by the job, over the line limit) is answered `{"line": N, "send": false, "reason": "..."}`
-(its key too when it could be read) and counted: never dropped, never fatal.
+(its `key` too when it could be read) and counted: never dropped, never fatal.
 
 Lines are enriched a chunk at a time: the distinct IDs of a chunk go through the resolver once
 (L1, L2, then one `ANY` query for what both miss), so a night's million lines make a few hundred
@@ -242,7 +243,7 @@ class _ChunkRows:
 def problem_line(line: BatchLine) -> bytes:
     answer: dict[str, Any] = {}
     if line.key_field is not None:
-        answer[line.key_field] = line.key
+        answer["key"] = line.key
     answer.update(line=line.number, send=False, reason=line.reason)
     return orjson.dumps(answer)
 
@@ -307,7 +308,7 @@ class BatchEnricher:
             extras = [{"score": s} for s in line.scores] if line.scores is not None else None
             body, send, rows = content.answer_bytes(
                 name, enricher, ContentQuery(line.ids, line.locale),
-                views.get(line.locale, resolved), extras, {line.key_field: line.key})
+                views.get(line.locale, resolved), extras, {"key": line.key})
             if rows:
                 rendered.update(rows)
             out.append(body)
