@@ -27,7 +27,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from bench import database, fairness, profile
+from bench import batch_bench, database, fairness, profile
 from bench import real_catalog as real
 from bench.catalog import (
     SHAPE_RECOMMENDERS,
@@ -137,6 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--locale-events", type=int, default=800,
                         help="events in the locales-rss pool (default 800: 200,000 IDs, each "
                              "hot item twice)")
+    parser.add_argument("--batch-lines", type=int, default=200_000,
+                        help="lines of 25 IDs the batch scenarios enrich (default 200000)")
     parser.add_argument("--seed", type=int, default=1, help="seed for the events (default 1)")
     parser.add_argument("--dataset", type=Path, default=real.DATASET,
                         help="the real products (default: ../shared/datasets next to the "
@@ -173,7 +175,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--warmup must be at least 0")
     for name in ("items", "endpoints", "duration", "connections", "timeout",
                  "hot_items", "hot_events", "cold_events", "content_requests", "users", "repeat",
-                 "locale_items", "locale_events", "connect_profiles", "toy_items", "warm_events"):
+                 "locale_items", "locale_events", "connect_profiles", "toy_items", "warm_events",
+                 "batch_lines"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.connections < args.threads:
@@ -408,6 +411,8 @@ class Bench:
                 for run in range(1, self.args.repeat + 1):
                     if scenario.driver == "fairness":
                         rows = self.measure_fairness(scenario, threads)
+                    elif scenario.driver == "batch":
+                        rows = batch_bench.measure(self, scenario)
                     else:
                         rows = [self.measure(scenario, kind, threads)
                                 for kind in self.peers_of(scenario)]
@@ -724,7 +729,8 @@ def budget_seconds(args: argparse.Namespace) -> int:
     per_run = args.warmup + args.duration + 60 + args.items / 100_000
     runs = sum(len(s.with_independent()) for s in args.scenario_list) * \
         len(args.thread_counts) * args.repeat
-    return int(300 + args.items / 2_000 + (runs + (1 if args.profile else 0)) * per_run)
+    batch = sum(args.batch_lines / 2_000 for s in args.scenario_list if s.driver == "batch")
+    return int(300 + args.items / 2_000 + batch + (runs + (1 if args.profile else 0)) * per_run)
 
 
 def compare(rows: list[Row]) -> list[Row]:

@@ -129,6 +129,11 @@ SCENARIOS = (
     # service's peak RSS (only the service runs: no floor holds 600 renderings per item).
     Scenario("locales-rss", "20 recommenders x 30 locales, 100k toy items", "locales",
              peers=("service",)),
+    # The nightly batch: enrich-batch over a generated batch inference output (--batch-lines
+    # lines of 25 IDs), lines/s next to a floor script (bench/batch_floor.py), and peak RSS.
+    Scenario("batch", "enrich-batch, hot items (toy)", "batch-hot", driver="batch"),
+    Scenario("batch-zipf", "enrich-batch --workers 2, Zipf 1.1 over the toy catalog", "batch-zipf",
+             driver="batch", processes=2, peers=("service",)),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 DEFAULT = ("real-warm", "real-warm-demographic", "real-warm-price", "cold-uniform", "cold-zipf",

@@ -1,5 +1,5 @@
-"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, sync, shim-zip,
-pinpoint-config, connect-config.
+"""The `catalog-enricher` command: serve, migrate, tenants, keys, import, enrich-batch, sync,
+shim-zip, pinpoint-config, connect-config.
 
 Keys and other results meant for the user go to stdout; logs go to stderr as JSON lines. Commands
 that touch the database use DATABASE_URL, or the embedded Postgres in ENRICHER_DATA_DIR when it is
@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 
 from service import __version__
+from service.adapters.batch_run import add_enrich_batch_parser, enrich_batch
 from service.adapters.sync.command import add_sync_parser
 from service.catalog.cli_import import add_import_parser, import_file
 from service.errors import MigrationError, ProblemError, SettingsError
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="expire the new key after this long (default: never)")
 
     add_import_parser(commands)
+    add_enrich_batch_parser(commands)
     add_sync_parser(commands)
 
     shim = commands.add_parser("shim-zip", help="write the Lambda shim as a deployable zip")
@@ -201,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         return with_database(settings, lambda conn: print_recommender_connect_config(conn, args))
     if args.command == "import":
         return with_database(settings, lambda conn: import_file(conn, args, settings))
+    if args.command == "enrich-batch":
+        with contextlib.ExitStack() as stack:
+            if not settings.database_url:  # the embedded Postgres `serve` uses
+                url = stack.enter_context(embedded_postgres(settings.data_dir))
+                settings = dataclasses.replace(settings, database_url=url)
+            return enrich_batch(settings, args)
     if args.command == "sync":
         from service.adapters.sync.command import run_sync
 

@@ -123,6 +123,17 @@ class TestBenchRun:
         assert "connect route profiles/s (20-profile batches) / transform endpoints/s " \
                "(50-endpoint events)" in done.stdout
 
+    def test_batch_scenarios_enrich_every_line(self, pg_server_url: str, tmp_path: Path):
+        """enrich-batch next to the floor script on hot items, then alone with 2 workers on Zipf
+        IDs: every generated line enriched, CPU and peak memory measured."""
+        done, rows = run_bench(pg_server_url, tmp_path, "--scenarios", "batch,batch-zipf",
+                               "--batch-lines", "500", timeout=120)
+        assert [r["server"] for r in rows] == ["floor", "service", "service"]
+        assert all(r["requests"] == 500 and r["cpu_us_per_event"] > 0 and r["peak_rss_mb"] > 0
+                   for r in rows), rows
+        assert rows[1]["vs_floor"] is not None
+        assert "enrich-batch --workers 2" in done.stdout
+
     def test_repeated_warm_and_locales_with_two_thread_counts(self, pg_server_url: str,
                                                               tmp_path: Path):
         """--repeat and --threads 1,2: every run kept in the JSON (floor and service, the service

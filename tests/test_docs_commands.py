@@ -90,6 +90,27 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
     ("docs/connect.md", '{"InvocationMetadata"'): "sent by test_docs_snippets.TestConnectPage",
     ("docs/connect.md", '{"Items": {"CustomerProfiles"'):
         "test_docs_snippets.TestConnectPage: the answer to the event above",
+    ("docs/batch.md", '{"input": {"userId": "4638"}'):
+        "run by test_batch.TestThePage (the input line)",
+    ("docs/batch.md", '{"recommender": "movies", "locale": "en_US", "send": true,'):
+        "test_batch.TestThePage: the output for the input line above",
+    ("docs/batch.md", '{"key": "4639", "line": 2'):
+        "test_batch.TestThePage: the output for the line with `error` set",
+    ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies batch"):
+        "run by test_batch.TestThePage",
+    ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies s3://"):
+        "S3 prefix in, S3 key out: tests/test_batch_s3.py runs it against a local S3 server",
+    ("docs/batch.md", "kubectl delete job catalog-enricher-batch"):
+        "shown only: needs a cluster; test_kubernetes_manifests.TestBatchJob renders and "
+        "validates deploy/kubernetes/batch and parses each pod's command",
+    ("docs/batch.md", '{"Comment": "Enrich'):
+        "test_batch.TestThePage: the state machine parses and each array child's command is one "
+        "the CLI accepts",
+    ("docs/batch.md", '{"lines": 2'): "test_batch.TestThePage: the run's summary",
+    ("docs/batch.md", "catalog-enricher enrich-batch --tenant acme --recommender movies --shard"):
+        "shards: test_batch.TestOrderResumeShards.test_shards_partition_the_input runs N = 1..4",
+    ("docs/batch.md", "python -m bench --scenarios batch"):
+        "a benchmark: the suite runs none (tests/test_bench.py smoke-tests the bench)",
     ("docs/performance.md", "python -m bench"): "a benchmark: the suite runs none "
                                                 "(tests/test_bench.py smoke-tests the bench)",
     ("docs/performance.md", "make bench"): "a benchmark (as above)",

@@ -19,9 +19,13 @@ from tests.support.kubernetes_checks import (
     checkov_problems,
     env_of,
     invariant_problems,
+    matches,
+    pod_templates,
     render,
     schema_problems,
 )
+from tests.support.kubernetes_checks import _hardening_problems as hardening_problems
+from tests.support.kubernetes_checks import _secret_problems as secret_problems
 
 RENDERINGS = {"base": MANIFESTS, "production overlay": MANIFESTS / "overlays" / "production"}
 
@@ -146,3 +150,71 @@ class TestBrokenCopies:
         assert "Deployment/catalog-enricher: DATABASE_URL of catalog-enricher is not taken " \
             "from a named Secret" in problems
         assert "Deployment/catalog-enricher: DATABASE_URL holds a password" in problems
+
+
+# --- the nightly batch: an Indexed Job of its own -------------------------------------------------
+
+BATCH = MANIFESTS / "batch"
+
+
+@pytest.fixture(scope="module")
+def batch_rendered(tmp_path_factory) -> tuple[Path, Objects]:
+    text, objects = render(BATCH)
+    path = tmp_path_factory.mktemp("rendered") / "batch.yaml"
+    path.write_text(text)
+    return path, objects
+
+
+class TestBatchJob:
+    """deploy/kubernetes/batch renders, is valid, is hardened like the service, and its pods
+    take disjoint shards that cover the input: pod K runs `--shard K/N` with N its completions,
+    arguments the real command line accepts."""
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    def test_valid_for_kubernetes(self, batch_rendered, version):
+        assert schema_problems(batch_rendered[0], version) == []
+
+    def test_hardened_and_secrets_by_reference(self, batch_rendered):
+        _, objects = batch_rendered
+        for name, template in pod_templates(objects):
+            assert hardening_problems(template["spec"]) == [], name
+            assert secret_problems(template["spec"]) == [], name
+        assert not [o for o in objects if o["kind"] == "Secret"]
+
+    def test_each_index_takes_its_own_shard(self, batch_rendered):
+        from service.adapters.batch_run import parse_shard
+        from service.cli import build_parser
+
+        _, objects = batch_rendered
+        (job,) = [o for o in objects if o["kind"] == "Job"]
+        spec = job["spec"]
+        assert spec["completionMode"] == "Indexed"
+        count = spec["completions"]
+        assert spec["parallelism"] <= count
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["command"] == ["catalog-enricher"]
+        outputs = set()
+        for index in range(count):
+            args = [a.replace("$(JOB_COMPLETION_INDEX)", str(index)) for a in container["args"]]
+            parsed = build_parser().parse_args(args)
+            assert parsed.command == "enrich-batch"
+            assert parse_shard(parsed.shard) == (index, count)
+            outputs.add(parsed.output)
+        assert len(outputs) == count  # each pod writes its own part
+        assert all(o.startswith("s3://") for o in outputs)
+        sa = job["spec"]["template"]["spec"]["serviceAccountName"]
+        assert [o for o in objects if o["kind"] == "ServiceAccount"
+                and o["metadata"]["name"] == sa]
+
+    def test_no_ingress_to_the_batch_pods(self, batch_rendered):
+        _, objects = batch_rendered
+        (job,) = [o for o in objects if o["kind"] == "Job"]
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        policies = [o for o in objects if o["kind"] == "NetworkPolicy"
+                    and matches(o["spec"]["podSelector"], labels)]
+        assert policies and all(p["spec"]["policyTypes"] == ["Ingress"]
+                                and not p["spec"].get("ingress") for p in policies)
+
+    @pytest.mark.slow
+    def test_checkov_finds_nothing_unexplained(self, batch_rendered):
+        assert checkov_problems(batch_rendered[0]) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.web.handlers import (
+    batch,
     catalogs,
     connect,
     content,
@@ -44,6 +45,8 @@ def setup_routes(app: web.Application) -> None:
                 user_content.get_user_content, name="get_user_content", allow_head=False),
         # Amazon Connect outbound campaigns (issue 30): a journey's custom action block.
         web.post("/v1/recommenders/{recommender}/connect", connect.connect, name="connect"),
+        # The nightly batch over HTTP: NDJSON in, NDJSON out, streamed.
+        web.post("/v1/recommenders/{recommender}/batch", batch.batch, name="batch"),
         web.put("/v1/recommenders/{recommender}", recommenders.put_recommender,
                 name="put_recommender"),
         web.get("/v1/recommenders/{recommender}", recommenders.get_recommender,
