@@ -72,20 +72,23 @@ def _event_limits(max_endpoints: int, max_items_per_endpoint: int) -> pinpoint.E
 
 def _kept_rows_by_locale(
     resolver: ItemResolver, recommender: Recommender, parsed: pinpoint.ParsedEvent,
-) -> tuple[dict[str | None, dict[str, Any]], list[str]]:
+) -> tuple[dict[str | None, tuple[dict[str, Any], dict[str, None]]], list[str]]:
     """Per locale of the event, the rows L1 keeps for it (`derived_table`: read only, `{}` for
-    none); and the IDs some endpoint wants in a locale whose rows lack them, to resolve."""
+    none) and the IDs its endpoints want; and the IDs wanted in a locale whose rows lack them,
+    to resolve."""
     catalog_id, enricher = recommender.catalog_id, recommender.enricher
-    tables: dict[str | None, dict[str, Any]] = {}
-    found: list[str] = []
+    tables: dict[str | None, tuple[dict[str, Any], dict[str, None]]] = {}
     unfound: dict[str, None] = {}
     for locale, ids in pinpoint.ids_by_locale(parsed).items():
-        table = tables[locale] = resolver.local.derived_table(
-            catalog_id, enricher.derived_key(locale)) or {}
-        for item_id in ids:
-            (found.append if item_id in table else unfound.setdefault)(item_id)
-    if found:
-        resolver.table_hits(catalog_id, found)
+        table = resolver.local.derived_table(catalog_id, enricher.derived_key(locale)) or {}
+        tables[locale] = (table, ids)
+        if table.keys() >= ids.keys():  # every row at hand (a subset test in C)
+            resolver.table_hits(catalog_id, list(ids))
+            continue
+        found = [item_id for item_id in ids if item_id in table]
+        if found:
+            resolver.table_hits(catalog_id, found)
+        unfound.update(dict.fromkeys(item_id for item_id in ids if item_id not in table))
     return tables, list(unfound)
 
 
