@@ -19,6 +19,7 @@ import base64
 import contextlib
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import aiohttp
 import asyncpg
 import orjson
 import psutil
+from multidict import CIMultiDict
 
 from bench.soak.deployment import CATALOG, RECOMMENDER, Deployment, item_id
 from bench.soak.history import History, price_of, version_shown
@@ -43,7 +45,7 @@ SHIM_REMAINING_MS = 6000
 @dataclass
 class Answer:
     status: int | None
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive (a CIMultiDict)
     body: bytes
     error: str | None
 
@@ -55,11 +57,11 @@ async def send(session: aiohttp.ClientSession, method: str, url: str, *, timeout
         async with session.request(method, url, data=data, headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             payload = await response.read()
-            return Answer(response.status, dict(response.headers), payload, None)
+            return Answer(response.status, response.headers.copy(), payload, None)
     except TimeoutError:
-        return Answer(None, {}, b"", "timeout")
+        return Answer(None, CIMultiDict(), b"", "timeout")
     except (aiohttp.ClientError, OSError) as exc:
-        return Answer(None, {}, b"", type(exc).__name__)
+        return Answer(None, CIMultiDict(), b"", type(exc).__name__)
 
 
 def described(answer: Answer) -> dict[str, Any]:
