@@ -43,6 +43,7 @@ TENANT = "soak"
 CACHE_MAX_BYTES = 32 * 1024 * 1024
 WORKER_MEMORY_BOUND = 120 * 1024 * 1024 + int(1.1 * CACHE_MAX_BYTES)
 SUPERVISOR_MEMORY_BOUND = 120 * 1024 * 1024
+POOL_MAX = 6  # ENRICHER_DB_POOL_MAX: 3 instances x 2 workers x 2 pools stay well inside 100
 
 
 def run_cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> str:
@@ -361,7 +362,7 @@ async def _start(folder: Path, *, instances: int, items: int, hot: int, log, sta
     write_url, read_url = databases.urls()
     env = base_env(
         DATABASE_URL=write_url, DATABASE_READ_URL=read_url, REDIS_URL=redis_set.url(),
-        ENRICHER_DB_POOL_MAX="6", ENRICHER_DB_CONNECT_TIMEOUT="2",
+        ENRICHER_DB_POOL_MAX=str(POOL_MAX), ENRICHER_DB_CONNECT_TIMEOUT="2",
         ENRICHER_DB_COMMAND_TIMEOUT="5", ENRICHER_DB_ACQUIRE_TIMEOUT="3",
         ENRICHER_CACHE_MAX_BYTES=str(CACHE_MAX_BYTES), ENRICHER_REDIS_TIMEOUT_MS="100",
         ENRICHER_MIGRATE_ON_START="false", ENRICHER_SHUTDOWN_TIMEOUT="10",

@@ -22,6 +22,7 @@ from bench.soak import checker
 from bench.soak.clients import Clients
 from bench.soak.deployment import (
     CATALOG,
+    POOL_MAX,
     RECOMMENDER,
     SUPERVISOR_MEMORY_BOUND,
     WORKER_MEMORY_BOUND,
@@ -131,7 +132,7 @@ async def soak(config: SoakConfig, log=print) -> tuple[dict[str, Any], list[chec
             shutil.rmtree(folder, ignore_errors=True)
     records = read_history(out / "history.jsonl")
     promises = checker.check(records, worker_memory_bound=WORKER_MEMORY_BOUND,
-                             supervisor_memory_bound=SUPERVISOR_MEMORY_BOUND)
+                             supervisor_memory_bound=SUPERVISOR_MEMORY_BOUND, pool_max=POOL_MAX)
     summary = checker.report(records, promises)
     (out / "report.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2,
                                                    default=str))
