@@ -126,6 +126,30 @@ class TestCheckerFinds:
         assert {v.get("connections") for v in found} == {None, "postgres"} and len(found) == 2
 
 
+def test_the_checkers_command_fails_on_a_broken_history(tmp_path: Path):
+    """`python -m bench.soak.checker HISTORY` (docs/soak.md): exit status 1 and the violation
+    in its report when a promise is broken; 0 when none is."""
+    import subprocess
+    import sys
+
+    import orjson
+
+    def run(records: list[dict]) -> subprocess.CompletedProcess:
+        history = tmp_path / "history.jsonl"
+        history.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        return subprocess.run([sys.executable, "-m", "bench.soak.checker", str(history)],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              cwd=Path(__file__).resolve().parents[1])
+
+    kept = [write(1, "a", 1.0), {"kind": "final", "items": {"a": [1, True]}},
+            resources("start", 0), resources("end", 10)]
+    assert run(kept).returncode == 0
+    lost = run([*kept[:1], {"kind": "final", "items": {"a": [0, True]}}, *kept[2:]])
+    assert lost.returncode == 1
+    assert "3. no acknowledged write is lost" in lost.stdout
+    assert "1 violations" in lost.stdout
+
+
 def test_the_schedule_has_every_kind_before_any_twice():
     kinds = schedule(seed=5, count=len(KINDS) + 3)
     assert set(kinds[:len(KINDS)]) == set(KINDS)

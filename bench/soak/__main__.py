@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.soak.checker import render
 from bench.soak.faults import KINDS
-from bench.soak.runner import SoakConfig, soak
+from bench.soak.runner import BREAKS, SoakConfig, soak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default="",
                         help=f"comma-separated kinds, each once, spread over the run (of "
                              f"{', '.join(KINDS)}); default: the seed's schedule of all")
+    parser.add_argument("--break", dest="breaks", action="append", default=[],
+                        choices=sorted(BREAKS), metavar="WHAT",
+                        help="sabotage, to see the checker report it: " + "; ".join(
+                            f"{k}: {v}" for k, v in BREAKS.items()))
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for history.jsonl and the report (default: a temp folder)")
     args = parser.parse_args(argv)
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
     config = SoakConfig(minutes=args.minutes, seed=args.seed, instances=args.instances,
                         items=args.items, hot=args.hot, fault_every=args.fault_every,
-                        kinds=kinds, out=args.out)
+                        kinds=kinds, out=args.out, breaks=frozenset(args.breaks))
     summary, promises = asyncio.run(soak(config, log=lambda m: print(m, file=sys.stderr)))
     print(render(summary))
     return 1 if any(p.violations for p in promises) else 0

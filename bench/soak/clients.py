@@ -94,13 +94,18 @@ def shown_versions(body: bytes) -> dict[str, Any]:
 
 class Clients:
     def __init__(self, deployment: Deployment, history: History, seed: int, *,
-                 braze_concurrency: int, pace: float) -> None:
+                 braze_concurrency: int, pace: float, breaks: frozenset[str] = frozenset()) -> None:
         self.d = deployment
         self.history = history
         self.rng = random.Random(seed)
         self.stop = asyncio.Event()
         self.braze_concurrency = braze_concurrency
         self.pace = pace  # seconds between a client's operations
+        # Sabotage, to show the checker catches it (docs/soak.md): `retries` takes the
+        # platforms' retries away, `lose-writes` logs every tenth write as acknowledged unsent.
+        self.braze_tries = 1 if "retries" in breaks else BRAZE_TRIES
+        self.pinpoint_tries = 1 if "retries" in breaks else PINPOINT_TRIES
+        self.lose_writes = "lose-writes" in breaks
         self.ops = 0
         self.version = 0
 
@@ -138,7 +143,7 @@ class Clients:
                     item_id(rng.randrange(self.d.item_count)) for _ in range(2)]
                 route, path = "content", f"{CONTENT}?ids={','.join(ids)}&locale=en_US"
             started, ok, degraded = time.time(), False, None
-            for attempt in range(1, BRAZE_TRIES + 1):
+            for attempt in range(1, self.braze_tries + 1):
                 start = time.time()
                 answer = await send(session, "GET", self.d.haproxy.url + path,
                                     timeout=BRAZE_TIMEOUT, headers={"Authorization": auth})
@@ -170,7 +175,7 @@ class Clients:
                 event = {"Endpoints": {f"ep{n}": {"RecommendationItems": rng.sample(
                     self.d.hot_ids, 3)} for n in range(50)}}
                 started, ok = time.time(), False
-                for attempt in range(1, PINPOINT_TRIES + 1):
+                for attempt in range(1, self.pinpoint_tries + 1):
                     start = time.time()
                     answer = await container.invoke(event, remaining_ms=SHIM_REMAINING_MS, **env)
                     # The enriched endpoints (one left out when none of its items can be shown),
@@ -201,6 +206,11 @@ class Clients:
             item = rng.choice(self.d.hot_ids)
             available = version % 4 != 0  # a quarter of the writes take the item off sale
             start = time.time()
+            if self.lose_writes and version % 10 == 0:
+                self.history.log("write", client="writer", version=version, item=item,
+                                 available=available, start=start, end=start, status=200,
+                                 error=None, content_type="application/json", degraded=None)
+                continue
             answer = await send(
                 session, "PATCH", f"{self.d.haproxy.url}/v1/catalogs/{CATALOG}/items/{item}",
                 timeout=10, headers=headers,

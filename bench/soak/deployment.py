@@ -172,8 +172,9 @@ backend enrichers
 
 
 class HAProxy:
-    def __init__(self, folder: Path, instances: list[Instance]) -> None:
+    def __init__(self, folder: Path, instances: list[Instance], *, checked: bool = True) -> None:
         self.folder = folder
+        self.checked = checked
         self.port = free_port()
         self.instances = instances
         self.process: subprocess.Popen | None = None
@@ -184,11 +185,15 @@ class HAProxy:
 
     def start(self) -> None:
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        servers = "\n".join(f"    server {i.name} 127.0.0.1:{i.port} check"
+        check = " check" if self.checked else ""
+        servers = "\n".join(f"    server {i.name} 127.0.0.1:{i.port}{check}"
                             for i in self.instances)
+        text = HAPROXY_CONFIG.format(port=self.port, servers=servers,
+                                     socket=self.folder / "haproxy.sock")
+        if not self.checked:  # sabotage: no health checks, no retries (docs/soak.md)
+            text = text.replace("    retry-on conn-failure empty-response\n", "    retries 0\n")
         config = self.folder / "haproxy.cfg"
-        config.write_text(HAPROXY_CONFIG.format(port=self.port, servers=servers,
-                                                socket=self.folder / "haproxy.sock"))
+        config.write_text(text)
         log = (self.folder / "haproxy.log").open("ab")
         self.process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log,
                                         stderr=subprocess.STDOUT)
@@ -211,7 +216,7 @@ class HAProxy:
         writer.close()
         lines = [line.split(",") for line in text.splitlines() if line and line[0] != "#"]
         return {row[1] for row in lines if len(row) > 17 and row[0] == "enrichers"
-                and row[17].startswith("UP")}
+                and (row[17].startswith("UP") or (not self.checked and row[17] == "no check"))}
 
     async def wait_up(self, name: str, within: float = 30) -> None:
         deadline = time.monotonic() + within
@@ -296,12 +301,12 @@ def catalog_lines(count: int) -> bytes:
 
 
 async def start_deployment(folder: Path, *, instances: int, items: int, hot: int,
-                           log: callable = print) -> Deployment:
+                           log: callable = print, lb_checks: bool = True) -> Deployment:
     """Start everything; on a failure, stop what started and raise."""
     started: list[callable] = []
     try:
         return await _start(folder, instances=instances, items=items, hot=hot, log=log,
-                            started=started)
+                            started=started, lb_checks=lb_checks)
     except BaseException:
         for stop in reversed(started):
             with contextlib.suppress(Exception):
@@ -311,7 +316,8 @@ async def start_deployment(folder: Path, *, instances: int, items: int, hot: int
         raise
 
 
-async def _start(folder: Path, *, instances: int, items: int, hot: int, log, started) -> Deployment:
+async def _start(folder: Path, *, instances: int, items: int, hot: int, log, started,
+                 lb_checks: bool) -> Deployment:
     log(f"soak: Postgres primary in {folder}")
     primary = OwnedPostgres(folder / "pg-a")
     await asyncio.to_thread(primary.init)
@@ -378,7 +384,7 @@ async def _start(folder: Path, *, instances: int, items: int, hot: int, log, sta
         started.append(instance.kill)
     for instance in members:
         await instance.wait_ready()
-    haproxy = HAProxy(folder, members)
+    haproxy = HAProxy(folder, members, checked=lb_checks)
     haproxy.start()
     started.append(haproxy.stop)
     for instance in members:

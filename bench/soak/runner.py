@@ -32,6 +32,14 @@ from bench.soak.deployment import (
 from bench.soak.faults import Faults, schedule
 from bench.soak.history import History, read_history
 
+# What `--break` can sabotage (docs/soak.md), and the promise each breaks.
+BREAKS = {
+    "retries": "Braze and Pinpoint give up after one try (promise 1, under faults)",
+    "invalidation": "every LISTEN connection is silenced as it opens (promises 2 and 4)",
+    "lose-writes": "every tenth write is logged as acknowledged but never sent (promise 3)",
+    "lb-checks": "HAProxy without health checks or retries (promises 1 and 5, under faults)",
+    "memory-bound": "the checker holds each process to 1 MiB (promise 6)",
+}
 WARMUP = 3.0  # seconds of load before the first fault and the start sample
 SETTLE = 3.0  # seconds between the clients' stop and the end sample
 
@@ -55,6 +63,7 @@ class SoakConfig:
     braze_concurrency: int = 6
     pace: float = 0.05
     out: Path | None = None
+    breaks: frozenset[str] = frozenset()  # sabotage, to see the checker catch it: BREAKS
 
 
 async def put_recommender(d: Deployment) -> None:
@@ -71,6 +80,17 @@ async def put_recommender(d: Deployment) -> None:
                      "Content-Type": "application/json"}) as answer:
         if answer.status not in (200, 201):
             raise RuntimeError(f"PUT recommender: {answer.status} {await answer.text()}")
+
+
+async def silence_listeners(d: Deployment, stop: asyncio.Event) -> None:
+    """Sabotage: stall every LISTEN connection soon after it opens, so no notification arrives
+    (a listener replaces a silent connection within twice its ping interval; the new one is
+    silenced too)."""
+    while not stop.is_set():
+        d.databases.to_primary.stall_listening()
+        d.databases.to_standby.stall_listening()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)  # paces the sabotage
 
 
 async def final_state(d: Deployment) -> dict[str, list[Any]]:
@@ -94,17 +114,22 @@ async def soak(config: SoakConfig, log=print) -> tuple[dict[str, Any], list[chec
         config.seed, max(1, int((duration - WARMUP) // config.fault_every)))
     try:
         deployment = await start_deployment(folder, instances=config.instances,
-                                            items=config.items, hot=config.hot, log=log)
+                                            items=config.items, hot=config.hot, log=log,
+                                            lb_checks="lb-checks" not in config.breaks)
         try:
             await put_recommender(deployment)
             started = time.time()
             history.log("meta", start=started, minutes=config.minutes, seed=config.seed,
                         instances=config.instances, items=config.items,
-                        fault_every=config.fault_every, faults=kinds)
+                        fault_every=config.fault_every, faults=kinds,
+                        breaks=sorted(config.breaks))
             log(f"soak: running {config.minutes:g} min, faults: {', '.join(kinds)}")
             clients = Clients(deployment, history, config.seed,
-                              braze_concurrency=config.braze_concurrency, pace=config.pace)
+                              braze_concurrency=config.braze_concurrency, pace=config.pace,
+                              breaks=config.breaks)
             running = asyncio.ensure_future(clients.run())
+            silencer = (asyncio.ensure_future(silence_listeners(deployment, clients.stop))
+                        if "invalidation" in config.breaks else None)
             try:
                 await asyncio.sleep(WARMUP)  # the load warms the caches and fills the pools
                 await clients.sample("start")
@@ -119,6 +144,8 @@ async def soak(config: SoakConfig, log=print) -> tuple[dict[str, Any], list[chec
             finally:
                 clients.stop.set()
                 await running
+                if silencer is not None:
+                    await silencer
             await asyncio.sleep(SETTLE)  # idle: what is still open now is kept, not in use
             await clients.sample("end")
             history.log("final", items=await final_state(deployment))
@@ -131,8 +158,10 @@ async def soak(config: SoakConfig, log=print) -> tuple[dict[str, Any], list[chec
         else:
             shutil.rmtree(folder, ignore_errors=True)
     records = read_history(out / "history.jsonl")
-    promises = checker.check(records, worker_memory_bound=WORKER_MEMORY_BOUND,
-                             supervisor_memory_bound=SUPERVISOR_MEMORY_BOUND, pool_max=POOL_MAX)
+    memory = 1024 * 1024 if "memory-bound" in config.breaks else None
+    promises = checker.check(records, worker_memory_bound=memory or WORKER_MEMORY_BOUND,
+                             supervisor_memory_bound=memory or SUPERVISOR_MEMORY_BOUND,
+                             pool_max=POOL_MAX)
     summary = checker.report(records, promises)
     (out / "report.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2,
                                                    default=str))
