@@ -140,6 +140,11 @@ class ItemResolver:
         if self.shared is not None:
             generation = self.local.generation()
             epoch, found = await self.shared.lookup(catalog_id, missing, deadline.remaining())
+            if found and self.notified is not None:
+                # A row older than a change this process was told of (its tombstone lost to a
+                # Redis timeout or failover) is a miss: read again, as a lagging replica's is.
+                for item_id in self.notified.behind(catalog_id, found):
+                    del found[item_id]
             if found:
                 self.local.store(catalog_id, found, generation)
                 self._take(resolved, found, "l2")
