@@ -5,12 +5,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
 from bench.soak.checker import render
 from bench.soak.faults import KINDS
 from bench.soak.runner import BREAKS, SoakConfig, soak
+
+
+async def stoppable(config: SoakConfig):
+    """The run, which SIGTERM (and SIGINT, even where a shell started it in the background with
+    SIGINT ignored) cuts short: everything it started is stopped, and what was seen is checked."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    stopping: list[int] = []
+
+    def stop() -> None:  # once: a second signal must not cut the stopping short
+        if not stopping:
+            stopping.append(1)
+            task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+    return await soak(config, log=lambda m: print(m, file=sys.stderr))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     config = SoakConfig(minutes=args.minutes, seed=args.seed, instances=args.instances,
                         items=args.items, hot=args.hot, fault_every=args.fault_every,
                         kinds=kinds, out=args.out, breaks=frozenset(args.breaks))
-    summary, promises = asyncio.run(soak(config, log=lambda m: print(m, file=sys.stderr)))
+    summary, promises = asyncio.run(stoppable(config))
     print(render(summary))
     return 1 if any(p.violations for p in promises) else 0
 

@@ -135,12 +135,17 @@ async def soak(config: SoakConfig, log=print) -> tuple[dict[str, Any], list[chec
                 await clients.sample("start")
                 injector = Faults(deployment, history, config.seed)
                 every = (duration - WARMUP) / len(kinds) if config.kinds else config.fault_every
-                for n, kind in enumerate(kinds):
-                    due = started + WARMUP + n * every
-                    await asyncio.sleep(max(0.0, due - time.time()))  # the schedule's pace
-                    log(f"soak: +{time.time() - started:6.1f} s {kind}")
-                    await injector.inject(kind)
-                await asyncio.sleep(max(0.0, started + duration - time.time()))  # the run's end
+                try:
+                    for n, kind in enumerate(kinds):
+                        due = started + WARMUP + n * every
+                        await asyncio.sleep(max(0.0, due - time.time()))  # the schedule's pace
+                        log(f"soak: +{time.time() - started:6.1f} s {kind}")
+                        await injector.inject(kind)
+                    await asyncio.sleep(max(0.0, started + duration - time.time()))  # the end
+                except asyncio.CancelledError:
+                    # Cut short (SIGTERM, SIGINT): stop, and check what was seen so far.
+                    asyncio.current_task().uncancel()
+                    log("soak: stopped early; checking what was seen")
             finally:
                 clients.stop.set()
                 await running
