@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -13,6 +14,7 @@ from service.web.app import create_app
 from service.web.app_keys import REQUESTS_IN_FLIGHT
 from service.web.middlewares import new_request_id
 from tests.support.databases import create_database, drop_database, with_database
+from tests.support.tcp_proxy import proxy_to_database, url_through
 
 
 class TestHealth:
@@ -53,6 +55,29 @@ class TestHealth:
             await client.close()
         finally:
             await drop_database(pg_server_url, name)
+
+    @pytest.mark.slow
+    async def test_stays_ready_through_a_postgres_outage(self, aiohttp_client, settings):
+        """Once ready, a process is not taken out by Postgres going silent: an outage reaches
+        every process at once, and a load balancer left with no server answers errors of its own
+        (the soak saw HAProxy's HTML 503 during a failover), where the processes still answer
+        from their caches. The body says Postgres is unreachable."""
+        proxy = await proxy_to_database(settings.database_url)
+        try:
+            app = create_app(dataclasses.replace(
+                settings, database_url=url_through(settings.database_url, proxy)))
+            client = await aiohttp_client(app)
+            async with client.get("/readyz") as response:
+                assert response.status == 200
+            with proxy.stalled():
+                async with client.get("/readyz") as response:
+                    assert response.status == 200
+                    assert (await response.json())["postgres"] == "unreachable"
+            client.app[REQUESTS_IN_FLIGHT].begin_draining()  # draining still says not ready
+            async with client.get("/readyz") as response:
+                assert response.status == 503
+        finally:
+            await proxy.stop()
 
 
 class TestRequestIds:

@@ -172,6 +172,11 @@ class ItemResolver:
                     epoch, found = await self.shared.lookup(catalog_id, missing,
                                                             deadline.remaining())
                     span.set_attribute("enricher.hits", len(found))
+            if found and self.notified is not None:
+                # A row older than a change this process was told of (its tombstone lost to a
+                # Redis timeout or failover) is a miss: read again, as a lagging replica's is.
+                for item_id in self.notified.behind(catalog_id, found):
+                    del found[item_id]
             if found:
                 self.local.store(catalog_id, found, generation)
                 self._take(resolved, found, "l2")

@@ -25,6 +25,11 @@ DEAD_CONNECTION = (
     asyncpg.exceptions.ConnectionFailureError,
     ConnectionResetError,
     BrokenPipeError,
+    # A connection whose protocol state was left inconsistent by a session ended under it (the
+    # primary stopped mid-statement in a failover): asyncpg refuses to start the statement
+    # ("cannot switch to state 12; another operation (2) is in progress"). Seen by the soak as
+    # a 500 on a write during a failover; the statement never ran.
+    asyncpg.exceptions.InternalClientError,
 )
 # Postgres unreachable, refusing, or failing at the connection level (not a bad statement).
 DATABASE_UNAVAILABLE = (
@@ -38,6 +43,8 @@ DATABASE_UNAVAILABLE = (
     # No host of a multi-host URL is what its target_session_attrs asks for (a failover between
     # the old primary turning read-only and a standby being promoted).
     asyncpg.exceptions.TargetServerAttributeNotMatched,
+    # A pooled connection asyncpg can no longer drive (see DEAD_CONNECTION): a 503 to retry.
+    asyncpg.exceptions.InternalClientError,
 )
 
 # A write on a server that is (now) read-only: a standby, or a primary demoted by a failover.

@@ -148,8 +148,10 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
     app[AUTHENTICATOR] = Authenticator(pool, settings.auth_cache_seconds, stale,
                                        usage=app[KEY_USAGE])
     app[RECOMMENDERS] = RecommenderLookup(pool, settings.auth_cache_seconds, stale)
-    # Only a replica can answer rows older than a notified change.
-    notified = NotifiedVersions(notified_window(settings)) if settings.database_read_url else None
+    # A replica can answer rows older than a notified change, and so can L2 when a tombstone was
+    # lost (a Redis call that timed out, a failover): both are checked against notified versions.
+    notified = (NotifiedVersions(notified_window(settings))
+                if settings.database_read_url or settings.redis_url else None)
     local = LocalCache(
         max_entries=settings.cache_max_entries, max_bytes=settings.cache_max_bytes,
         ttl=settings.cache_ttl,

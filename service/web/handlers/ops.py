@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+
 import asyncpg
 from aiohttp import web
 
@@ -16,17 +19,31 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+# The apps that have been ready once (found Postgres and their migrations current). Such a
+# process stays ready while Postgres is unreachable: an outage, a failover or a stall reaches
+# every process at once, and a load balancer that took them all out would answer its own errors
+# to every caller, where the processes answer from their caches (`X-Degraded`). Kept out of the
+# app's own state, which is frozen once it serves.
+_READY_ONCE: weakref.WeakSet[web.Application] = weakref.WeakSet()
+# How long a process that was ready asks Postgres: well inside a load balancer's check timeout.
+OUTAGE_CHECK_SECONDS = 0.5
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready to serve: not shutting down, Postgres answers, every migration this version knows
-    is applied."""
-    if request.app[REQUESTS_IN_FLIGHT].draining:
+    """Ready to serve: not shutting down, and, until it has been ready once, Postgres answers
+    and every migration this version knows is applied."""
+    app = request.app
+    if app[REQUESTS_IN_FLIGHT].draining:
         raise Unavailable("shutting down: finishing the requests in flight", field="server")
-    pool = request.app[POOL]
-    timeout = min(2.0, request.app[SETTINGS].db_command_timeout)
+    was_ready = app in _READY_ONCE
+    timeout = OUTAGE_CHECK_SECONDS if was_ready else min(2.0, app[SETTINGS].db_command_timeout)
     try:
-        async with pool.acquire(timeout=timeout) as conn:
+        async with asyncio.timeout(timeout), app[POOL].acquire() as conn:
             pending = await migrations.pending_versions(conn, migrations.discover())
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if was_ready:
+            return json_response({"status": "ready", "postgres": "unreachable",
+                                  "migrations": "current"})
         raise Unavailable(f"Postgres is not reachable ({type(exc).__name__})",
                           field="postgres") from exc
     if pending:
@@ -34,4 +51,5 @@ async def readyz(request: web.Request) -> web.Response:
             "migrations are not current: pending " + ", ".join(f"{v:04d}" for v in pending),
             field="migrations",
         )
+    _READY_ONCE.add(app)
     return json_response({"status": "ready", "postgres": "ok", "migrations": "current"})
