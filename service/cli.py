@@ -221,30 +221,33 @@ def with_database_settings(
 ) -> int:
     """Run a command that opens its own pool, on DATABASE_URL or the embedded Postgres, after
     the pending migrations."""
-    with contextlib.ExitStack() as stack:
-        if not settings.database_url:
-            url = stack.enter_context(embedded_postgres(settings.data_dir))
-            settings = dataclasses.replace(settings, database_url=url)
+    async def run(conn: asyncpg.Connection, settings: Settings) -> int:
+        await apply_migrations(conn)
+        await conn.close()
+        return await action(settings)
 
-        async def run() -> int:
-            conn = await connect(settings)
-            try:
-                await apply_migrations(conn)
-            finally:
-                await conn.close()
-            return await action(settings)
-
-        try:
-            return asyncio.run(run())
-        except (MigrationError, ProblemError, RuntimeError) as exc:
-            print(f"catalog-enricher: {exc}", file=sys.stderr)
-            return 1
+    return _on_database(settings, run)
 
 
 def with_database(
     settings: Settings, action: Callable[[asyncpg.Connection], Awaitable[int]]
 ) -> int:
     """Run one database command on DATABASE_URL, or on the embedded Postgres."""
+    async def run(conn: asyncpg.Connection, settings: Settings) -> int:
+        if action is not migrate:
+            await apply_migrations(conn)
+        return await action(conn)
+
+    return _on_database(settings, run)
+
+
+def _on_database(
+    settings: Settings,
+    action: Callable[[asyncpg.Connection, Settings], Awaitable[int]],
+) -> int:
+    """`action(conn, settings)` on DATABASE_URL, or on the embedded Postgres started for it
+    (then `settings` name its URL); the connection is closed after, and a failure the user can
+    act on is one line on stderr and exit status 1."""
     with contextlib.ExitStack() as stack:
         if not settings.database_url:
             url = stack.enter_context(embedded_postgres(settings.data_dir))
@@ -253,11 +256,10 @@ def with_database(
         async def run() -> int:
             conn = await connect(settings)
             try:
-                if action is not migrate:
-                    await apply_migrations(conn)
-                return await action(conn)
+                return await action(conn, settings)
             finally:
-                await conn.close()
+                if not conn.is_closed():
+                    await conn.close()
 
         try:
             return asyncio.run(run())
