@@ -38,17 +38,25 @@ values its entries keep (a value an entry drops, when it starts over, leaves its
 accounting for the entries accounts for the tables; a table that has shrunk to a quarter of its
 largest size is copied, as a dict never gives back the room it once grew to.
 
-Once L1 is full, a new key is admitted on its second miss only (`store` is asked to keep it a
-second time while its first is remembered), the "doorkeeper" of TinyLFU admission (Caffeine):
-where the catalog is larger than L1, most rows read are never asked for again before they would be
-evicted, and storing each one (its size estimate, the entry, evicting another, untabling what was
-derived from it) was a quarter of a cold load's CPU, for nothing. The doorkeeper is a bytearray
-of "seen once" marks indexed by the key's hash, cleared after `max_entries` marks, so "seen once"
-means "among the last `max_entries` keys refused": a hot item is admitted at its second read, an
-item read once in a long while never is. A mark is not an entry: it holds no value, so what
-admission refuses can never be served, stale or not; an item admitted later is the row its second
-read brought, under the same generation and taint rules as any store. Keys already in L1 (a stale
-entry being refreshed) are always stored, and while L1 has room everything is.
+Once L1 is full, a new key is admitted on its second miss only (`store` is asked to keep it a second
+time while its first is remembered), the "doorkeeper" of TinyLFU admission (Caffeine): where the
+catalog is larger than L1, most rows read are never asked for again before they would be evicted,
+and storing each one (its size estimate, the entry, evicting another, untabling what was derived
+from it) was a quarter of a cold load's CPU, for nothing. The doorkeeper is a bytearray of "seen
+once" marks indexed by the key's hash, cleared after `max_entries / DOORKEEPER_WINDOW_SHARE` marks,
+so "seen once" means "among the last eighth of an L1's worth of keys refused": a hot item is
+admitted at its second read, an item read once in a long while never is. A mark is not an entry: it
+holds no value, so what admission refuses can never be served, stale or not; an item admitted later
+is the row its second read brought, under the same generation and taint rules as any store. Keys
+already in L1 (a stale entry being refreshed) are always stored, and while L1 has room everything
+is. (A window of a whole L1's worth admitted a fifth of a uniform load's misses over a catalog five
+times L1's size, each evicting another entry, and kept the same hit ratio on Zipf traffic as the
+eighth does: the items worth keeping come back much sooner than that.)
+
+L1 counts as full once less than `1 / FULL_WITHIN_BYTES_SHARE` of its byte bound is free, not only
+at the bound: evicting for the byte bound leaves it under the bound by less than one entry, and an
+L1 that then "has room" would store every miss and evict another for each, for good (the usual
+case with real items, whose rows make the byte bound the one that binds).
 """
 
 from __future__ import annotations
@@ -91,13 +99,18 @@ SHARD_FROM_BYTES = 64 * 1024 * 1024
 SHARDS = 16
 # Derived tables kept at once (recommender versions times locales in use); past it, all are dropped.
 MAX_DERIVED_TABLES = 256
-# The doorkeeper's marks per entry of the bound (a power of two at least this many times
-# `max_entries`, within the two limits below): a key's mark is shared with the keys of the same
-# slot, so at most 1/8 of refused keys are admitted at their first miss (while the marks are
+# The doorkeeper's window: marks are cleared after the entries L1 holds, divided by this, refusals.
+DOORKEEPER_WINDOW_SHARE = 8
+DOORKEEPER_MIN_WINDOW = 1024
+# Its slots per mark of a window (a power of two at least this many times the window, within the two
+# limits below; the same bytes as 8 per entry of L1): a key's mark is shared with the keys of the
+# same slot, so at most 1/64 of refused keys are admitted at their first miss (while the marks are
 # full; fewer after each clearing).
-DOORKEEPER_SLOTS_PER_ENTRY = 8
+DOORKEEPER_SLOTS_PER_MARK = 64
 DOORKEEPER_MIN_SLOTS = 1 << 10
 DOORKEEPER_MAX_SLOTS = 1 << 23  # 8 MiB: an L1 of over a million entries shares marks more
+# L1 is full while no more than this share of its byte bound is free (see the module's docstring).
+FULL_WITHIN_BYTES_SHARE = 16
 
 # What an entry costs beyond its item: its OrderedDict slot and link, the key tuple and entry list, the
 # two deadlines, the generation, the ID's string object (tracemalloc, CPython 3.11:
@@ -250,9 +263,11 @@ class LocalCache:
         return self._bytes
 
     def has_room(self) -> bool:
-        """Under both bounds: nothing is being evicted to make room for what is stored next."""
+        """Under both bounds, the byte bound by more than a sixteenth of it: what is stored next
+        is kept without evicting anything (see the module's docstring for the margin)."""
         return len(self) < self.max_entries and (
-            not self.max_bytes or self._bytes < self.max_bytes)
+            not self.max_bytes
+            or self.max_bytes - self._bytes > self.max_bytes // FULL_WITHIN_BYTES_SHARE)
 
     def generation(self) -> int:
         """The current generation: take it before a read from a slower tier, pass it to `store`."""
@@ -442,16 +457,20 @@ class LocalCache:
 
     def _new_doorkeeper(self) -> bytearray:
         """Clear marks, sized for the entries L1 holds now (what a full L1 holds, whichever bound
-        made it full): a window of that many refusals, DOORKEEPER_SLOTS_PER_ENTRY marks each.
-        Its bytes count in `accounted_bytes`, so the byte bound covers it."""
+        made it full): a window of an eighth of that many refusals (all of them, up
+        to DOORKEEPER_MIN_WINDOW), DOORKEEPER_SLOTS_PER_MARK
+        slots per mark. Its bytes count in `accounted_bytes`, so the byte bound covers it."""
         held = max(len(self), 1)
+        # A small L1's window is all of it, as an eighth of a few entries would forget a mark
+        # before anything could come back to it.
+        window = max(held // DOORKEEPER_WINDOW_SHARE, min(held, DOORKEEPER_MIN_WINDOW))
         slots = DOORKEEPER_MIN_SLOTS
-        while slots < held * DOORKEEPER_SLOTS_PER_ENTRY and slots < DOORKEEPER_MAX_SLOTS:
+        while slots < window * DOORKEEPER_SLOTS_PER_MARK and slots < DOORKEEPER_MAX_SLOTS:
             slots <<= 1
         self._bytes += slots - len(self._seen)
         self._seen = bytearray(slots)
         self._seen_mask = slots - 1
-        self._seen_window = min(held, slots // DOORKEEPER_SLOTS_PER_ENTRY)
+        self._seen_window = min(window, slots // DOORKEEPER_SLOTS_PER_MARK)
         self._seen_marks = 0
         return self._seen
 
