@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.errors import FieldError, ValidationFailed
-from service.json_codec import ExactNumber
+from service.json_codec import ExactNumber, stored_object
 
 MAX_ID_LENGTH = 256
 MAX_TITLE_LENGTH = 2000
@@ -269,7 +269,7 @@ def item_as_json(row: Any) -> dict[str, Any]:
         "image_url": row["image_url"],
         "url": row["url"],
         "available": row["available"],
-        "attributes": row["attributes"],
-        "locales": row["locales"],
+        "attributes": stored_object(row["attributes"]),
+        "locales": stored_object(row["locales"]),
         "updated_at": format_timestamp(row["updated_at"]),
     }

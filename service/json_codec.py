@@ -152,6 +152,18 @@ def loads(body: bytes | str) -> Any:
             raise refused from None
 
 
+def stored_object(value: Any) -> Any:
+    """An item's JSON object field (`attributes`, `locales`) as the bulk item query hands it over
+    (service/storage/items.py): None when empty, the stored JSON text as a str (parsed here, by
+    the few renders that look inside it: the field is always an object, so a str is never its
+    value), or an object already parsed (an item read alone)."""
+    if value is None:
+        return {}
+    if value.__class__ is str:
+        return loads(value)
+    return value
+
+
 def loads_read_only(body: bytes) -> Any:
     """`loads` for a document that is read and never written back (a Connect event, whose answer
     is made anew): orjson's own reading first, which holds up to 1,024 levels and reads an integer

@@ -29,6 +29,7 @@ from babel.numbers import get_currency_precision as babel_currency_precision
 from service.enrichment.locales import babel_locale, fallback_chain, normalized_overrides
 from service.enrichment.money_format import format_money
 from service.enrichment.recommenders import AttributeSpec, RecommenderSpec
+from service.json_codec import stored_object
 
 ELLIPSIS = "…"
 LOCALIZABLE = frozenset(("title", "genre", "image_url", "url"))
@@ -171,7 +172,7 @@ def field_text(item: Mapping[str, Any], field: str,
     if field == "available":
         return "true" if item["available"] else "false"
     if field.startswith("attributes."):
-        value = item["attributes"].get(field[len("attributes."):])
+        value = stored_object(item["attributes"]).get(field[len("attributes."):])
         if value is None or isinstance(value, str):
             return value
         if isinstance(value, bool):
@@ -265,6 +266,7 @@ class Enricher:
         self._columns = tuple((index, a.name, a.first) for index, a in enumerate(spec.attributes))
         self._plain = _plain_getters(spec)
         self._formats_money = any(a.format == "currency" for a in spec.attributes)
+        self._attribute_fields = sum(a.field.startswith("attributes.") for a in spec.attributes)
         # Serialised answers are bytes templates, filled per endpoint with each attribute's
         # values joined by commas (or, for a `first` attribute, the first item's value).
         self.first_indexes = tuple(index for index, a in enumerate(spec.attributes) if a.first)
@@ -470,7 +472,10 @@ class Enricher:
     def _raw_row(self, item: Mapping[str, Any], locale: str | None) -> RenderedRow:
         """One item's attribute values, None where the item has nothing (not cached)."""
         chain = fallback_chain(locale, self.spec.locale)
-        by_tag = normalized_overrides(item["locales"])
+        if self._attribute_fields > 1 and item["attributes"].__class__ is str:
+            # Parsed once for all the attributes that read it, not once each.
+            item = {**item, "attributes": stored_object(item["attributes"])}
+        by_tag = normalized_overrides(stored_object(item["locales"]))
         overrides = [by_tag[tag] for tag in chain if tag in by_tag]
         return tuple(self._render(a, item, chain, overrides) for a in self.spec.attributes)
 

@@ -13,9 +13,14 @@ from service.items import ItemFields
 # the epoch (service/items.py `format_timestamp` takes either): asyncpg makes a timestamptz into a
 # datetime with timedelta arithmetic, as much as a third of what a cold row cost to read, for a
 # field only the item API shows; an int8 costs nothing until it is shown.
+# The JSON fields come as `json`, which asyncpg hands over as the stored text (a str, decoded
+# without a Python call; None when empty), not as `jsonb` parsed into dicts by db.py's codec:
+# most renders never look inside them (a recommender of titles, genres and images), and parsing
+# every row's attributes was a tenth of a cold transform's CPU. json_codec.stored_object parses
+# one where a render needs it (L2 keeps the text as it is).
 SELECT_ITEMS_BY_IDS = """
 SELECT id, title, genre, price_amount, price_currency, image_url, url, available,
-       attributes, locales,
+       NULLIF(attributes, '{}')::json AS attributes, NULLIF(locales, '{}')::json AS locales,
        (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_at, version
 FROM items
 WHERE catalog_id = $1 AND id = ANY($2::text[])
