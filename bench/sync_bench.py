@@ -28,6 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.adapters.batch_run import file_parts
 from service.adapters.sync.braze import Braze
 from service.adapters.sync.checkpoint import Checkpoint
 from service.adapters.sync.dead_letter import DeadLetter
@@ -94,8 +95,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict:
             sync = Sync(Braze(f"http://127.0.0.1:{port}", KEY, "recommended_products"), options,
                         checkpoint, DeadLetter(None, lambda t: t, append=False),
                         session=session, updated_at="2026-01-01T00:00:00Z")
-            with source.open("rb") as stream:
-                summary = await sync.run(read_users(stream, None))
+            summary = await sync.run(read_users(file_parts(str(source), (0, 1)), None))
         cpu = time.process_time() - cpu
         checkpoint.close()
     finally:

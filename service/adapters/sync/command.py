@@ -1,9 +1,10 @@
 """`catalog-enricher sync braze|iterable`: enriched recommendations onto user profiles.
 
-Reads NDJSON (`sync_input.read_users`), sends each user's attribute with the platform module
-(braze.py, iterable.py) through the sender (sender.py), prints a progress bar on a terminal and
-the summary as JSON on stdout. Exit status: 0 when every user landed or was skipped, 1 when some
-were refused or the platform refused the key, 2 for bad arguments.
+Reads what `enrich-batch` reads, with its reader and enricher (`sync_input.read_users`), sends
+each user's attribute with the platform module (braze.py, iterable.py) through the sender
+(sender.py), prints a progress bar on a terminal and the summary as JSON on stdout. Exit status:
+0 when every user landed or was skipped, 1 when some were refused or the platform refused the
+key, 2 for bad arguments.
 
 The API key comes from BRAZE_API_KEY / ITERABLE_API_KEY or `--api-key-file`; it goes into the
 request's header and nowhere else (the dry-run file shows `***`, reasons are redacted).
@@ -25,13 +26,15 @@ import aiohttp
 import orjson
 from tqdm import tqdm
 
+from service.adapters.batch import BatchEnricher, LineRules
+from service.adapters.batch_run import BatchFailed, input_parts
 from service.adapters.sync.braze import Braze
 from service.adapters.sync.checkpoint import Checkpoint
 from service.adapters.sync.dead_letter import DeadLetter
 from service.adapters.sync.iterable import Iterable
 from service.adapters.sync.platform import REDACTED, Platform
 from service.adapters.sync.sender import Sync, SyncAborted, SyncOptions
-from service.adapters.sync.sync_input import RawEnricher, read_users
+from service.adapters.sync.sync_input import read_users
 from service.enrichment.recommender_lookup import recommender_from_row
 from service.errors import ProblemError
 from service.resolution.local_cache import LocalCache
@@ -52,9 +55,10 @@ ATTRIBUTE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
 def add_sync_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "sync", help="put enriched recommendations on Braze or Iterable user profiles",
-        description="Reads NDJSON (enriched lines, {key, ids, locale} lines or Personalize batch "
-                    "output) and sets one attribute per user on the platform, batched, paced, "
-                    "retried, every user once per run; prints the summary as JSON.",
+        description="Reads what enrich-batch reads or writes (Personalize batch output, {key, "
+                    "ids, locale} lines or enriched lines; a file, - or an S3 prefix) and sets "
+                    "one attribute per user on the platform, batched, paced, retried, every "
+                    "user once per run; prints the summary as JSON.",
     )
     parser.add_argument("platform", choices=("braze", "iterable"))
     parser.add_argument("--tenant", required=True)
@@ -91,7 +95,9 @@ def add_sync_parser(commands: argparse._SubParsersAction) -> None:
                         help="Iterable: the key is a userId (default) or an email")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (it is off anyway when stderr is not a terminal)")
-    parser.add_argument("input", metavar="IN", help="an NDJSON file, or - for standard input")
+    parser.add_argument("input", metavar="IN",
+                        help="what enrich-batch reads or writes: a file, - for standard input, "
+                        "or s3://bucket/prefix/ (every *.out object, gzip or not)")
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -128,8 +134,8 @@ def _checked(args: argparse.Namespace) -> str | None:
         return "--batch-size must be at least 1"
     if args.resume and args.dry_run:
         return "--dry-run sends nothing, so it has nothing to resume"
-    if args.input == "-" and args.resume and not args.checkpoint:
-        return "--resume with standard input needs --checkpoint FILE"
+    if not _is_file(args.input) and args.resume and not args.checkpoint:
+        return "--resume with standard input or S3 needs --checkpoint FILE"
     return None
 
 
@@ -183,9 +189,9 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
         digests = _Digests(pool, tenant.id, target)
         run = {"platform": args.platform, "target": target, "input": args.input}
         try:
-            return await _sync(args, platform, options, digests, RawEnricher(resolver,
-                                                                             recommender),
-                               run, redact)
+            return await _sync(args, platform, options, digests,
+                               BatchEnricher(recommender, resolver, LineRules()), run, redact,
+                               settings)
         finally:
             await resolver.close()
 
@@ -202,15 +208,13 @@ class _Digests:
 
 
 async def _sync(args: argparse.Namespace, platform: Platform, options: SyncOptions,
-                digests: _Digests, raw_enricher: RawEnricher, run: dict[str, Any],
-                redact: Any) -> int:
+                digests: _Digests, enricher: BatchEnricher, run: dict[str, Any],
+                redact: Any, settings: Settings) -> int:
     checkpoint_path = Path(args.checkpoint) if args.checkpoint else (
-        None if args.input == "-" or args.dry_run else Path(args.input + ".checkpoint"))
+        Path(args.input + ".checkpoint") if _is_file(args.input) and not args.dry_run else None)
     with contextlib.ExitStack() as stack:
         try:
-            # Opened once, before any await matters: the reads themselves run in a thread.
-            source = sys.stdin.buffer if args.input == "-" else stack.enter_context(
-                open(args.input, "rb"))  # noqa: ASYNC230
+            parts = await input_parts(args.input, (0, 1), settings)
             dry_run = stack.enter_context(open(args.dry_run, "wb")) \
                 if args.dry_run else None  # noqa: ASYNC230
             checkpoint = Checkpoint(None if args.dry_run else checkpoint_path, run,
@@ -223,6 +227,8 @@ async def _sync(args: argparse.Namespace, platform: Platform, options: SyncOptio
             return _fail(f"cannot open {exc.filename}: {exc.strerror}")
         except ProblemError as exc:
             return _fail(exc.detail)
+        except BatchFailed as exc:
+            return _fail(redact(str(exc)), 1)
         bar = stack.enter_context(tqdm(
             unit=" users", desc=f"sync {platform.name}", file=sys.stderr,
             disable=True if args.no_progress else None,  # None: only on a terminal
@@ -234,10 +240,17 @@ async def _sync(args: argparse.Namespace, platform: Platform, options: SyncOptio
                         updated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         on_progress=bar.update, redact=redact)
             try:
-                summary = await sync.run(read_users(source, raw_enricher))
-            except SyncAborted as exc:
+                summary = await sync.run(read_users(parts, enricher, skip=checkpoint.done))
+            except (SyncAborted, BatchFailed, ProblemError) as exc:
                 bar.close()
                 print(orjson.dumps(sync.summary.as_json()).decode())
-                return _fail(redact(str(exc)), 1)
+                said = exc.detail if isinstance(exc, ProblemError) else str(exc)
+                resume = "" if isinstance(exc, SyncAborted) or checkpoint.path is None else \
+                    "; --resume continues"
+                return _fail(redact(said) + resume, 1)
     print(orjson.dumps(summary.as_json()).decode())
     return 0 if summary.refused == 0 and summary.input_errors == 0 else 1
+
+
+def _is_file(source: str) -> bool:
+    return source != "-" and not source.startswith("s3://")
