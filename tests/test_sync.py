@@ -424,3 +424,38 @@ def test_profile_value_drops_whole_items_from_the_end():
     assert value["items"] == items[:20 - dropped] and dropped > 0
     value, dropped = profile_value(items, "2026-01-01T00:00:00Z", 100_000)
     assert dropped == 0 and value["items"] == items
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", ["braze", "iterable"])
+async def test_100k_users_through_429s_each_once_and_the_refused_in_the_dead_letter(
+        shop, fast, tmp_path, capsys, monkeypatch, platform):
+    """The whole night at scale: 100,000 raw lines enriched and sent past a platform whose limit
+    forces 429s; every profile holds exactly its items, once, and the dead letter holds exactly
+    the users the platform refused."""
+    users = write_users(tmp_path / "in.ndjson", 100_000)
+    refused = {f"u{n:06d}" for n in range(7, 100_000, 997)}
+    if platform == "braze":
+        monkeypatch.setenv("BRAZE_API_KEY", KEY)
+        fake = await FakeBraze(KEY, limit=150, advertise=False, throttle_burst=2,
+                               fail_burst=3, refuse=refused).start()
+        extra = ("--bulk",)
+    else:
+        monkeypatch.setenv("ITERABLE_API_KEY", ITERABLE_KEY)
+        fake = await FakeIterable(ITERABLE_KEY, limit=10, throttle_burst=2, fail_burst=3,
+                                  refuse=refused).start()
+        extra = ()
+    try:
+        status, summary = await sync(
+            dataclasses.replace(fast, sync_concurrency=8), capsys, platform, "--tenant", "acme",
+            "--recommender", "shop", "--attribute", ATTRIBUTE, "--endpoint", fake.url,
+            "--rate", "0", *extra, "--dead-letter", str(tmp_path / "dead.ndjson"),
+            str(tmp_path / "in.ndjson"))
+    finally:
+        await fake.stop()
+    assert status == 1
+    assert fake.statuses[429] > 0 and fake.statuses[503] == 3
+    assert_profiles(fake, users, shop, refused)
+    assert set(dead_letter_keys(tmp_path / "dead.ndjson")) == refused
+    assert summary["users"] == 100_000 and summary["refused"] == len(refused)
+    assert summary["sent"] == 100_000 - len(refused)

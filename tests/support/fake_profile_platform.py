@@ -7,6 +7,8 @@ profiles, with the faults a sync must survive.
   the 429s (a limit shared with other integrations, which no answer foretells). Without
   `rate_headers` (Iterable) a 429 names no reset.
 - `fail_burst`: the next N requests answer 503.
+- `throttle_burst`: the next N requests answer 429 (with `rate_headers`, a reset in the next
+  second): the window used up by the workspace's other integrations, whatever our own pace.
 - `delay`: seconds before each answer (a slow platform).
 - `refuse`: user keys the platform refuses inside a successful answer (a partial failure).
 - `hold_after`: once that many requests were applied, later ones wait without being applied
@@ -25,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 
@@ -37,6 +40,7 @@ class FakeProfilePlatform:
     advertise: bool = True
     window: float = 1.0
     fail_burst: int = 0
+    throttle_burst: int = 0
     delay: float = 0.0
     refuse: set[str] = field(default_factory=set)
     hold_after: int | None = None
@@ -107,12 +111,17 @@ class FakeProfilePlatform:
             if self._window_count > self.limit:
                 return self._status(429, {"message": "rate limited"},
                                     self._rate_headers(now, throttled=True))
+        if self.throttle_burst > 0:
+            self.throttle_burst -= 1
+            reset = {"X-RateLimit-Reset": str(math.ceil(time.time()) + 1)} \
+                if self.rate_headers else {}
+            return self._status(429, {"message": "rate limited"}, reset)
         if self.fail_burst > 0:
             self.fail_burst -= 1
             return self._status(503, {"message": "unavailable"}, self._rate_headers(now))
         try:
-            updates = self.updates(await request.json())
-        except ValueError:
+            updates = self.updates(orjson.loads(await request.read()))
+        except orjson.JSONDecodeError:
             updates = None
         if updates is None:
             return self._status(400, {"message": "malformed body"})
