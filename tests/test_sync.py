@@ -349,19 +349,26 @@ class TestKillAndResume:
                      checkpoint.read_bytes()):
             assert KEY.encode() not in text
 
-    async def test_killed_at_any_moment_misses_no_user(self, shop, subprocess_env, tmp_path):
-        """Killed without warning while requests are in flight: the resumed run misses no
-        user, and sends again only what was in flight (the platform has no idempotency key)."""
+    @pytest.mark.parametrize("killed_after", [3, 11])
+    async def test_sigkill_in_flight_resends_only_those_batches_with_the_same_value(
+            self, shop, subprocess_env, tmp_path, killed_after):
+        """Killed without warning while requests are in flight: no client can know whether the
+        platform applied those (neither takes an idempotency key), so the resumed run sends them
+        again, and only them: at most the 4 batches in flight, each user with the very value it
+        had (the run's `updated_at` is kept in the checkpoint), so no profile ends otherwise."""
         users = write_users(tmp_path / "in.ndjson", 900)
         fake = await FakeBraze(KEY, delay=0.02).start()
         env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
         argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
                 "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+        checkpoint = tmp_path / "in.ndjson.checkpoint"
         try:
             process = await run_cli(env, *argv)
-            await wait_for(lambda: fake.applied >= 5, "some requests applied")
+            await wait_for(lambda: fake.applied >= killed_after, "some requests applied")
             process.send_signal(signal.SIGKILL)
             await process.communicate()
+            done = _done_lines(checkpoint)
+            await asyncio.sleep(1.1)  # the resumed run starts in another second
             process = await run_cli(env, *argv[:-1], "--resume", argv[-1])
             out, err = await asyncio.wait_for(process.communicate(), 60)
         finally:
@@ -370,8 +377,51 @@ class TestKillAndResume:
         assert set(fake.profiles) == set(users)
         for user, profile in fake.profiles.items():
             assert profile[ATTRIBUTE]["items"] == shop[users[user]]
-        assert len(fake.users_written_twice()) <= 4 * 75  # at most the batches in flight
+        assert len({p[ATTRIBUTE]["updated_at"] for p in fake.profiles.values()}) == 1
+        twice = fake.users_written_twice()
+        assert len(twice) <= 4 * 75  # at most the batches in flight
+        assert all(not done(int(user[1:]) + 1) for user in twice)  # none acknowledged before
+        assert fake.changed_rewrites == []  # a resent user got the value it already had
         assert orjson.loads(out.splitlines()[-1])["already_synced"] > 0
+
+    @pytest.mark.parametrize("stopped_after", [2, 9])
+    async def test_sigterm_lets_the_batches_in_flight_land_then_resume_sends_each_user_once(
+            self, shop, subprocess_env, tmp_path, stopped_after):
+        """SIGTERM (a pod stopped) with requests in flight: they are answered and recorded before
+        the process exits, so the resumed run sends every user exactly once."""
+        users = write_users(tmp_path / "in.ndjson", 3000)  # 40 requests
+        fake = await FakeBraze(KEY, delay=0.1).start()  # slow answers: 4 in flight at any time
+        env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
+        argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
+                "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+        checkpoint = tmp_path / "in.ndjson.checkpoint"
+        try:
+            process = await run_cli(env, *argv)
+            await wait_for(lambda: fake.applied >= stopped_after, "some requests applied")
+            process.send_signal(signal.SIGTERM)
+            at_signal = fake.applied
+            _, first_err = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode == 1, first_err
+            assert b"stopped by a signal" in first_err and b"--resume continues" in first_err
+            first_applied = fake.applied
+            # Those in flight (4), and one a sender may start while the signal is on its way.
+            assert first_applied <= at_signal + 4 + 1
+            assert spans(checkpoint) == first_applied  # each answered and recorded
+            process = await run_cli(env, *argv[:-1], "--resume", argv[-1])
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            await fake.stop()
+        assert process.returncode == 0, err
+        assert_profiles(fake, users, shop, set())  # every user, exactly once
+        assert orjson.loads(out.splitlines()[-1])["already_synced"] == 75 * first_applied
+
+
+def _done_lines(path: Path):
+    """`done(line)` of a checkpoint as it is now (read as a resumed run reads it)."""
+    header = orjson.loads(path.read_bytes().split(b"\n", 1)[0])
+    checkpoint = Checkpoint(path, header["run"], resume=True)
+    checkpoint.close()
+    return checkpoint.done
 
 
 @pytest.mark.slow

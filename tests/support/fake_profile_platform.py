@@ -46,6 +46,7 @@ class FakeProfilePlatform:
     hold_after: int | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: Counter = field(default_factory=Counter)
+    changed_rewrites: list[str] = field(default_factory=list)  # users written again, differently
     applied: int = 0  # requests whose updates were applied
     statuses: Counter = field(default_factory=Counter)
     request_times: list[float] = field(default_factory=list)  # monotonic, every request
@@ -136,7 +137,10 @@ class FakeProfilePlatform:
             if user in self.refuse:
                 refused.append((index, user))
                 continue
-            self.profiles.setdefault(user, {}).update(fields)
+            profile = self.profiles.setdefault(user, {})
+            if user in self.writes and any(profile.get(k) != v for k, v in fields.items()):
+                self.changed_rewrites.append(user)
+            profile.update(fields)
             self.writes[user] += 1
         self.applied += 1
         status, body = self.answer(refused, len(updates) - len(refused))

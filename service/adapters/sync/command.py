@@ -13,10 +13,12 @@ request's header and nowhere else (the dry-run file shows `***`, reasons are red
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -222,7 +224,8 @@ async def _sync(args: argparse.Namespace, platform: Platform, options: SyncOptio
             dry_run = stack.enter_context(open(args.dry_run, "wb")) \
                 if args.dry_run else None  # noqa: ASYNC230
             checkpoint = Checkpoint(None if args.dry_run else checkpoint_path, run,
-                                    resume=args.resume)
+                                    resume=args.resume,
+                                    updated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
             stack.callback(checkpoint.close)
             dead_letter = DeadLetter(Path(args.dead_letter) if args.dead_letter else None,
                                      redact, append=args.resume)
@@ -242,8 +245,9 @@ async def _sync(args: argparse.Namespace, platform: Platform, options: SyncOptio
         async with aiohttp.ClientSession(connector=connector) as session:
             sync = Sync(platform, options, checkpoint, dead_letter, session=session,
                         digests=digests, dry_run=dry_run,
-                        updated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        updated_at=checkpoint.updated_at,
                         on_progress=bar.update, redact=redact)
+            stack.enter_context(_stopping_on_signals(sync))
             try:
                 summary = await sync.run(read_users(parts, enricher, skip=checkpoint.done))
             except (SyncAborted, BatchFailed, ProblemError) as exc:
@@ -254,7 +258,37 @@ async def _sync(args: argparse.Namespace, platform: Platform, options: SyncOptio
                     "; --resume continues"
                 return _fail(redact(said) + resume, 1)
     print(orjson.dumps(summary.as_json()).decode())
+    if sync.stopped:
+        return _fail("stopped by a signal once the batches in flight were answered and recorded"
+                     + ("; --resume continues" if checkpoint.path is not None else ""), 1)
     return 0 if summary.refused == 0 and summary.input_errors == 0 else 1
+
+
+@contextlib.contextmanager
+def _stopping_on_signals(sync: Sync) -> Iterator[None]:
+    """SIGTERM or SIGINT (a pod stopped, Ctrl-C) stops the run cleanly: no more batches are sent,
+    those in flight are answered and recorded, so --resume sends no one twice. A second signal
+    acts as the default does (the handlers are gone after the first)."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def stop() -> None:
+        sync.stop()
+        for number in signals:
+            loop.remove_signal_handler(number)
+
+    installed = []
+    for number in signals:
+        try:
+            loop.add_signal_handler(number, stop)
+        except (ValueError, RuntimeError):  # not the main thread: the default handlers stay
+            break
+        installed.append(number)
+    try:
+        yield
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)  # False when the signal came: no matter
 
 
 def _is_file(source: str) -> bool:

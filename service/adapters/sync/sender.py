@@ -12,6 +12,8 @@ the batch's users are dead-lettered; another 4xx refuses the whole batch at once
 a wrong key, stop the run: every batch would fail alike). An answered batch is then recorded:
 refused users to the dead letter, accepted users' digests to Postgres, and last its span of input
 lines to the checkpoint, so a crash at any point re-sends at most the batches without an answer.
+`stop()` (the command calls it on SIGTERM or SIGINT) sends no more batches and lets those in flight
+be answered and recorded, so a run stopped that way is resumed without sending anyone twice.
 """
 
 from __future__ import annotations
@@ -128,6 +130,11 @@ class Sync:
         self.redact = redact
         self.bucket = TokenBucket(options.rate) if options.rate else None
         self.summary = Summary()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Send no more batches; those in flight are still answered and recorded."""
+        self.stopped = True
 
     async def run(self, lines: AsyncIterator[UserLine]) -> Summary:
         started = time.monotonic()
@@ -144,7 +151,7 @@ class Sync:
             raise group_error.exceptions[0] from None
         finally:
             self.summary.seconds = time.monotonic() - started
-        if self.dry_run is None:
+        if self.dry_run is None and not self.stopped:
             self.checkpoint.complete()
         return self.summary
 
@@ -156,6 +163,9 @@ class Sync:
         pending: list[tuple[UserLine, UserUpdate | None]] = []
         last_line = 0
         async for entry in lines:
+            if self.stopped:  # lines read but not cut into a batch are the resumed run's
+                self.summary.users -= len(pending) + (batch.lines if batch is not None else 0)
+                return
             last_line = entry.line
             if self.checkpoint.done(entry.line):
                 self.summary.already_synced += 1
@@ -223,6 +233,9 @@ class Sync:
 
     async def _sender(self, queue: asyncio.Queue[_Batch | None]) -> None:
         while (batch := await queue.get()) is not None:
+            if self.stopped:  # cut but not sent: the resumed run's
+                self.summary.users -= batch.lines
+                continue
             refused = await self._send(batch.users) if batch.users else {}
             await self._finish(batch, refused)
 
