@@ -358,10 +358,7 @@ class TestKillAndResume:
         had (the run's `updated_at` is kept in the checkpoint), so no profile ends otherwise."""
         users = write_users(tmp_path / "in.ndjson", 900)
         fake = await FakeBraze(KEY, delay=0.02).start()
-        env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
-        argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
-                "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
-        checkpoint = tmp_path / "in.ndjson.checkpoint"
+        env, argv, checkpoint = four_senders(subprocess_env, fake, tmp_path)
         try:
             process = await run_cli(env, *argv)
             await wait_for(lambda: fake.applied >= killed_after, "some requests applied")
@@ -391,10 +388,7 @@ class TestKillAndResume:
         the process exits, so the resumed run sends every user exactly once."""
         users = write_users(tmp_path / "in.ndjson", 3000)  # 40 requests
         fake = await FakeBraze(KEY, delay=0.1).start()  # slow answers: 4 in flight at any time
-        env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
-        argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
-                "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
-        checkpoint = tmp_path / "in.ndjson.checkpoint"
+        env, argv, checkpoint = four_senders(subprocess_env, fake, tmp_path)
         try:
             process = await run_cli(env, *argv)
             await wait_for(lambda: fake.applied >= stopped_after, "some requests applied")
@@ -414,6 +408,15 @@ class TestKillAndResume:
         assert process.returncode == 0, err
         assert_profiles(fake, users, shop, set())  # every user, exactly once
         assert orjson.loads(out.splitlines()[-1])["already_synced"] == 75 * first_applied
+
+
+def four_senders(subprocess_env: dict[str, str], fake: FakeBraze,
+                 tmp_path: Path) -> tuple[dict[str, str], tuple[str, ...], Path]:
+    """(environment, arguments, checkpoint) of a sync of tmp_path/in.ndjson with 4 senders."""
+    env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
+    argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
+            "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+    return env, argv, tmp_path / "in.ndjson.checkpoint"
 
 
 def _done_lines(path: Path):
