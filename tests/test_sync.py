@@ -260,6 +260,30 @@ class TestIterable:
         assert {user: p[ATTRIBUTE]["items"] for user, p in fake.profiles.items()} == {
             f"user{n}@example.com": shop[n] for n in range(3)}
 
+@pytest.mark.parametrize("platform", ["braze", "iterable"])
+async def test_requests_are_cut_by_bytes_under_the_4_mb_limit(
+        shop, fast, tmp_path, capsys, monkeypatch, platform):
+    """Both platforms refuse a body over 4 MB: 75 Braze attributes of 60 KB, or 1,000 Iterable
+    users of 60 KB, would be far over it, so batches are cut by bytes as well as by count."""
+    monkeypatch.setenv("BRAZE_API_KEY", KEY)
+    monkeypatch.setenv("ITERABLE_API_KEY", ITERABLE_KEY)
+    big = [{"id": f"b{n}", "Title": "x" * 2000} for n in range(30)]  # 60 KB a user
+    (tmp_path / "in.ndjson").write_bytes(b"".join(
+        orjson.dumps({"key": f"u{n:06d}", "send": True, "items": big}) + b"\n"
+        for n in range(150)))
+    fake = await (FakeBraze(KEY) if platform == "braze" else FakeIterable(ITERABLE_KEY)).start()
+    try:
+        status, summary = await sync(
+            fast, capsys, platform, "--tenant", "acme", "--recommender", "shop", "--attribute",
+            ATTRIBUTE, "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+    finally:
+        await fake.stop()
+    assert status == 0 and summary["sent"] == 150 and summary["items_dropped"] == 0
+    assert fake.statuses[413] == 0 and 3_000_000 < fake.largest_body <= 4_000_000
+    assert summary["requests"] == -(-150 * 61_000 // 4_000_000)  # as few as the bytes allow
+    assert all(p[ATTRIBUTE]["items"] == big for p in fake.profiles.values())
+
+
 class TestChangedOnly:
     async def test_unchanged_sends_nothing_then_only_the_changed_item_users(
             self, shop, admin, fast, tmp_path, capsys, monkeypatch):
@@ -472,11 +496,11 @@ class TestCheckpoint:
 
 def test_profile_value_drops_whole_items_from_the_end():
     items = [{"id": str(n), "Title": "t" * 100} for n in range(20)]
-    value, dropped = profile_value(items, "2026-01-01T00:00:00Z", 1000)
-    assert len(orjson.dumps(value)) <= 1000
+    value, dropped, size = profile_value(items, "2026-01-01T00:00:00Z", 1000)
+    assert size == len(orjson.dumps(value)) <= 1000
     assert value["items"] == items[:20 - dropped] and dropped > 0
-    value, dropped = profile_value(items, "2026-01-01T00:00:00Z", 100_000)
-    assert dropped == 0 and value["items"] == items
+    value, dropped, size = profile_value(items, "2026-01-01T00:00:00Z", 100_000)
+    assert dropped == 0 and value["items"] == items and size == len(orjson.dumps(value))
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ profiles, with the faults a sync must survive.
 - `refuse`: user keys the platform refuses inside a successful answer (a partial failure).
 - `hold_after`: once that many requests were applied, later ones wait without being applied
   (until the client goes away): a sync killed then has lost nothing the platform applied.
-- The key is checked (401 otherwise); `max_batch` is the platform's limit (400 over it).
+- The key is checked (401 otherwise); `max_batch` is the platform's limit (400 over it), and
+  `max_body_bytes` its limit on a request's body (4 MB for both; 413 over it).
 
 A profile update is applied, and counted in `writes`, only when the answer is about to go out.
 """
@@ -41,6 +42,8 @@ class FakeProfilePlatform:
     window: float = 1.0
     fail_burst: int = 0
     throttle_burst: int = 0
+    max_body_bytes: int = 4_000_000
+    largest_body: int = 0
     delay: float = 0.0
     refuse: set[str] = field(default_factory=set)
     hold_after: int | None = None
@@ -121,7 +124,11 @@ class FakeProfilePlatform:
             self.fail_burst -= 1
             return self._status(503, {"message": "unavailable"}, self._rate_headers(now))
         try:
-            updates = self.updates(orjson.loads(await request.read()))
+            body = await request.read()
+            self.largest_body = max(self.largest_body, len(body))
+            if len(body) > self.max_body_bytes:
+                return self._status(413, {"message": "Request Entity Too Large"})
+            updates = self.updates(orjson.loads(body))
         except orjson.JSONDecodeError:
             updates = None
         if updates is None:

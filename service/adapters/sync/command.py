@@ -50,6 +50,9 @@ from service.storage import sync_digests
 from service.storage import tenants as tenant_store
 from service.storage.db import open_pool
 
+# Room in a request for one user's key and the attribute's name (each at most 255 characters,
+# ATTRIBUTE_PATTERN; an Iterable userId or email alike) and the JSON around them.
+MAX_USER_ENVELOPE = 2048
 # A young collection every this many allocations (CPython's default: 700), see batch_gc.
 YOUNG_GC_THRESHOLD = 10_000
 KEY_VARIABLES = {"braze": "BRAZE_API_KEY", "iterable": "ITERABLE_API_KEY"}
@@ -83,7 +86,8 @@ def add_sync_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its checkpoint")
     parser.add_argument("--checkpoint", metavar="FILE",
-                        help="where acknowledged batches are recorded (default: IN.checkpoint)")
+                        help="where acknowledged batches are recorded (default: IN.checkpoint for "
+                        "a file; for - or S3, a run without it cannot be resumed)")
     parser.add_argument("--changed-only", action="store_true",
                         help="skip users whose content is unchanged since their last sync")
     parser.add_argument("--dry-run", metavar="FILE",
@@ -123,10 +127,12 @@ def _platform(args: argparse.Namespace, settings: Settings, endpoint: str,
         ceiling = settings.sync_braze_batch_size
         return Braze(endpoint, key, args.attribute, max_batch=min(args.batch_size or ceiling,
                                                                   ceiling),
+                     max_request_bytes=settings.sync_braze_max_request_bytes,
                      merge_objects=args.merge_objects, bulk=args.bulk)
     ceiling = settings.sync_iterable_batch_size
     return Iterable(endpoint, key, args.attribute,
                     max_batch=min(args.batch_size or ceiling, ceiling),
+                    max_request_bytes=settings.sync_iterable_max_request_bytes,
                     identify_by=args.identify_by)
 
 
@@ -186,8 +192,9 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
             acquire_timeout=settings.db_acquire_timeout,
         )
         options = SyncOptions(
+            # Iterable caps no attribute, only the request: one user's value must fit in one.
             max_attribute_bytes=settings.sync_braze_max_attribute_bytes
-            if args.platform == "braze" else 1 << 40,
+            if args.platform == "braze" else platform.max_request_bytes - MAX_USER_ENVELOPE,
             rate=rate or None, concurrency=settings.sync_concurrency,
             max_attempts=settings.sync_max_attempts, backoff_base=settings.sync_backoff_ms / 1000,
             timeout=settings.sync_timeout, changed_only=args.changed_only,

@@ -1,7 +1,8 @@
 """Landing users on a platform: batches, pacing, retries, the checkpoint and the dead letter.
 
 In: `UserLine`s in input order (a user key and its enriched answer, or why the line is unusable).
-Lines are cut into batches of the platform's size; `--changed-only` first drops the users whose
+Lines are cut into batches of the platform's size, by count and by bytes (its limit on a request's
+body); `--changed-only` first drops the users whose
 stored digest equals their content's (one query per chunk of lines). `concurrency` senders take
 batches from a short queue, so the input is read only as fast as the platform takes it.
 
@@ -19,6 +20,7 @@ be answered and recorded, so a run stopped that way is resumed without sending a
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -31,6 +33,7 @@ import orjson
 from service.adapters.sync.checkpoint import Checkpoint
 from service.adapters.sync.dead_letter import DeadLetter
 from service.adapters.sync.platform import (
+    REQUEST_ENVELOPE_BYTES,
     Platform,
     UserUpdate,
     redacted_headers,
@@ -40,6 +43,7 @@ from service.adapters.sync.platform import (
 from service.adapters.sync.profile_value import content_digest, profile_value
 from service.adapters.sync.rate import TokenBucket
 
+LARGE_BODY_BYTES = 1 << 20
 MAX_THROTTLED_WAITS = 100  # 429s in a row for one batch before it is given up
 
 
@@ -106,6 +110,7 @@ class _Batch:
     input_errors: list[tuple[str | None, int, str]] = field(default_factory=list)
     unchanged: int = 0
     lines: int = 0
+    bytes: int = REQUEST_ENVELOPE_BYTES  # the request's body, at most
 
 
 class Sync:
@@ -191,9 +196,10 @@ class Sync:
         items = entry.answer.get("items") if entry.answer is not None else None
         if not isinstance(items, list):
             return None
-        value, dropped = profile_value(items, self.updated_at, self.options.max_attribute_bytes)
+        value, dropped, size = profile_value(items, self.updated_at,
+                                             self.options.max_attribute_bytes)
         self.summary.items_dropped += dropped
-        return UserUpdate(entry.line, entry.key, value, content_digest(value["items"]))
+        return UserUpdate(entry.line, entry.key, value, content_digest(value["items"]), size)
 
     @staticmethod
     def _unusable(entry: UserLine) -> str:
@@ -211,15 +217,23 @@ class Sync:
             keys = [update.key for _, update in pending if update is not None]
             if keys:
                 stored = await self.digests.fetch(keys)
-        size = self.platform.max_batch
+        size, most_bytes = self.platform.max_batch, self.platform.max_request_bytes
+        attribute = self.platform.attribute
         for entry, update in pending:
+            cost = 0
+            if update is not None and stored.get(update.key) != update.digest:
+                cost = update.request_bytes(attribute)
+                if batch.users and batch.bytes + cost > most_bytes:  # full by its bytes
+                    await queue.put(batch)
+                    batch = _Batch(first=entry.line)
             batch.last, batch.lines = entry.line, batch.lines + 1
             if update is None:
                 batch.input_errors.append((entry.key, entry.line, self._unusable(entry)))
-            elif stored.get(update.key) == update.digest:
+            elif not cost:
                 batch.unchanged += 1
             else:
                 batch.users.append(update)
+                batch.bytes += cost
                 if len(batch.users) >= size:
                     await queue.put(batch)
                     batch = _Batch(first=entry.line + 1)
@@ -289,8 +303,12 @@ class Sync:
 
     async def _post(self, request: Any) -> tuple[int, Mapping[str, str], bytes]:
         assert self.session is not None
+        body = request.body
+        # aiohttp warns that a bytes body over 1 MiB might hold the loop; a stream it writes a
+        # piece at a time (a new one for each attempt).
+        data = body if len(body) <= LARGE_BODY_BYTES else io.BytesIO(body)
         async with self.session.post(
-            request.url, data=request.body, headers=request.headers,
+            request.url, data=data, headers=request.headers,
             timeout=aiohttp.ClientTimeout(total=self.options.timeout),
         ) as response:
             return response.status, response.headers, await response.read()
