@@ -148,7 +148,11 @@ class Sync:
             async with asyncio.TaskGroup() as group:
                 for _ in range(self.options.concurrency):
                     group.create_task(self._sender(queue))
-                await self._batches(lines, queue)
+                try:
+                    await self._batches(lines, queue)
+                finally:  # a stopped run leaves the input unread: its files and streams close
+                    if (close := getattr(lines, "aclose", None)) is not None:
+                        await close()
                 for _ in range(self.options.concurrency):
                     await queue.put(None)
         except BaseExceptionGroup as group_error:
