@@ -1,9 +1,9 @@
 """Which input lines a sync has finished with, so `--resume` neither resends nor misses a user.
 
 An NDJSON file: a header naming the run (platform, target, input) and the `updated_at` its values
-carry, then one `{"span": [first,
-last]}` per batch the platform acknowledged (or that needed no request): every input line from
-`first` to `last` is done, its users sent and answered, skipped as unchanged or dead-lettered.
+carry, then one `{"span": [first, last]}` per batch the platform acknowledged (or that needed no
+request): every input line from `first` to `last` is done, its users sent and answered, skipped
+as unchanged or dead-lettered.
 Batches finish out of order, so spans arrive out of order; a resumed run skips the lines inside
 any span and sends the rest. Each span is one `write` to a file opened for appending, so a
 process killed at any point (SIGKILL included) leaves whole lines, at worst without its last one.

@@ -2,9 +2,9 @@
 
 In: `UserLine`s in input order (a user key and its enriched answer, or why the line is unusable).
 Lines are cut into batches of the platform's size, by count and by bytes (its limit on a request's
-body); `--changed-only` first drops the users whose
-stored digest equals their content's (one query per chunk of lines). `concurrency` senders take
-batches from a short queue, so the input is read only as fast as the platform takes it.
+body); `--changed-only` first drops the users whose stored digest equals their content's (one
+query per chunk of lines). `concurrency` senders take batches from a short queue, so the input is
+read only as fast as the platform takes it.
 
 Each request waits for the token bucket. A 429 pauses every sender until the reset the platform
 names (or an exponential backoff when it names none) and is retried; a 5xx or a network error is
