@@ -260,6 +260,30 @@ class TestIterable:
         assert {user: p[ATTRIBUTE]["items"] for user, p in fake.profiles.items()} == {
             f"user{n}@example.com": shop[n] for n in range(3)}
 
+@pytest.mark.parametrize("platform", ["braze", "iterable"])
+async def test_requests_are_cut_by_bytes_under_the_4_mb_limit(
+        shop, fast, tmp_path, capsys, monkeypatch, platform):
+    """Both platforms refuse a body over 4 MB: 75 Braze attributes of 60 KB, or 1,000 Iterable
+    users of 60 KB, would be far over it, so batches are cut by bytes as well as by count."""
+    monkeypatch.setenv("BRAZE_API_KEY", KEY)
+    monkeypatch.setenv("ITERABLE_API_KEY", ITERABLE_KEY)
+    big = [{"id": f"b{n}", "Title": "x" * 2000} for n in range(30)]  # 60 KB a user
+    (tmp_path / "in.ndjson").write_bytes(b"".join(
+        orjson.dumps({"key": f"u{n:06d}", "send": True, "items": big}) + b"\n"
+        for n in range(150)))
+    fake = await (FakeBraze(KEY) if platform == "braze" else FakeIterable(ITERABLE_KEY)).start()
+    try:
+        status, summary = await sync(
+            fast, capsys, platform, "--tenant", "acme", "--recommender", "shop", "--attribute",
+            ATTRIBUTE, "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+    finally:
+        await fake.stop()
+    assert status == 0 and summary["sent"] == 150 and summary["items_dropped"] == 0
+    assert fake.statuses[413] == 0 and 3_000_000 < fake.largest_body <= 4_000_000
+    assert summary["requests"] == -(-150 * 61_000 // 4_000_000)  # as few as the bytes allow
+    assert all(p[ATTRIBUTE]["items"] == big for p in fake.profiles.values())
+
+
 class TestChangedOnly:
     async def test_unchanged_sends_nothing_then_only_the_changed_item_users(
             self, shop, admin, fast, tmp_path, capsys, monkeypatch):
@@ -349,19 +373,23 @@ class TestKillAndResume:
                      checkpoint.read_bytes()):
             assert KEY.encode() not in text
 
-    async def test_killed_at_any_moment_misses_no_user(self, shop, subprocess_env, tmp_path):
-        """Killed without warning while requests are in flight: the resumed run misses no
-        user, and sends again only what was in flight (the platform has no idempotency key)."""
+    @pytest.mark.parametrize("killed_after", [3, 11])
+    async def test_sigkill_in_flight_resends_only_those_batches_with_the_same_value(
+            self, shop, subprocess_env, tmp_path, killed_after):
+        """Killed without warning while requests are in flight: no client can know whether the
+        platform applied those (neither takes an idempotency key), so the resumed run sends them
+        again, and only them: at most the 4 batches in flight, each user with the very value it
+        had (the run's `updated_at` is kept in the checkpoint), so no profile ends otherwise."""
         users = write_users(tmp_path / "in.ndjson", 900)
         fake = await FakeBraze(KEY, delay=0.02).start()
-        env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
-        argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
-                "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+        env, argv, checkpoint = four_senders(subprocess_env, fake, tmp_path)
         try:
             process = await run_cli(env, *argv)
-            await wait_for(lambda: fake.applied >= 5, "some requests applied")
+            await wait_for(lambda: fake.applied >= killed_after, "some requests applied")
             process.send_signal(signal.SIGKILL)
             await process.communicate()
+            done = _done_lines(checkpoint)
+            await asyncio.sleep(1.1)  # the resumed run starts in another second
             process = await run_cli(env, *argv[:-1], "--resume", argv[-1])
             out, err = await asyncio.wait_for(process.communicate(), 60)
         finally:
@@ -370,8 +398,57 @@ class TestKillAndResume:
         assert set(fake.profiles) == set(users)
         for user, profile in fake.profiles.items():
             assert profile[ATTRIBUTE]["items"] == shop[users[user]]
-        assert len(fake.users_written_twice()) <= 4 * 75  # at most the batches in flight
+        assert len({p[ATTRIBUTE]["updated_at"] for p in fake.profiles.values()}) == 1
+        twice = fake.users_written_twice()
+        assert len(twice) <= 4 * 75  # at most the batches in flight
+        assert all(not done(int(user[1:]) + 1) for user in twice)  # none acknowledged before
+        assert fake.changed_rewrites == []  # a resent user got the value it already had
         assert orjson.loads(out.splitlines()[-1])["already_synced"] > 0
+
+    @pytest.mark.parametrize("stopped_after", [2, 9])
+    async def test_sigterm_lets_the_batches_in_flight_land_then_resume_sends_each_user_once(
+            self, shop, subprocess_env, tmp_path, stopped_after):
+        """SIGTERM (a pod stopped) with requests in flight: they are answered and recorded before
+        the process exits, so the resumed run sends every user exactly once."""
+        users = write_users(tmp_path / "in.ndjson", 3000)  # 40 requests
+        fake = await FakeBraze(KEY, delay=0.1).start()  # slow answers: 4 in flight at any time
+        env, argv, checkpoint = four_senders(subprocess_env, fake, tmp_path)
+        try:
+            process = await run_cli(env, *argv)
+            await wait_for(lambda: fake.applied >= stopped_after, "some requests applied")
+            process.send_signal(signal.SIGTERM)
+            at_signal = fake.applied
+            _, first_err = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode == 1, first_err
+            assert b"stopped by a signal" in first_err and b"--resume continues" in first_err
+            first_applied = fake.applied
+            # Those in flight (4), and one a sender may start while the signal is on its way.
+            assert first_applied <= at_signal + 4 + 1
+            assert spans(checkpoint) == first_applied  # each answered and recorded
+            process = await run_cli(env, *argv[:-1], "--resume", argv[-1])
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            await fake.stop()
+        assert process.returncode == 0, err
+        assert_profiles(fake, users, shop, set())  # every user, exactly once
+        assert orjson.loads(out.splitlines()[-1])["already_synced"] == 75 * first_applied
+
+
+def four_senders(subprocess_env: dict[str, str], fake: FakeBraze,
+                 tmp_path: Path) -> tuple[dict[str, str], tuple[str, ...], Path]:
+    """(environment, arguments, checkpoint) of a sync of tmp_path/in.ndjson with 4 senders."""
+    env = {**subprocess_env, "BRAZE_API_KEY": KEY, "ENRICHER_SYNC_CONCURRENCY": "4"}
+    argv = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute", ATTRIBUTE,
+            "--endpoint", fake.url, str(tmp_path / "in.ndjson"))
+    return env, argv, tmp_path / "in.ndjson.checkpoint"
+
+
+def _done_lines(path: Path):
+    """`done(line)` of a checkpoint as it is now (read as a resumed run reads it)."""
+    header = orjson.loads(path.read_bytes().split(b"\n", 1)[0])
+    checkpoint = Checkpoint(path, header["run"], resume=True)
+    checkpoint.close()
+    return checkpoint.done
 
 
 @pytest.mark.slow
@@ -419,8 +496,43 @@ class TestCheckpoint:
 
 def test_profile_value_drops_whole_items_from_the_end():
     items = [{"id": str(n), "Title": "t" * 100} for n in range(20)]
-    value, dropped = profile_value(items, "2026-01-01T00:00:00Z", 1000)
-    assert len(orjson.dumps(value)) <= 1000
+    value, dropped, size = profile_value(items, "2026-01-01T00:00:00Z", 1000)
+    assert size == len(orjson.dumps(value)) <= 1000
     assert value["items"] == items[:20 - dropped] and dropped > 0
-    value, dropped = profile_value(items, "2026-01-01T00:00:00Z", 100_000)
-    assert dropped == 0 and value["items"] == items
+    value, dropped, size = profile_value(items, "2026-01-01T00:00:00Z", 100_000)
+    assert dropped == 0 and value["items"] == items and size == len(orjson.dumps(value))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", ["braze", "iterable"])
+async def test_100k_users_through_429s_each_once_and_the_refused_in_the_dead_letter(
+        shop, fast, tmp_path, capsys, monkeypatch, platform):
+    """The whole night at scale: 100,000 raw lines enriched and sent past a platform whose limit
+    forces 429s; every profile holds exactly its items, once, and the dead letter holds exactly
+    the users the platform refused."""
+    users = write_users(tmp_path / "in.ndjson", 100_000)
+    refused = {f"u{n:06d}" for n in range(7, 100_000, 997)}
+    if platform == "braze":
+        monkeypatch.setenv("BRAZE_API_KEY", KEY)
+        fake = await FakeBraze(KEY, limit=150, advertise=False, throttle_burst=2,
+                               fail_burst=3, refuse=refused).start()
+        extra = ("--bulk",)
+    else:
+        monkeypatch.setenv("ITERABLE_API_KEY", ITERABLE_KEY)
+        fake = await FakeIterable(ITERABLE_KEY, limit=10, throttle_burst=2, fail_burst=3,
+                                  refuse=refused).start()
+        extra = ()
+    try:
+        status, summary = await sync(
+            dataclasses.replace(fast, sync_concurrency=8), capsys, platform, "--tenant", "acme",
+            "--recommender", "shop", "--attribute", ATTRIBUTE, "--endpoint", fake.url,
+            "--rate", "0", *extra, "--dead-letter", str(tmp_path / "dead.ndjson"),
+            str(tmp_path / "in.ndjson"))
+    finally:
+        await fake.stop()
+    assert status == 1
+    assert fake.statuses[429] > 0 and fake.statuses[503] == 3
+    assert_profiles(fake, users, shop, refused)
+    assert set(dead_letter_keys(tmp_path / "dead.ndjson")) == refused
+    assert summary["users"] == 100_000 and summary["refused"] == len(refused)
+    assert summary["sent"] == 100_000 - len(refused)

@@ -49,6 +49,8 @@ CHUNK_LINES = 2000
 CHUNK_DEADLINE_MS = 60_000  # a chunk's lookups: one query, far within this unless Postgres fails
 MAX_REASON_TEXT = 200
 KEY_FIELDS = ("userId", "itemId")
+# The reason of a line that names no item at all (`sync` clears such a user's attribute).
+NO_RECOMMENDED_ITEMS = "no recommended items"
 _NUMBERS = frozenset((int, float))
 
 
@@ -296,10 +298,10 @@ class BatchEnricher:
         name = recommender.name
         for line in lines:
             if line.reason is None and not line.ids:
-                line.reason = "no recommended items"
+                line.reason = NO_RECOMMENDED_ITEMS
             if line.reason is not None:
                 out.append(problem_line(line))
-                if line.reason == "no recommended items":
+                if line.reason == NO_RECOMMENDED_ITEMS:
                     result.without_content += 1
                 else:
                     result.input_errors += 1

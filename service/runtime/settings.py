@@ -121,8 +121,10 @@ class Settings:
     sync_braze_batch_size: int = 75
     sync_braze_max_attribute_bytes: int = 100_000
     sync_braze_rate: int = 100
+    sync_braze_max_request_bytes: int = 4_000_000
     sync_iterable_batch_size: int = 1000
     sync_iterable_rate: int = 5
+    sync_iterable_max_request_bytes: int = 4_000_000
     sync_concurrency: int = 8
     sync_max_attempts: int = 6
     sync_backoff_ms: int = 500
@@ -221,9 +223,13 @@ class Settings:
             "sync_braze_max_attribute_bytes": reader.integer(
                 "ENRICHER_SYNC_BRAZE_MAX_ATTRIBUTE_BYTES", 100_000, 1_000, 100_000),
             "sync_braze_rate": reader.integer("ENRICHER_SYNC_BRAZE_RATE", 100, 1, 100_000),
+            "sync_braze_max_request_bytes": reader.integer(
+                "ENRICHER_SYNC_BRAZE_MAX_REQUEST_BYTES", 4_000_000, 200_000, 4_000_000),
             "sync_iterable_batch_size": reader.integer("ENRICHER_SYNC_ITERABLE_BATCH_SIZE", 1000,
                                                        1, 10_000),
             "sync_iterable_rate": reader.integer("ENRICHER_SYNC_ITERABLE_RATE", 5, 1, 100_000),
+            "sync_iterable_max_request_bytes": reader.integer(
+                "ENRICHER_SYNC_ITERABLE_MAX_REQUEST_BYTES", 4_000_000, 10_000, 4_000_000),
             "sync_concurrency": reader.integer("ENRICHER_SYNC_CONCURRENCY", 8, 1, 256),
             "sync_max_attempts": reader.integer("ENRICHER_SYNC_MAX_ATTEMPTS", 6, 1, 100),
             "sync_backoff_ms": reader.integer("ENRICHER_SYNC_BACKOFF_MS", 500, 1, 60_000),

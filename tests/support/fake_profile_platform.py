@@ -7,11 +7,14 @@ profiles, with the faults a sync must survive.
   the 429s (a limit shared with other integrations, which no answer foretells). Without
   `rate_headers` (Iterable) a 429 names no reset.
 - `fail_burst`: the next N requests answer 503.
+- `throttle_burst`: the next N requests answer 429 (with `rate_headers`, a reset in the next
+  second): the window used up by the workspace's other integrations, whatever our own pace.
 - `delay`: seconds before each answer (a slow platform).
 - `refuse`: user keys the platform refuses inside a successful answer (a partial failure).
 - `hold_after`: once that many requests were applied, later ones wait without being applied
   (until the client goes away): a sync killed then has lost nothing the platform applied.
-- The key is checked (401 otherwise); `max_batch` is the platform's limit (400 over it).
+- The key is checked (401 otherwise); `max_batch` is the platform's limit (400 over it), and
+  `max_body_bytes` its limit on a request's body (4 MB for both; 413 over it).
 
 A profile update is applied, and counted in `writes`, only when the answer is about to go out.
 """
@@ -25,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 
@@ -37,11 +41,15 @@ class FakeProfilePlatform:
     advertise: bool = True
     window: float = 1.0
     fail_burst: int = 0
+    throttle_burst: int = 0
+    max_body_bytes: int = 4_000_000
+    largest_body: int = 0
     delay: float = 0.0
     refuse: set[str] = field(default_factory=set)
     hold_after: int | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: Counter = field(default_factory=Counter)
+    changed_rewrites: list[str] = field(default_factory=list)  # users written again, differently
     applied: int = 0  # requests whose updates were applied
     statuses: Counter = field(default_factory=Counter)
     request_times: list[float] = field(default_factory=list)  # monotonic, every request
@@ -107,12 +115,21 @@ class FakeProfilePlatform:
             if self._window_count > self.limit:
                 return self._status(429, {"message": "rate limited"},
                                     self._rate_headers(now, throttled=True))
+        if self.throttle_burst > 0:
+            self.throttle_burst -= 1
+            reset = {"X-RateLimit-Reset": str(math.ceil(time.time()) + 1)} \
+                if self.rate_headers else {}
+            return self._status(429, {"message": "rate limited"}, reset)
         if self.fail_burst > 0:
             self.fail_burst -= 1
             return self._status(503, {"message": "unavailable"}, self._rate_headers(now))
         try:
-            updates = self.updates(await request.json())
-        except ValueError:
+            body = await request.read()
+            self.largest_body = max(self.largest_body, len(body))
+            if len(body) > self.max_body_bytes:
+                return self._status(413, {"message": "Request Entity Too Large"})
+            updates = self.updates(orjson.loads(body))
+        except orjson.JSONDecodeError:
             updates = None
         if updates is None:
             return self._status(400, {"message": "malformed body"})
@@ -127,7 +144,10 @@ class FakeProfilePlatform:
             if user in self.refuse:
                 refused.append((index, user))
                 continue
-            self.profiles.setdefault(user, {}).update(fields)
+            profile = self.profiles.setdefault(user, {})
+            if user in self.writes and any(profile.get(k) != v for k, v in fields.items()):
+                self.changed_rewrites.append(user)
+            profile.update(fields)
             self.writes[user] += 1
         self.applied += 1
         status, body = self.answer(refused, len(updates) - len(refused))

@@ -2,6 +2,8 @@
 
 - The REST endpoint is per instance (`https://rest.iad-01.braze.com`, ...): `--endpoint`.
 - The REST API key goes in `Authorization: Bearer`.
+- A request's body may be 4 MB at most (every Braze endpoint's payload limit), less than 75
+  attributes of 100 KB: batches are cut by bytes too.
 - Each attribute object is `{"external_id": user, "<attribute>": {"items": [...], ...}}`; with
   `_merge_objects: true` Braze merges the object into the profile's existing one instead of
   replacing it (`--merge-objects`).
@@ -21,6 +23,7 @@ from service.adapters.sync.platform import PlatformRequest, UserUpdate
 
 MAX_ATTRIBUTE_OBJECTS = 75  # per request (Braze's API limits page)
 MAX_NESTED_ATTRIBUTE_BYTES = 100_000  # a nested custom attribute object (100 KB)
+MAX_REQUEST_BYTES = 4_000_000  # every Braze endpoint's payload limit (4 MB; 413 over it)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Braze:
     api_key: str
     attribute: str
     max_batch: int = MAX_ATTRIBUTE_OBJECTS
+    max_request_bytes: int = MAX_REQUEST_BYTES
     merge_objects: bool = False
     bulk: bool = False
     name: str = "braze"

@@ -1,5 +1,7 @@
 """Iterable `POST /api/users/bulkUpdate`: `dataFields` merged into each user's profile.
 
+- Iterable's API reference for bulkUpdate: request body at most 4 MB, 5 requests a second per
+  project (`ENRICHER_SYNC_ITERABLE_RATE`); batches are cut by bytes as well as by count.
 - The project's API key goes in the `Api-Key` header; `--endpoint` picks the data center
   (`https://api.iterable.com`, `https://api.eu.iterable.com`).
 - Users are named by `userId` (with `preferUserId: true`, so a user that exists only by userId is
@@ -18,7 +20,8 @@ import orjson
 
 from service.adapters.sync.platform import PlatformRequest, UserUpdate
 
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 1000  # ours: Iterable documents no user count, only the body's size
+MAX_REQUEST_BYTES = 4_000_000  # bulkUpdate's "Max size of request body: 4MB"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Iterable:
     api_key: str
     attribute: str
     max_batch: int = DEFAULT_BATCH_SIZE
+    max_request_bytes: int = MAX_REQUEST_BYTES
     identify_by: str = "userId"  # or "email"
     name: str = "iterable"
     credential_header: str = "Api-Key"

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 REDACTED = "***"
+# What a request spends around one user's value, besides the user's key and the attribute's name:
+# `{"external_id":"","":,"_merge_objects":true},` (Braze), `{"userId":"","preferUserId":true,
+# "dataFields":{"":}},` (Iterable), rounded up; and around all of them, `{"attributes":[]}`.
+USER_ENVELOPE_BYTES = 64
+REQUEST_ENVELOPE_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,11 @@ class UserUpdate:
     key: str  # the user's ID on the platform (Braze external_id, Iterable userId or email)
     value: dict[str, Any]  # the attribute's value: {"items": [...], "updated_at": "..."}
     digest: bytes  # content_digest(value["items"])
+    size: int = 0  # the value's bytes serialised
+
+    def request_bytes(self, attribute: str) -> int:
+        """What this user adds to a request, at most."""
+        return self.size + len(self.key.encode()) + len(attribute) + USER_ENVELOPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,8 @@ class PlatformRequest:
 class Platform(Protocol):
     name: str
     max_batch: int
+    max_request_bytes: int  # the platform's limit on a request's body
+    attribute: str
     credential_header: str  # the header holding the key, redacted in --dry-run output
 
     def request(self, users: Sequence[UserUpdate]) -> PlatformRequest: ...

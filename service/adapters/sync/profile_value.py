@@ -19,11 +19,14 @@ _FRAME = len(b'{"items":[],"updated_at":""}')
 
 
 def profile_value(items: Sequence[Mapping[str, Any]], updated_at: str,
-                  max_bytes: int) -> tuple[dict[str, Any], int]:
-    """(the value, how many items were dropped to fit `max_bytes` serialised)."""
-    budget = max_bytes - _FRAME - len(updated_at.encode())
-    if len(orjson.dumps(items)) - 2 <= budget:  # the usual case: all of it fits, one dumps
-        return {"items": list(items), "updated_at": updated_at}, 0
+                  max_bytes: int) -> tuple[dict[str, Any], int, int]:
+    """(the value, how many items were dropped to fit `max_bytes` serialised, its size
+    serialised: what it adds to a request)."""
+    frame = _FRAME + len(updated_at.encode())
+    budget = max_bytes - frame
+    size = len(orjson.dumps(items)) - 2
+    if size <= budget:  # the usual case: all of it fits, one dumps
+        return {"items": list(items), "updated_at": updated_at}, 0, frame + size
     kept: list[Mapping[str, Any]] = []
     used = 0
     for item in items:
@@ -32,7 +35,7 @@ def profile_value(items: Sequence[Mapping[str, Any]], updated_at: str,
             break
         kept.append(item)
         used += size
-    return {"items": kept, "updated_at": updated_at}, len(items) - len(kept)
+    return {"items": kept, "updated_at": updated_at}, len(items) - len(kept), frame + used
 
 
 def content_digest(items: Sequence[Mapping[str, Any]]) -> bytes:

@@ -1,9 +1,10 @@
 """Landing users on a platform: batches, pacing, retries, the checkpoint and the dead letter.
 
 In: `UserLine`s in input order (a user key and its enriched answer, or why the line is unusable).
-Lines are cut into batches of the platform's size; `--changed-only` first drops the users whose
-stored digest equals their content's (one query per chunk of lines). `concurrency` senders take
-batches from a short queue, so the input is read only as fast as the platform takes it.
+Lines are cut into batches of the platform's size, by count and by bytes (its limit on a request's
+body); `--changed-only` first drops the users whose stored digest equals their content's (one
+query per chunk of lines). `concurrency` senders take batches from a short queue, so the input is
+read only as fast as the platform takes it.
 
 Each request waits for the token bucket. A 429 pauses every sender until the reset the platform
 names (or an exponential backoff when it names none) and is retried; a 5xx or a network error is
@@ -12,11 +13,14 @@ the batch's users are dead-lettered; another 4xx refuses the whole batch at once
 a wrong key, stop the run: every batch would fail alike). An answered batch is then recorded:
 refused users to the dead letter, accepted users' digests to Postgres, and last its span of input
 lines to the checkpoint, so a crash at any point re-sends at most the batches without an answer.
+`stop()` (the command calls it on SIGTERM or SIGINT) sends no more batches and lets those in flight
+be answered and recorded, so a run stopped that way is resumed without sending anyone twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -29,6 +33,7 @@ import orjson
 from service.adapters.sync.checkpoint import Checkpoint
 from service.adapters.sync.dead_letter import DeadLetter
 from service.adapters.sync.platform import (
+    REQUEST_ENVELOPE_BYTES,
     Platform,
     UserUpdate,
     redacted_headers,
@@ -38,6 +43,7 @@ from service.adapters.sync.platform import (
 from service.adapters.sync.profile_value import content_digest, profile_value
 from service.adapters.sync.rate import TokenBucket
 
+LARGE_BODY_BYTES = 1 << 20
 MAX_THROTTLED_WAITS = 100  # 429s in a row for one batch before it is given up
 
 
@@ -104,6 +110,7 @@ class _Batch:
     input_errors: list[tuple[str | None, int, str]] = field(default_factory=list)
     unchanged: int = 0
     lines: int = 0
+    bytes: int = REQUEST_ENVELOPE_BYTES  # the request's body, at most
 
 
 class Sync:
@@ -128,6 +135,11 @@ class Sync:
         self.redact = redact
         self.bucket = TokenBucket(options.rate) if options.rate else None
         self.summary = Summary()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Send no more batches; those in flight are still answered and recorded."""
+        self.stopped = True
 
     async def run(self, lines: AsyncIterator[UserLine]) -> Summary:
         started = time.monotonic()
@@ -136,7 +148,11 @@ class Sync:
             async with asyncio.TaskGroup() as group:
                 for _ in range(self.options.concurrency):
                     group.create_task(self._sender(queue))
-                await self._batches(lines, queue)
+                try:
+                    await self._batches(lines, queue)
+                finally:  # a stopped run leaves the input unread: its files and streams close
+                    if (close := getattr(lines, "aclose", None)) is not None:
+                        await close()
                 for _ in range(self.options.concurrency):
                     await queue.put(None)
         except BaseExceptionGroup as group_error:
@@ -144,7 +160,7 @@ class Sync:
             raise group_error.exceptions[0] from None
         finally:
             self.summary.seconds = time.monotonic() - started
-        if self.dry_run is None:
+        if self.dry_run is None and not self.stopped:
             self.checkpoint.complete()
         return self.summary
 
@@ -156,6 +172,9 @@ class Sync:
         pending: list[tuple[UserLine, UserUpdate | None]] = []
         last_line = 0
         async for entry in lines:
+            if self.stopped:  # lines read but not cut into a batch are the resumed run's
+                self.summary.users -= len(pending) + (batch.lines if batch is not None else 0)
+                return
             last_line = entry.line
             if self.checkpoint.done(entry.line):
                 self.summary.already_synced += 1
@@ -181,9 +200,10 @@ class Sync:
         items = entry.answer.get("items") if entry.answer is not None else None
         if not isinstance(items, list):
             return None
-        value, dropped = profile_value(items, self.updated_at, self.options.max_attribute_bytes)
+        value, dropped, size = profile_value(items, self.updated_at,
+                                             self.options.max_attribute_bytes)
         self.summary.items_dropped += dropped
-        return UserUpdate(entry.line, entry.key, value, content_digest(value["items"]))
+        return UserUpdate(entry.line, entry.key, value, content_digest(value["items"]), size)
 
     @staticmethod
     def _unusable(entry: UserLine) -> str:
@@ -201,15 +221,23 @@ class Sync:
             keys = [update.key for _, update in pending if update is not None]
             if keys:
                 stored = await self.digests.fetch(keys)
-        size = self.platform.max_batch
+        size, most_bytes = self.platform.max_batch, self.platform.max_request_bytes
+        attribute = self.platform.attribute
         for entry, update in pending:
+            cost = 0
+            if update is not None and stored.get(update.key) != update.digest:
+                cost = update.request_bytes(attribute)
+                if batch.users and batch.bytes + cost > most_bytes:  # full by its bytes
+                    await queue.put(batch)
+                    batch = _Batch(first=entry.line)
             batch.last, batch.lines = entry.line, batch.lines + 1
             if update is None:
                 batch.input_errors.append((entry.key, entry.line, self._unusable(entry)))
-            elif stored.get(update.key) == update.digest:
+            elif not cost:
                 batch.unchanged += 1
             else:
                 batch.users.append(update)
+                batch.bytes += cost
                 if len(batch.users) >= size:
                     await queue.put(batch)
                     batch = _Batch(first=entry.line + 1)
@@ -223,6 +251,9 @@ class Sync:
 
     async def _sender(self, queue: asyncio.Queue[_Batch | None]) -> None:
         while (batch := await queue.get()) is not None:
+            if self.stopped:  # cut but not sent: the resumed run's
+                self.summary.users -= batch.lines
+                continue
             refused = await self._send(batch.users) if batch.users else {}
             await self._finish(batch, refused)
 
@@ -276,8 +307,12 @@ class Sync:
 
     async def _post(self, request: Any) -> tuple[int, Mapping[str, str], bytes]:
         assert self.session is not None
+        body = request.body
+        # aiohttp warns that a bytes body over 1 MiB might hold the loop; a stream it writes a
+        # piece at a time (a new one for each attempt).
+        data = body if len(body) <= LARGE_BODY_BYTES else io.BytesIO(body)
         async with self.session.post(
-            request.url, data=request.body, headers=request.headers,
+            request.url, data=data, headers=request.headers,
             timeout=aiohttp.ClientTimeout(total=self.options.timeout),
         ) as response:
             return response.status, response.headers, await response.read()

@@ -1,147 +1,114 @@
-"""What `sync` reads: NDJSON lines, each one user, enriched already or enriched here.
+"""What `sync` reads: exactly what `enrich-batch` reads, read and enriched by its code.
 
-- An enriched line, as `enrich-batch` writes it: `{"key": "u1", "send": true, "items": [...],
-  "Recommendations": {...}, "missing": [...]}`: used as it is.
-- A raw line: the generic `{"key": "u1", "ids": ["1815", ...], "locale": "de_DE"}`, or an Amazon
-  Personalize batch inference output line (`{"input": {"userId": "u1"}, "output":
-  {"recommendedItems": [...], "scores": [...]}, "error": null}`; `itemId` for related items): its
-  IDs are resolved through the resolver (L1, then one `ANY` query per chunk for the misses) and
-  answered by the content route's own `content_answer`, scores added to the items.
+`IN` is a file, `-` or `s3://bucket/prefix/` (every `*.out` / `*.out.gz` object in key order,
+gzip read transparently): `batch_run.input_parts` and `batch_run.read_lines`, so both commands
+take the same inputs and number their lines alike. Each line is one user:
 
-`read_users` is the one entry point, so a better reader (enrich-batch's, with S3 and gzip) can take
-its place without touching the sender.
+- an enriched line, as `enrich-batch` writes it (`{"key": "u1", "send": true, "items": [...],
+  ...}`): used as it is; an `enrich-batch` line answered `{"key", "send": false, "reason"}` is
+  unusable, with its reason;
+- anything else (Amazon Personalize batch inference output, the generic `{"key", "ids",
+  "locale"}` line, or a malformed line) goes, a chunk at a time, through `batch.BatchEnricher`:
+  the same parsing, the same one resolver query per chunk, the same answer line as `enrich-batch`
+  writes; its problem lines become unusable users with the same reasons.
+
+A line without recommended items (an empty `recommendedItems` or `ids`) is a user whose profile
+gets `"items": []`, so it stops showing yesterday's items. Lines a resumed run already finished
+(`skip`) are neither parsed nor enriched.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import orjson
 
-from service.adapters import content
+from service.adapters.batch import (
+    CHUNK_LINES,
+    MAX_LINE_BYTES,
+    NO_RECOMMENDED_ITEMS,
+    BatchEnricher,
+    RawLine,
+)
+from service.adapters.batch_run import Part, Position, read_lines
 from service.adapters.sync.sender import UserLine
-from service.enrichment.recommender_lookup import Recommender
-from service.errors import ValidationFailed
-from service.resolution.resolver import ItemResolver
 
-CHUNK_LINES = 2000
-READ_BYTES = 1024 * 1024
+_EMPTY: dict[str, Any] = {"items": []}
 
 
-@dataclass(frozen=True)
-class _Raw:
-    line: int
-    key: str
-    ids: list[str]
-    locale: str | None
-    scores: list[Any] | None
+async def read_users(parts: list[Part], enricher: BatchEnricher | None, *,
+                     skip: Callable[[int], bool] = lambda line: False,
+                     chunk_lines: int = CHUNK_LINES,
+                     max_line_bytes: int = MAX_LINE_BYTES) -> AsyncIterator[UserLine]:
+    """Every line of `parts` as a UserLine, in order (blank lines counted, not yielded)."""
+    chunk: list[RawLine] = []
+    first = number = 1
+    async for raw, _ in read_lines(parts, Position(), max_line_bytes):
+        chunk.append(raw)
+        number += 1
+        if len(chunk) >= chunk_lines:
+            for user in await _users(chunk, first, enricher, skip):
+                yield user
+            chunk, first = [], number
+    if chunk:
+        for user in await _users(chunk, first, enricher, skip):
+            yield user
 
 
-class RawEnricher:
-    """Raw lines → the content route's answers, a chunk at a time."""
-
-    def __init__(self, resolver: ItemResolver, recommender: Recommender) -> None:
-        self.resolver = resolver
-        self.recommender = recommender
-
-    async def answers(self, raws: Sequence[_Raw]) -> list[dict[str, Any]]:
-        recommender = self.recommender
-        enricher = recommender.enricher
-        wanted = list(dict.fromkeys(item_id for raw in raws for item_id in raw.ids))
-        resolved = await self.resolver.resolve(recommender.catalog_id, wanted)
-        await enricher.prepare_locales({raw.locale for raw in raws}, resolved)
-        found = []
-        for raw in raws:
-            extras = None if raw.scores is None else [
-                {"score": score} if score is not None else {} for score in raw.scores]
-            found.append(content.content_answer(
-                recommender.name, enricher, content.ContentQuery(raw.ids, raw.locale), resolved,
-                extras))
-        return found
-
-
-async def read_users(source: BinaryIO, raw_enricher: RawEnricher | None) -> AsyncIterator[UserLine]:
-    """Every line of `source` as a UserLine, in order (blank lines counted, not yielded)."""
-    number = 0
-    rest = b""
-    while True:
-        # A thread, so a slow pipe never stalls the senders on the event loop.
-        chunk = await asyncio.to_thread(source.read, READ_BYTES)
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop() if chunk else b""
-        parsed: list[UserLine | _Raw] = []
-        for line in lines:
-            number += 1
-            if line.strip():
-                parsed.append(_parse(number, line))
-        raws = [entry for entry in parsed if isinstance(entry, _Raw)]
-        answers: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(raws), CHUNK_LINES):
-            part = raws[start:start + CHUNK_LINES]
-            if raw_enricher is None:
-                break
-            for raw, answer in zip(part, await raw_enricher.answers(part), strict=True):
-                answers[raw.line] = answer
-        for entry in parsed:
-            if isinstance(entry, _Raw):
-                if raw_enricher is None:
-                    yield UserLine(entry.line, entry.key, None, "input: a raw line, and no "
-                                   "recommender to enrich it with")
-                else:
-                    yield UserLine(entry.line, entry.key, answers[entry.line])
-            else:
-                yield entry
-        if not chunk:
-            return
+async def _users(chunk: Sequence[RawLine], first: int, enricher: BatchEnricher | None,
+                 skip: Callable[[int], bool]) -> list[UserLine]:
+    users: list[UserLine | None] = []
+    raws: list[RawLine] = []  # for the enricher, in order
+    places: list[tuple[int, int]] = []  # (index in users, line number) of each of raws
+    for number, raw in enumerate(chunk, first):
+        if skip(number):
+            users.append(UserLine(number, None, None))  # finished by an earlier attempt
+            continue
+        if isinstance(raw, bytes):
+            if not raw.strip():
+                continue
+            enriched = _enriched(number, raw)
+            if enriched is not None:
+                users.append(enriched)
+                continue
+        if enricher is None:
+            users.append(UserLine(number, None, None,
+                                  "input: a raw line, and no recommender to enrich it with"))
+            continue
+        places.append((len(users), number))
+        raws.append(raw)
+        users.append(None)
+    if raws:
+        assert enricher is not None
+        result = await enricher.enrich(raws, first)
+        answers = result.output.split(b"\n")[:-1]  # one per line, and the last newline's ""
+        for (index, number), answer in zip(places, answers, strict=True):
+            users[index] = _answered(number, orjson.loads(answer))
+    return [user for user in users if user is not None]
 
 
-def _parse(number: int, line: bytes) -> UserLine | _Raw:
+def _enriched(number: int, raw: bytes) -> UserLine | None:
+    """The line as a user when `enrich-batch` wrote it (has `send`), else None."""
+    if b'"send"' not in raw:  # cheap: neither Personalize output nor a generic line has it
+        return None
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return UserLine(number, None, None, f"input: not JSON ({exc})")
-    if not isinstance(value, dict):
-        return UserLine(number, None, None, "input: not a JSON object")
-    if "input" in value or "output" in value:
-        return _personalize_line(number, value)
-    key = value.get("key")
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or "send" not in value:
+        return None
+    return _answered(number, value)
+
+
+def _answered(number: int, answer: dict[str, Any]) -> UserLine:
+    key = answer.get("key")
     if not isinstance(key, str) or not key:
-        return UserLine(number, None, None, "input: `key` must be a non-empty string")
-    if "items" in value:
-        return UserLine(number, key, value)
-    return _raw(number, key, value.get("ids"), value.get("locale"), None)
-
-
-def _personalize_line(number: int, value: dict[str, Any]) -> UserLine | _Raw:
-    given = value.get("input")
-    key = None
-    if isinstance(given, dict):
-        key = given.get("userId", given.get("itemId"))
-    if not isinstance(key, str) or not key:
-        return UserLine(number, None, None, "input: `input.userId` (or `itemId`) is missing")
-    if value.get("error"):
-        return UserLine(number, key, None, f"input: the batch job's error: {value['error']}"[:500])
-    output = value.get("output")
-    if not isinstance(output, dict):
-        return UserLine(number, key, None, "input: `output` is missing")
-    scores = output.get("scores")
-    ids = output.get("recommendedItems")
-    if scores is not None and (not isinstance(scores, list) or not isinstance(ids, list)
-                               or len(scores) != len(ids)):
-        scores = None  # scores that do not line up with the IDs are left out, not guessed
-    return _raw(number, key, ids, None, scores)
-
-
-def _raw(number: int, key: str, ids: Any, locale: Any, scores: list[Any] | None) -> UserLine | _Raw:
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return UserLine(number, key, None, "input: `ids` must be an array of strings")
-    try:
-        checked = content.query_locale(locale if isinstance(locale, str) else None)
-    except ValidationFailed as exc:
-        return UserLine(number, key, None, f"input: {exc.detail}")
-    if locale is not None and not isinstance(locale, str):
-        return UserLine(number, key, None, "input: `locale` must be a string")
-    return _Raw(number, key, ids, checked, scores)
+        return UserLine(number, None, None,
+                        f"input: {answer.get('reason') or '`key` must be a non-empty string'}")
+    if isinstance(answer.get("items"), list):
+        return UserLine(number, key, answer)
+    reason = answer.get("reason")
+    if reason == NO_RECOMMENDED_ITEMS:
+        return UserLine(number, key, _EMPTY)
+    return UserLine(number, key, None, f"input: {reason or 'the answer has no items array'}")
