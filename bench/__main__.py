@@ -129,9 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="profiles per batch in the connect scenario (default 100)")
     parser.add_argument("--users", type=int, default=1000,
                         help="users the user scenario asks for (default 1000)")
-    parser.add_argument("--cold-events", type=int, default=4000,
+    parser.add_argument("--cold-events", type=int, default=16_000,
                         help="distinct events in each cold pool, uniform and Zipf (default "
-                             "4,000: 1,000,000 IDs); the wrk threads share them out")
+                             "16,000: 4,000,000 IDs, more than 12 s of the fastest server's "
+                             "load, so no event is sent twice); the wrk threads share them out")
     parser.add_argument("--locale-items", type=int, default=100_000,
                         help="hot items the locales-rss events run through (default 100,000)")
     parser.add_argument("--locale-events", type=int, default=800,
@@ -502,7 +503,9 @@ class Bench:
             rows_after = scrape_metric(server.base_url, ROWS_METRIC) \
                 if rows_before is not None else None
             # Warm pools may cycle (their items are cached anyway); cold ones should not.
-            if scenario.cold and load["skip"] + result.sent_max > self.pool_size(events) // threads:
+            replayed = scenario.cold and \
+                load["skip"] + result.sent_max > self.pool_size(events) // threads
+            if replayed:
                 say(f"{scenario.name}: {server_kind} went through the pool of "
                     f"{self.pool_size(events):,} events: some were replayed (raise the pool's "
                     "size for distinct events)")
@@ -518,6 +521,7 @@ class Bench:
             server.stop()
         row = self.row(scenario, server_kind, connections, result, server.peak_rss, threads)
         row.cpu_us_per_event = cpu_used / max(result.requests, 1) * 1e6
+        row.replayed = bool(replayed)
         if scenario.cold and server_kind in ("service", "naive", "naive-indep"):
             fetched = (rows_after - rows_before if rows_after is not None and rows_before is not None
                        else result.requests * self.rows_per_event.get(scenario.pool, 0)

@@ -33,6 +33,7 @@ class Row:
     rows_fetched: float | None = None  # cold: rows fetched from Postgres during the measurement
     cpu_us_per_row: float | None = None  # cold: the server's CPU time per row fetched
     vs_independent: float | None = None  # a bench peer's events/s over its independent twin's
+    replayed: bool = False  # cold: the pool ran out and events were sent again (cache hits)
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -249,8 +250,12 @@ def comparison_table(rows: list[Row], scenarios) -> str:
             peer_cpu = _median_of(peers, "cpu_us_per_event")
             cpu_ratio = peer_cpu / service_cpu if service_cpu and peer_cpu else None
             scenario = titles[title]
+            # A cold pool that ran out turned events into cache hits: the line says so.
+            replayed = any(r.replayed for r in service + peers)
             lines.append(
-                f"| {scenario.name} | {title} | {threads} | {service[0].connections} | "
+                f"| {scenario.name} | {title}"
+                + (" **(pool ran out: events replayed; raise --cold-events)**" if replayed else "")
+                + f" | {threads} | {service[0].connections} | "
                 f"{_num(_median_of(service, 'per_second'))} | {peer} | "
                 f"{_num(_median_of(peers, 'per_second'))} | "
                 f"{_ratio(ratio)}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})"
