@@ -254,7 +254,7 @@ def comparison_table(rows: list[Row], scenarios) -> str:
             replayed = any(r.replayed for r in service + peers)
             lines.append(
                 f"| {scenario.name} | {title}"
-                + (" **(pool ran out: events replayed; raise --cold-events)**" if replayed else "")
+                + (" **(pool ran out: events replayed; raise its size)**" if replayed else "")
                 + f" | {threads} | {service[0].connections} | "
                 f"{_num(_median_of(service, 'per_second'))} | {peer} | "
                 f"{_num(_median_of(peers, 'per_second'))} | "
