@@ -26,6 +26,19 @@ FORMATTED = parse_recommender({"catalog": "c", "locale": "de_DE", "attributes": 
     {"name": "Url", "field": "url", "template": "https://x.example/{value}?id={id}"},
     {"name": "Mood", "field": "attributes.mood"},
 ]}, "formatted")
+# Two attributes read from `attributes` (parsed once for both), one number among them.
+FROM_ATTRIBUTES = parse_recommender({"catalog": "c", "attributes": [
+    {"name": "Mood", "field": "attributes.mood", "placeholder": "-"},
+    {"name": "Stock", "field": "attributes.stock"},
+    {"name": "Title", "field": "title"},
+]}, "from-attributes")
+
+
+def as_bulk_query_reads_it(item: dict) -> dict:
+    """The item as the bulk item query hands it over: its JSON fields as their stored text, or
+    None when empty (service/storage/items.py)."""
+    return {**item, **{field: orjson.dumps(item[field]).decode() if item[field] else None
+                       for field in ("attributes", "locales")}}
 
 texts = st.none() | st.text(max_size=20)
 amounts = st.none() | st.decimals(min_value=0, max_value=10**6, places=2,
@@ -49,6 +62,22 @@ def test_json_row_is_the_general_render_serialised(item, locale):
         enricher = Enricher(spec)
         general = tuple(orjson.dumps(value) for value in enricher.attributes_of(item, locale).values())
         assert enricher.json_row(item, locale) == general
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(item=items, stock=st.none() | st.integers(-2**63, 2**63 - 1),
+       locale=st.sampled_from([None, "de_DE", "en_US"]))
+def test_json_fields_read_as_text_render_as_parsed(item, stock, locale):
+    """A row whose attributes and locales came as text (or None) renders exactly as the same row
+    with them parsed: a recommender that shows them parses them, one that does not never does."""
+    if stock is not None:
+        item = {**item, "attributes": {**item["attributes"], "stock": stock}}
+    for spec in (PLAIN, FORMATTED, FROM_ATTRIBUTES):
+        enricher = Enricher(spec)
+        assert enricher.json_row(as_bulk_query_reads_it(item), locale) == \
+            enricher.json_row(item, locale)
+        assert enricher.attributes_of(as_bulk_query_reads_it(item), locale) == \
+            enricher.attributes_of(item, locale)
 
 
 def test_a_missing_or_unavailable_item_has_no_row():
