@@ -146,7 +146,7 @@ class Authenticator:
         async def load() -> Principal | None:
             read_at = time.monotonic()
             record = await read_retrying(lambda: api_keys.find_key(self.pool, digest),
-                                         on_retry=lambda: None)
+                                         on_retry=lambda: None, pool=self.pool)
             return None if record is None else principal_from_record(record, read_at)
 
         return await self._cache.get_or_load(  # type: ignore[return-value]
