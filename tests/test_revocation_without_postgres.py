@@ -1,5 +1,6 @@
 """A key revoked while a process cannot hear from Postgres (stalled, partitioned) is refused there
-within a second all the same: the revocation also travels by Redis, and the revoking process
+within a second all the same: the revocation also travels by Redis (from the HTTP route and from
+`keys revoke`), and the revoking process
 refuses the key itself whatever Postgres does next. Nothing else is refused: the rest of the
 traffic is answered from the caches, as during any stall.
 
@@ -19,6 +20,7 @@ from service.runtime.settings import Settings
 from service.web.app import create_app
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
+from tests.support.service_processes import run_cli, service_env
 from tests.support.tcp_proxy import TcpProxy, proxy_to_database, url_through
 
 pytestmark = pytest.mark.timing
@@ -100,3 +102,17 @@ async def test_the_revoking_process_refuses_the_key_when_postgres_goes_silent_at
         # The other keys, demoted by the revocation, are served from the cache when Postgres
         # does not answer within the request's deadline.
         assert (await a.post(TRANSFORM, EVENT, headers=QUICK))[0] == 200
+
+
+async def test_a_key_revoked_by_the_cli_is_refused_by_a_process_that_cannot_hear_postgres(
+    aiohttp_client, settings, database_url, make_key, proxy,
+):
+    _, b, key = await deployment(aiohttp_client, settings, database_url, make_key, proxy,
+                                 proxied="b")
+    env = service_env(database_url, REDIS_URL=settings.redis_url,
+                      ENRICHER_REDIS_PREFIX=settings.redis_prefix)
+    with proxy.stalled():
+        done = await asyncio.to_thread(run_cli, env, "keys", "revoke", "--tenant", "acme",
+                                       key[:11])
+        assert done.returncode == 0, done.stderr
+        await refused_within(WITHIN, Api(b.client, key))

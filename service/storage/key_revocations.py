@@ -6,7 +6,8 @@ A key's revocation reaches every process by the NOTIFY of the `api_keys` trigger
 key again. Both halves need Postgres: while a process's Postgres is stalled or out of reach, the
 NOTIFY waits with everything else and the read falls back on the cached key, so a key revoked
 just before would still be served there for as long as the stall lasts. So the process that
-revokes a key (DELETE /v1/keys/{prefix}) also PUBLISHes the fact on Redis, on channel
+revokes a key (DELETE /v1/keys/{prefix}, or `keys revoke` with REDIS_URL set) also PUBLISHes
+the fact on Redis, on channel
 `<ENRICHER_REDIS_PREFIX>:revoked-keys`, before it answers; every process SUBSCRIBEs to it and
 refuses that key from then on without asking Postgres. A revocation is final, so a process can
 trust it as it is told: it is the one fact about a key that needs no database to act on.
@@ -66,13 +67,16 @@ class RevocationChannel:
         self.channel = f"{prefix}:revoked-keys"
         self.timeout = max(timeout, MIN_PUBLISH_SECONDS)
         self.on_revoked = on_revoked
+        self.url = url
         self._publisher = _client(url, self.timeout)
-        # No read timeout: a subscription is quiet most of the time.
-        self._subscriber = _client(url, None)
+        self._subscriber: Any = None
         self._task: asyncio.Task | None = None
         self.subscribed = asyncio.Event()
 
     def start(self) -> None:
+        """Subscribe (a process that only publishes, as the CLI, never starts)."""
+        # No read timeout: a subscription is quiet most of the time.
+        self._subscriber = _client(self.url, None)
         self._task = asyncio.ensure_future(self._subscribe())
 
     async def close(self) -> None:
@@ -81,7 +85,8 @@ class RevocationChannel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._publisher.aclose()
-        await self._subscriber.aclose()
+        if self._subscriber is not None:
+            await self._subscriber.aclose()
 
     async def publish(self, tenant_id: int, prefix: str) -> int | None:
         """Tell every subscribed process; how many were reached, None when Redis did not answer
