@@ -106,10 +106,11 @@ async def connect_to_any_host(*args: object, **kwargs: object) -> asyncpg.Connec
     balancer in front of a stopped primary), so the standby promoted behind the next address is
     never reached; and when every host fails it raises the last host's error (a refused
     connection), hiding that another host answered but is not writable yet, the one failure the
-    pool waits through (`connect_through_failover`). So when the DSN's hosts fail together, each is
-    tried alone: the first that can be used is returned; else TargetServerAttributeNotMatched if
-    any answered as a failover does (not writable yet, shutting down or starting up), else the
-    first error."""
+    pool waits through (`connect_through_failover`); and its timeout covers all the hosts
+    together, so a first host that never answers (a machine gone) leaves none for the next. So
+    when the DSN's hosts fail together, each is tried alone, with a timeout of its own: the first
+    that can be used is returned; else TargetServerAttributeNotMatched if any answered as a
+    failover does (not writable yet, shutting down or starting up), else the first error."""
     # The pool passes the DSN as the first argument, our own callers by name.
     dsn, rest = (args[0], args[1:]) if args else (kwargs.pop("dsn", None), ())
     try:
