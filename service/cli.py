@@ -35,6 +35,7 @@ from service.storage import api_keys
 from service.storage import tenants as tenant_store
 from service.storage.db import connect
 from service.storage.embedded_postgres import embedded_postgres
+from service.storage.key_revocations import RevocationChannel
 from service.storage.migrations import apply_migrations
 from service.web.auth import SCOPES
 
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                          "limit": lambda conn: limit_tenant(conn, args)}[args.tenants_command]
         return with_database(settings, tenant_action)
     if args.command == "keys":
-        key_action = {"create": create_key, "list": print_keys, "revoke": revoke_key,
+        if args.keys_command == "revoke":
+            return with_database(settings, lambda conn: revoke_key(conn, args, settings))
+        key_action = {"create": create_key, "list": print_keys,
                       "rotate": rotate_key}[args.keys_command]
         return with_database(settings, lambda conn: key_action(conn, args))
     if args.command == "pinpoint-config":
@@ -391,16 +394,28 @@ async def print_keys(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     return 0
 
 
-async def revoke_key(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+async def revoke_key(conn: asyncpg.Connection, args: argparse.Namespace,
+                     settings: Settings) -> int:
     prefix = check_prefix(args.prefix)
     outcome: list[bool] = []
+    tenant_ids: list[int] = []
 
     async def work() -> None:
         tenant = await tenant_store.get_tenant(conn, args.tenant)
         _, revoked = await api_keys.revoke_key(conn, tenant.id, prefix)
         outcome.append(revoked)
+        tenant_ids.append(tenant.id)
 
     await _audited("key.revoke", args.tenant, prefix, work)
+    if settings.redis_url:
+        # As DELETE /v1/keys/{prefix} does: a process that cannot hear from Postgres just now
+        # refuses the key all the same (service/storage/key_revocations.py).
+        channel = RevocationChannel(settings.redis_url, prefix=settings.redis_prefix,
+                                    timeout=settings.redis_timeout, on_revoked=lambda *_: None)
+        try:
+            await channel.publish(tenant_ids[0], prefix)
+        finally:
+            await channel.close()
     print(f"key {prefix} of tenant {args.tenant} "
           + ("revoked" if outcome[0] else "was already revoked"), file=sys.stderr)
     return 0

@@ -301,12 +301,14 @@ def catalog_lines(count: int) -> bytes:
 
 
 async def start_deployment(folder: Path, *, instances: int, items: int, hot: int,
-                           log: callable = print, lb_checks: bool = True) -> Deployment:
-    """Start everything; on a failure, stop what started and raise."""
+                           log: callable = print, lb_checks: bool = True,
+                           redis_apart: bool = False) -> Deployment:
+    """Start everything; on a failure, stop what started and raise. `redis_apart` (sabotage)
+    gives each instance a Redis prefix of its own: nothing one publishes reaches another."""
     started: list[callable] = []
     try:
         return await _start(folder, instances=instances, items=items, hot=hot, log=log,
-                            started=started, lb_checks=lb_checks)
+                            started=started, lb_checks=lb_checks, redis_apart=redis_apart)
     except BaseException:
         for stop in reversed(started):
             with contextlib.suppress(Exception):
@@ -317,7 +319,7 @@ async def start_deployment(folder: Path, *, instances: int, items: int, hot: int
 
 
 async def _start(folder: Path, *, instances: int, items: int, hot: int, log, started,
-                 lb_checks: bool) -> Deployment:
+                 lb_checks: bool, redis_apart: bool) -> Deployment:
     log(f"soak: Postgres primary in {folder}")
     primary = OwnedPostgres(folder / "pg-a")
     await asyncio.to_thread(primary.init)
@@ -378,7 +380,8 @@ async def _start(folder: Path, *, instances: int, items: int, hot: int, log, sta
         ENRICHER_PERSONALIZE_ENDPOINT_URL=personalize.url, AWS_DEFAULT_REGION=REGION,
         AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
     )
-    members = [Instance(f"i{n}", env, folder) for n in range(instances)]
+    members = [Instance(f"i{n}", {**env, "ENRICHER_REDIS_PREFIX": f"ce-i{n}"} if redis_apart
+                        else env, folder) for n in range(instances)]
     for instance in members:
         instance.start()
         started.append(instance.kill)

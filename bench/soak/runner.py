@@ -35,7 +35,9 @@ from bench.soak.history import History, read_history
 # What `--break` can sabotage (docs/soak.md), and the promise each breaks.
 BREAKS = {
     "retries": "Braze and Pinpoint give up after one try (promise 1, under faults)",
-    "invalidation": "every LISTEN connection is silenced as it opens (promises 2 and 4)",
+    "invalidation": "every LISTEN connection is silenced as it opens, and each instance has a "
+                    "Redis prefix of its own, so no revocation published on Redis reaches another "
+                    "(promises 2 and 4)",
     "lose-writes": "every tenth write is logged as acknowledged but never sent (promise 3)",
     "lb-checks": "HAProxy without health checks or retries (promises 1 and 5, under faults)",
     "memory-bound": "the checker holds each process to 1 MiB (promise 6)",
@@ -115,7 +117,8 @@ async def soak(config: SoakConfig, log=print) -> tuple[dict[str, Any], list[chec
     try:
         deployment = await start_deployment(folder, instances=config.instances,
                                             items=config.items, hot=config.hot, log=log,
-                                            lb_checks="lb-checks" not in config.breaks)
+                                            lb_checks="lb-checks" not in config.breaks,
+                                            redis_apart="invalidation" in config.breaks)
         try:
             await put_recommender(deployment)
             started = time.time()

@@ -97,7 +97,7 @@ class RecommenderLookup:
         async def load() -> Recommender | None:
             row = await read_retrying(
                 lambda: recommender_store.fetch_recommender(self.pool, tenant_id, name),
-                on_retry=lambda: None,
+                on_retry=lambda: None, pool=self.pool,
             )
             return None if row is None else self._renders.recommender(tenant_id, row)
 
@@ -123,7 +123,7 @@ class RecommenderLookup:
                 lambda: recommender_store.fetch_recommender_for_application(
                     self.pool, tenant_id, application_id
                 ),
-                on_retry=lambda: None,
+                on_retry=lambda: None, pool=self.pool,
             )
             return None if row is None else self._renders.recommender(tenant_id, row)
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -62,20 +63,84 @@ APPLICATION_NAME = "catalog-enricher"
 
 # How long a new connection of the primary pool waits while no server of a multi-host
 # DATABASE_URL is what its target_session_attrs asks for: a failover between the old primary
-# turning read-only and the standby's promotion (about a second). Every use of the pool waits
-# the same way, reads and writes, the key and recommender lookups included; a request's own
-# deadline bounds its wait anyway.
+# stopping (or turning read-only) and the standby's promotion (about a second). Every use of the
+# pool waits the same way, reads and writes, the key and recommender lookups included; a
+# request's own deadline bounds its wait anyway.
 FAILOVER_WAIT_SECONDS = 2.0
 FAILOVER_RETRY_SECONDS = 0.1
 
+# A host that cannot be used at the connection level: unreachable, refusing, closing the
+# connection during its start-up (a proxy or load balancer in front of a server that is gone),
+# shutting down or starting up, or not what target_session_attrs asks for.
+HOST_FAILURES = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+)
+# What says a failover is under way: a host that answers but is not writable yet, or that is
+# shutting down or starting up.
+FAILOVER_SIGNS = (asyncpg.exceptions.TargetServerAttributeNotMatched,
+                  asyncpg.exceptions.CannotConnectNowError)
+
+
+def single_host_dsns(dsn: object) -> list[str]:
+    """One DSN per host of a multi-host `postgresql://user@h1:p1,h2:p2/db?...` (in its order);
+    [] for a single host or a DSN in another form."""
+    if not isinstance(dsn, str) or "://" not in dsn:
+        return []
+    parts = urlsplit(dsn)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    each = [host for host in hosts.split(",") if host]
+    if len(each) < 2:
+        return []
+    return [urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}")) for host in each]
+
+
+async def connect_to_any_host(*args: object, **kwargs: object) -> asyncpg.Connection:
+    """asyncpg.connect that goes on to the next host of a multi-host DSN whenever a host fails at
+    the connection level, as libpq does.
+
+    asyncpg stops at a host that accepts the TCP connection and then closes it (a proxy or load
+    balancer in front of a stopped primary), so the standby promoted behind the next address is
+    never reached; and when every host fails it raises the last host's error (a refused
+    connection), hiding that another host answered but is not writable yet, the one failure the
+    pool waits through (`connect_through_failover`); and its timeout covers all the hosts
+    together, so a first host that never answers (a machine gone) leaves none for the next. So
+    when the DSN's hosts fail together, each is tried alone, with a timeout of its own: the first
+    that can be used is returned; else TargetServerAttributeNotMatched if any answered as a
+    failover does (not writable yet, shutting down or starting up), else the first error."""
+    # The pool passes the DSN as the first argument, our own callers by name.
+    dsn, rest = (args[0], args[1:]) if args else (kwargs.pop("dsn", None), ())
+    try:
+        return await asyncpg.connect(dsn, *rest, **kwargs)
+    except HOST_FAILURES as exc:
+        hosts = single_host_dsns(dsn)
+        if not hosts:
+            raise
+        first: BaseException = exc
+    under_way = isinstance(first, FAILOVER_SIGNS)
+    for host in hosts:
+        try:
+            return await asyncpg.connect(host, *rest, **kwargs)
+        except FAILOVER_SIGNS:
+            under_way = True
+        except HOST_FAILURES:
+            continue
+    if under_way:
+        raise asyncpg.exceptions.TargetServerAttributeNotMatched(
+            "no host is usable yet (a failover under way?)") from first
+    raise first
+
 
 async def connect_through_failover(*args: object, **kwargs: object) -> asyncpg.Connection:
-    """asyncpg.connect, tried again every FAILOVER_RETRY_SECONDS for up to
+    """`connect_to_any_host`, tried again every FAILOVER_RETRY_SECONDS for up to
     FAILOVER_WAIT_SECONDS while it raises TargetServerAttributeNotMatched."""
     give_up_at = time.monotonic() + FAILOVER_WAIT_SECONDS
     while True:
         try:
-            return await asyncpg.connect(*args, **kwargs)
+            return await connect_to_any_host(*args, **kwargs)
         except asyncpg.exceptions.TargetServerAttributeNotMatched:
             if time.monotonic() >= give_up_at:
                 raise
@@ -103,7 +168,7 @@ async def create_pool(settings: Settings, *, dsn: str | None = None, min_size: i
             **connect_kwargs(settings, dsn=url, role=role),
             # The replica's pool does not wait: a replica that fails is left for the primary at
             # once (service/storage/read_routing.py).
-            connect=connect_through_failover if through_failover else None,
+            connect=connect_through_failover if through_failover else connect_to_any_host,
             min_size=settings.db_pool_min if min_size is None else min_size,
             max_size=settings.db_pool_max,
             init=init_connection,
@@ -126,7 +191,7 @@ async def connect(settings: Settings, *, role: str | None = None,
     if target_session_attrs is not None:
         kwargs["target_session_attrs"] = target_session_attrs
     try:
-        conn = await asyncpg.connect(**kwargs)
+        conn = await connect_to_any_host(**kwargs)
     except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
         raise RuntimeError(
             f"cannot connect to Postgres at {mask_url(settings.database_url)}: "

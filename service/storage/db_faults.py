@@ -51,15 +51,23 @@ DATABASE_UNAVAILABLE = (
 READ_ONLY = asyncpg.exceptions.ReadOnlySQLTransactionError
 
 
-async def read_retrying(read: Callable[[], Awaitable[T]], *, on_retry: Callable[[], None]) -> T:
+async def read_retrying(read: Callable[[], Awaitable[T]], *, on_retry: Callable[[], None],
+                        pool: asyncpg.Pool | None = None) -> T:
     """Run a read; if its pooled connection turns out dead, run it once more on a fresh one.
 
-    After a Postgres restart the pool still holds connections to the old server, and asyncpg
-    learns they are dead only by using them. Reads are safe to repeat; writes never come here.
+    After a Postgres restart or a failover the pool still holds connections to the old server,
+    and asyncpg learns they are dead only by using them, one after another: a retry on the next
+    pooled connection can meet a dead one too. So a dead connection expires all of `pool`'s
+    (each is replaced at its next use, or when released), and the retry runs on a new one, which
+    finds the server that answers now (or waits for the standby's promotion,
+    service/storage/db.py). Reads are safe to repeat; writes never come here.
     """
     try:
         return await read()
     except DEAD_CONNECTION as exc:
-        log.info("dead pooled connection; retrying once", extra={"error": type(exc).__name__})
+        log.info("dead pooled connection; the pool's connections are replaced, retrying once",
+                 extra={"error": type(exc).__name__})
+        if pool is not None:
+            await pool.expire_connections()
         on_retry()
         return await read()

@@ -125,7 +125,8 @@ class ReadRouting:
         standby = self.replica
         if replica and standby is not None and self.replica_usable:
             try:
-                result = await read_retrying(lambda: self._on(standby, query), on_retry=on_retry)
+                result = await read_retrying(lambda: self._on(standby, query), on_retry=on_retry,
+                                             pool=standby)
             except REPLICA_FAILURES as exc:
                 self._replica_failed(exc)
             except asyncpg.PostgresError as exc:
@@ -138,7 +139,8 @@ class ReadRouting:
                 return result, True
         # While no server of DATABASE_URL is writable (a failover under way), the primary
         # pool's new connections wait for one (service/storage/db.connect_through_failover).
-        result = await read_retrying(lambda: self._on(self.primary, query), on_retry=on_retry)
+        result = await read_retrying(lambda: self._on(self.primary, query), on_retry=on_retry,
+                                     pool=self.primary)
         self._count(False)
         return result, False
 
@@ -187,7 +189,8 @@ class ReadRouting:
     async def _take_hold_lsn(self) -> None:
         try:
             self._hold_lsn = await read_retrying(
-                lambda: self._probe(self.primary, SELECT_PRIMARY_LSN), on_retry=lambda: None
+                lambda: self._probe(self.primary, SELECT_PRIMARY_LSN), on_retry=lambda: None,
+                pool=self.primary,
             )  # type: ignore[assignment]
         except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:  # asked again each sample
             log.warning("cannot ask the primary for its WAL position yet; the replica waits",
@@ -202,7 +205,8 @@ class ReadRouting:
         if self._on_read_only:
             try:
                 read_only = await read_retrying(
-                    lambda: self._probe(self.primary, SELECT_READ_ONLY), on_retry=lambda: None
+                    lambda: self._probe(self.primary, SELECT_READ_ONLY), on_retry=lambda: None,
+                    pool=self.primary,
                 )
             except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError):
                 return  # a primary that is down is seen by requests and the listener
@@ -214,7 +218,7 @@ class ReadRouting:
             state = await read_retrying(
                 lambda: self._probe(replica, SELECT_REPLICA_STATE, self._hold_lsn or "0/0",
                                     row=True),
-                on_retry=lambda: None,
+                on_retry=lambda: None, pool=replica,
             )
         except (*REPLICA_FAILURES, asyncpg.PostgresError) as exc:
             self._replica_failed(exc)

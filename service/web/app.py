@@ -24,6 +24,7 @@ from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings, mask_url
 from service.storage.db import connect, open_pool, open_read_pool
+from service.storage.key_revocations import RevocationChannel
 from service.storage.key_usage import KeyUsageRecorder
 from service.storage.rate_counter import RateCounter, redis_for_rates
 from service.storage.read_routing import ReadRouting
@@ -41,6 +42,7 @@ from service.web.app_keys import (
     RECOMMENDERS,
     REQUESTS_IN_FLIGHT,
     RESOLVER,
+    REVOCATIONS,
     SETTINGS,
     SHARED_CACHE,
     TENANT_GATE,
@@ -175,6 +177,24 @@ async def lookups_context(app: web.Application) -> AsyncIterator[None]:
         await resolver.close()
 
 
+async def revocations_context(app: web.Application) -> AsyncIterator[None]:
+    """Key revocations through Redis as well as Postgres's NOTIFY (when REDIS_URL is set), so a
+    process that cannot hear from Postgres still refuses a revoked key within a second."""
+    settings = app[SETTINGS]
+    if not settings.redis_url:
+        yield
+        return
+    channel = RevocationChannel(settings.redis_url, prefix=settings.redis_prefix,
+                                timeout=settings.redis_timeout,
+                                on_revoked=app[AUTHENTICATOR].revoked)
+    channel.start()
+    app[REVOCATIONS] = channel
+    try:
+        yield
+    finally:
+        await channel.close()
+
+
 async def invalidation_context(app: web.Application) -> AsyncIterator[None]:
     """The dedicated LISTEN connection that keeps every cache of this process current. It goes to
     DATABASE_URL's writable server only (NOTIFY is never delivered on a standby), never to a
@@ -250,6 +270,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(tenant_gate_context)
     app.cleanup_ctx.append(key_usage_context)
     app.cleanup_ctx.append(lookups_context)
+    app.cleanup_ctx.append(revocations_context)
     app.cleanup_ctx.append(invalidation_context)
     app.cleanup_ctx.append(personalize_context)
     # Last: the lag of serving, not of start-up (migrations, first connections, cache tables).

@@ -18,6 +18,7 @@ from service.resolution.shared_cache import SharedCache
 from service.runtime.loop_slices import LoopSlicer
 from service.runtime.metrics import Metrics
 from service.runtime.settings import Settings
+from service.storage.key_revocations import RevocationChannel
 from service.storage.key_usage import KeyUsageRecorder
 from service.storage.read_routing import ReadRouting
 from service.web.auth import Authenticator, Principal
@@ -36,6 +37,8 @@ METRICS = web.AppKey("metrics", Metrics)
 LOOP_SLICER = web.AppKey("loop_slicer", LoopSlicer)
 SHARED_CACHE = web.AppKey("shared_cache", SharedCache)
 LISTENER = web.AppKey("invalidation_listener", InvalidationListener)
+# Revocations told through Redis too (when REDIS_URL is set).
+REVOCATIONS = web.AppKey("revocations", RevocationChannel)
 # Per-user Personalize results and the process's one Personalize client (issue 12).
 USER_RECOMMENDATIONS = web.AppKey("user_recommendations", UserRecommendations)
 # Amazon Connect: each IdempotencyToken's first answer, replayed to retries.

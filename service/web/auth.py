@@ -7,8 +7,11 @@ other send platforms can send); `curl -u <key>:` (the key as user name, no passw
 The key's format, hash and scopes are in service/key_rules.py (shared with the CLI). Lookups are
 cached per process (`ENRICHER_AUTH_CACHE_SECONDS`) so a transform costs no extra round trip; a
 change to a key or a tenant is pushed to every process by a NOTIFY (service/resolution/invalidation.py),
-so a revoked key stops working within a second, and within the cache time at worst. Expiry is a
-comparison on the cached key (its time left, as Postgres counted it when read), not a query.
+so a revoked key stops working within a second, and within the cache time at worst. A revocation
+also travels by Redis (service/storage/key_revocations.py), and a key known to be revoked is
+refused without asking Postgres, so a process that cannot hear from Postgres (stalled, out of
+reach) refuses it within a second too, while it answers every other key from its cache. Expiry is
+a comparison on the cached key (its time left, as Postgres counted it when read), not a query.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from service.resolution.expiring_map import ExpiringMap
 from service.storage import api_keys
 from service.storage.db_faults import read_retrying
 from service.storage.key_usage import KeyUsageRecorder
+
+# Revocations remembered beyond the cache (a bound against a flood; far above any real count).
+MAX_REVOKED_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,10 @@ class Authenticator:
         self._cache: ExpiringMap[bytes, Principal | None] = ExpiringMap(
             cache_seconds, stale_seconds=stale_seconds
         )
+        # (tenant id, prefix) → when this process learnt the key was revoked: refused whatever
+        # the cache holds. Kept as long as an entry read before then may be (fresh or stale).
+        self._revoked: dict[tuple[int, str], float] = {}
+        self._revoked_kept = cache_seconds + stale_seconds
 
     async def authenticate(self, header: str | None, deadline: Deadline | None = None) -> Principal:
         key = key_from_authorization(header)
@@ -123,6 +133,8 @@ class Authenticator:
             principal = await self._load(digest, deadline)
         if principal is None:
             raise Unauthorized("the API key is not valid")
+        if self._revoked and (principal.tenant_id, principal.key_prefix) in self._revoked:
+            raise Unauthorized("the API key has been revoked")
         refused = principal.refusal(time.monotonic())
         if refused:
             raise Unauthorized(refused)
@@ -134,7 +146,7 @@ class Authenticator:
         async def load() -> Principal | None:
             read_at = time.monotonic()
             record = await read_retrying(lambda: api_keys.find_key(self.pool, digest),
-                                         on_retry=lambda: None)
+                                         on_retry=lambda: None, pool=self.pool)
             return None if record is None else principal_from_record(record, read_at)
 
         return await self._cache.get_or_load(  # type: ignore[return-value]
@@ -143,3 +155,15 @@ class Authenticator:
 
     def expire_all(self) -> None:
         self._cache.expire_all()
+
+    def revoked(self, tenant_id: int, prefix: str) -> None:
+        """The tenant's key `prefix` is revoked (this process revoked it, or was told by Redis):
+        refuse it from now on, even from the cache, even when Postgres cannot be asked."""
+        now = time.monotonic()
+        self._revoked.pop((tenant_id, prefix), None)
+        self._revoked[(tenant_id, prefix)] = now  # in the order learnt: the oldest first
+        while self._revoked:
+            oldest, learnt = next(iter(self._revoked.items()))
+            if len(self._revoked) <= MAX_REVOKED_KEPT and learnt > now - self._revoked_kept:
+                break
+            del self._revoked[oldest]

@@ -16,7 +16,14 @@ from service.items import json_type
 from service.key_rules import check_label, check_prefix, parse_duration, scopes_not_held
 from service.storage import api_keys
 from service.web.access import requires
-from service.web.app_keys import AUDIT_TARGET, AUTHENTICATOR, POOL, PRINCIPAL, SETTINGS
+from service.web.app_keys import (
+    AUDIT_TARGET,
+    AUTHENTICATOR,
+    POOL,
+    PRINCIPAL,
+    REVOCATIONS,
+    SETTINGS,
+)
 from service.web.audit import audited
 from service.web.paging import check_known_params, next_link, page_limit
 from service.web.request_body import read_json
@@ -93,11 +100,19 @@ async def create_key(request: web.Request) -> web.Response:
 async def delete_key(request: web.Request) -> web.Response:
     """Revoke a key of the tenant (204; again 204 when it already was); 404 for no such key."""
     prefix = check_prefix(request.match_info["prefix"])
-    await api_keys.revoke_key(request.app[POOL], request[PRINCIPAL].tenant_id, prefix,
+    tenant_id = request[PRINCIPAL].tenant_id
+    await api_keys.revoke_key(request.app[POOL], tenant_id, prefix,
                               acquire_timeout=request.app[SETTINGS].db_acquire_timeout)
-    # This process refuses the key before answering; the NOTIFY tells the others, but it may
-    # arrive after the caller's next request (the 'at once' a revoking admin relies on).
-    request.app[AUTHENTICATOR].expire_all()
+    # This process refuses the key before answering, even if Postgres goes silent next (its
+    # cache would otherwise stand in for it). The NOTIFY tells the others, but it may arrive
+    # after the caller's next request (the 'at once' a revoking admin relies on), or, Postgres
+    # stalled, not for seconds: Redis tells them too (service/storage/key_revocations.py).
+    authenticator = request.app[AUTHENTICATOR]
+    authenticator.revoked(tenant_id, prefix)
+    authenticator.expire_all()
+    channel = request.app.get(REVOCATIONS)
+    if channel is not None:
+        await channel.publish(tenant_id, prefix)
     return web.Response(status=204)
 
 
