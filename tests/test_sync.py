@@ -215,6 +215,45 @@ class TestBraze:
         assert summary["refused"] == 150 and summary["sent"] == 0
         assert summary["requests"] == (4 if "fail_burst" in fault else 2)
 
+class TestLocales:
+    """--locale sets every line's locale, --locale-from reads each line's own, as enrich-batch's
+    flags do: each user's attribute is the content route's answer in that locale."""
+
+    async def test_locale_and_locale_from(self, shop, admin, fast, tmp_path, capsys,
+                                          monkeypatch):
+        monkeypatch.setenv("BRAZE_API_KEY", KEY)
+        ids = COMBOS[1]
+        status, body, _ = await admin.post("/v1/recommenders/shop/content",
+                                           {"ids": ids, "locale": "de_DE"})
+        assert status == 200, body
+        german = body["items"]
+        assert german != shop[1]  # the currency price is written the German way
+        (tmp_path / "all.ndjson").write_bytes(orjson.dumps({"key": "u1", "ids": ids}) + b"\n")
+        (tmp_path / "own.ndjson").write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in (
+            {"input": {"userId": "u2", "locale": "de_DE"}, "output": {"recommendedItems": ids}},
+            {"input": {"userId": "u3"}, "output": {"recommendedItems": ids}})))
+        fake = await FakeBraze(KEY).start()
+        try:
+            common = ("braze", "--tenant", "acme", "--recommender", "shop", "--attribute",
+                      ATTRIBUTE, "--endpoint", fake.url)
+            done, _ = await sync(fast, capsys, *common, "--locale", "de_DE",
+                                 str(tmp_path / "all.ndjson"))
+            assert done == 0
+            done, _ = await sync(fast, capsys, *common, "--locale-from", "input.locale",
+                                 str(tmp_path / "own.ndjson"))
+            assert done == 0
+            capsys.readouterr()
+            refused = await run_sync(fast, build_parser().parse_args(
+                ["sync", *common, "--locale", "not a locale!", str(tmp_path / "all.ndjson")]))
+        finally:
+            await fake.stop()
+        assert fake.profiles["u1"][ATTRIBUTE]["items"] == german
+        assert fake.profiles["u2"][ATTRIBUTE]["items"] == german
+        assert fake.profiles["u3"][ATTRIBUTE]["items"] == shop[1]  # the recommender's locale
+        assert refused == 2
+        assert "--locale must be a locale tag" in capsys.readouterr().err
+
+
 class TestIterable:
     async def test_every_user_once_through_429s_5xx_slow_answers_and_refusals(
             self, shop, fast, tmp_path, capsys, monkeypatch, caplog):

@@ -68,10 +68,7 @@ def add_enrich_batch_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--recommender", required=True)
-    locale = parser.add_mutually_exclusive_group()
-    locale.add_argument("--locale", help="the locale of every line (default: the recommender's)")
-    locale.add_argument("--locale-from", metavar="PATH",
-                        help="a dotted path to each line's locale, e.g. input.locale")
+    add_locale_arguments(parser)
     parser.add_argument("--workers", type=int, default=1,
                         help="processes enriching chunks (default 1); the output keeps the order")
     parser.add_argument("--chunk-lines", type=int, default=CHUNK_LINES,
@@ -373,6 +370,21 @@ class Summary:
             self.problems.extend(result.problems[:room])
 
 
+def add_locale_arguments(parser: argparse.ArgumentParser) -> None:
+    """--locale and --locale-from, as enrich-batch and sync read them."""
+    locale = parser.add_mutually_exclusive_group()
+    locale.add_argument("--locale", help="the locale of every line (default: the recommender's)")
+    locale.add_argument("--locale-from", metavar="PATH",
+                        help="a dotted path to each line's locale, e.g. input.locale")
+
+
+def line_rules(args: argparse.Namespace, **limits: Any) -> LineRules:
+    """The LineRules of --locale / --locale-from (a bad --locale is refused here, naming it)."""
+    return LineRules(locale=query_locale(args.locale) if args.locale else None,
+                     locale_from=tuple(args.locale_from.split(".")) if args.locale_from else None,
+                     **limits)
+
+
 async def run_batch(settings: Settings, args: argparse.Namespace,
                     open_parts: Callable[..., Any] | None = None,
                     open_sink: Callable[..., Any] | None = None) -> int:
@@ -381,10 +393,7 @@ async def run_batch(settings: Settings, args: argparse.Namespace,
     if args.workers < 1 or args.chunk_lines < 1:
         raise ValidationFailed.of("--workers" if args.workers < 1 else "--chunk-lines",
                                   "must be 1 or more")
-    locale = query_locale(args.locale) if args.locale else None
-    rules = LineRules(locale=locale,
-                      locale_from=tuple(args.locale_from.split(".")) if args.locale_from else None,
-                      max_line_bytes=args.max_line_bytes)
+    rules = line_rules(args, max_line_bytes=args.max_line_bytes)
     parts = await (open_parts or input_parts)(args.input, shard, settings)
     checkpoint = Path(args.output + CHECKPOINT_SUFFIX) if _is_local(args.output) else None
     identity = run_identity(args)

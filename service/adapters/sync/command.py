@@ -30,8 +30,8 @@ import aiohttp
 import orjson
 from tqdm import tqdm
 
-from service.adapters.batch import BatchEnricher, LineRules
-from service.adapters.batch_run import BatchFailed, input_parts
+from service.adapters.batch import BatchEnricher
+from service.adapters.batch_run import BatchFailed, add_locale_arguments, input_parts, line_rules
 from service.adapters.sync.braze import Braze
 from service.adapters.sync.checkpoint import Checkpoint
 from service.adapters.sync.dead_letter import DeadLetter
@@ -81,6 +81,7 @@ def add_sync_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--rate", type=float, metavar="N",
                         help="requests per second at most (default: ENRICHER_SYNC_BRAZE_RATE or "
                         "ENRICHER_SYNC_ITERABLE_RATE; 0: no limit)")
+    add_locale_arguments(parser)
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="users per request (default and ceiling: the platform's)")
     parser.add_argument("--resume", action="store_true",
@@ -155,6 +156,10 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     problem = _checked(args)
     if problem:
         return _fail(problem)
+    try:
+        rules = line_rules(args)
+    except ProblemError:
+        return _fail("--locale must be a locale tag like en_US, de or es-MX")
     endpoint = args.endpoint or DEFAULT_ENDPOINTS.get(args.platform)
     if not endpoint:
         return _fail("--endpoint is required for Braze: your instance's REST endpoint")
@@ -200,10 +205,12 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
             timeout=settings.sync_timeout, changed_only=args.changed_only,
         )
         digests = _Digests(pool, tenant.id, target)
-        run = {"platform": args.platform, "target": target, "input": args.input}
+        # The locale is part of the run: a checkpoint of another locale's values is refused.
+        run = {"platform": args.platform, "target": target, "input": args.input,
+               "locale": args.locale, "locale_from": args.locale_from}
         try:
             return await _sync(args, platform, options, digests,
-                               BatchEnricher(recommender, resolver, LineRules()), run, redact,
+                               BatchEnricher(recommender, resolver, rules), run, redact,
                                settings)
         finally:
             await resolver.close()
