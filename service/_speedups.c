@@ -679,6 +679,65 @@ static int put_json_contents(Buffer *b, PyObject *text) {
     return put(b, utf8 + plain, length - plain);
 }
 
+/* plain_row(item, fields, placeholders): the transform's JSON row of an item for a recommender
+ * whose attributes are all plain text fields (Enricher.json_row's shortcut): for each field,
+ * item[field] (its placeholder when None) written as orjson writes it, each a bytes object of
+ * its own size. None when a value is neither a str nor None, or is a str orjson would refuse
+ * (a lone surrogate): the caller then renders the row in Python, which answers or fails as it
+ * always did. */
+static PyObject *plain_row(PyObject *module, PyObject *args) {
+    PyObject *item, *fields, *placeholders;
+    if (!PyArg_ParseTuple(args, "OO!O!", &item, &PyTuple_Type, &fields, &PyTuple_Type,
+                          &placeholders))
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(fields);
+    if (PyTuple_GET_SIZE(placeholders) != count) {
+        PyErr_SetString(PyExc_ValueError, "one placeholder per field");
+        return NULL;
+    }
+    PyObject *row = PyTuple_New(count);
+    if (row == NULL) return NULL;
+    Buffer b = {NULL, 0, 0};
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyObject_GetItem(item, PyTuple_GET_ITEM(fields, i));
+        if (value == NULL) goto fail;
+        if (value == Py_None) {
+            Py_DECREF(value);
+            value = PyTuple_GET_ITEM(placeholders, i);
+            Py_INCREF(value);
+        }
+        PyObject *bytes;
+        if (value == Py_None) {
+            bytes = PyBytes_FromStringAndSize("null", 4);
+        } else if (PyUnicode_CheckExact(value)) {
+            b.length = 0;
+            if (put(&b, "\"", 1) < 0 || put_json_contents(&b, value) < 0 || put(&b, "\"", 1) < 0) {
+                Py_DECREF(value);
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeError)) goto fail;
+                PyErr_Clear();  /* orjson's message, not ours: the Python path says it */
+                goto python;
+            }
+            bytes = PyBytes_FromStringAndSize(b.data, b.length);
+        } else {
+            Py_DECREF(value);
+            goto python;
+        }
+        Py_DECREF(value);
+        if (bytes == NULL) goto fail;
+        PyTuple_SET_ITEM(row, i, bytes);
+    }
+    PyMem_Free(b.data);
+    return row;
+python:
+    PyMem_Free(b.data);
+    Py_DECREF(row);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(b.data);
+    Py_DECREF(row);
+    return NULL;
+}
+
 static PyObject *splice_answer(PyObject *module, PyObject *args) {
     PyObject *endpoints, *kept, *own, *pieces, *first, *by_locale = Py_None;
     Py_ssize_t cap;
@@ -825,6 +884,8 @@ static PyMethodDef methods[] = {
     {"scan_event", scan_event, METH_VARARGS,
      "scan_event(body, max_endpoints, max_items, max_id_chars, max_depth): "
      "(application_id, endpoints, item_ids, locales), or None for the general path."},
+    {"plain_row", plain_row, METH_VARARGS,
+     "plain_row(item, fields, placeholders) -> the JSON row of plain text fields, or None"},
     {"splice_answer", splice_answer, METH_VARARGS,
      "splice_answer(endpoints, kept, own, pieces, first, cap[, by_locale]): "
      "(answer bytes, unresolved)."},

@@ -7,9 +7,11 @@ per-locale texts; whatever path it takes, a row must be the general renderer's v
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.enrichment import enrich
 from service.enrichment.enrich import Enricher
 from service.enrichment.recommenders import parse_recommender
 
@@ -78,6 +80,44 @@ def test_json_fields_read_as_text_render_as_parsed(item, stock, locale):
             enricher.json_row(item, locale)
         assert enricher.attributes_of(as_bulk_query_reads_it(item), locale) == \
             enricher.attributes_of(item, locale)
+
+
+TEXTS_ONLY = parse_recommender({"catalog": "c", "attributes": [
+    {"name": "Title", "field": "title", "placeholder": "n/a"},
+    {"name": "Genre", "field": "genre"},
+    {"name": "Image", "field": "image_url", "placeholder": "https://x.example/none.png"},
+    {"name": "Id", "field": "id", "first": True},
+]}, "texts-only")
+any_text = st.none() | st.text(max_size=30) | st.text(
+    alphabet=st.characters(min_codepoint=0, max_codepoint=0x7f), max_size=10)
+
+
+@pytest.mark.skipif(enrich.native is None, reason="the C extension is not built here")
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(title=any_text, genre=any_text, image=any_text)
+def test_the_c_row_writer_writes_what_python_writes(title, genre, image):
+    """A recommender of plain text fields has its rows written by the C extension: the same
+    bytes as the Python path (control characters, quotes, non-ASCII, placeholders, nulls)."""
+    item = {"id": "id-1", "title": title, "genre": genre, "image_url": image,
+            "available": True, "locales": None, "attributes": None}
+    in_c = Enricher(TEXTS_ONLY)
+    assert in_c._plain_fields is not None  # the C path is the one taken
+    python = Enricher(TEXTS_ONLY)
+    python._plain_fields = None
+    assert in_c.json_row(item, None) == python.json_row(item, None)
+    assert all(type(value) is bytes for value in in_c.json_row(item, None))
+
+
+@pytest.mark.skipif(enrich.native is None, reason="the C extension is not built here")
+def test_what_the_c_writer_leaves_to_python():
+    """A value that is not a str (a number a client wrote as a title) or a str orjson refuses
+    (a lone surrogate) goes to the Python path, which answers or fails exactly as before."""
+    enricher = Enricher(TEXTS_ONLY)
+    item = {"id": "id-1", "title": 1234, "genre": "g", "image_url": None, "available": True,
+            "locales": None, "attributes": None}
+    assert enricher.json_row(item, None)[0] == b"1234"
+    with pytest.raises(orjson.JSONEncodeError):
+        enricher.json_row({**item, "title": "\ud800"}, None)
 
 
 def test_a_missing_or_unavailable_item_has_no_row():

@@ -30,6 +30,7 @@ from service.enrichment.locales import babel_locale, fallback_chain, normalized_
 from service.enrichment.money_format import format_money
 from service.enrichment.recommenders import AttributeSpec, RecommenderSpec
 from service.json_codec import stored_object
+from service.speedups import native
 
 ELLIPSIS = "…"
 LOCALIZABLE = frozenset(("title", "genre", "image_url", "url"))
@@ -211,6 +212,14 @@ def _plain_getters(spec: RecommenderSpec) -> tuple[tuple[Callable, str], ...] | 
     return tuple(getters)
 
 
+def _plain_text_fields(spec: RecommenderSpec) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+    """(fields, placeholders) if every attribute is a plain text field, for the C row writer."""
+    if _plain_getters(spec) is None or any(a.field not in _PLAIN_TEXT_FIELDS
+                                           for a in spec.attributes):
+        return None
+    return tuple(a.field for a in spec.attributes), tuple(a.placeholder for a in spec.attributes)
+
+
 RenderKey = tuple[str, Any, str | None]
 RenderedRow = tuple[str | None, ...]
 # A rendered row as JSON: each attribute's value serialised (b'"$19.99"'), ready to be joined.
@@ -265,6 +274,8 @@ class Enricher:
         self._placeholders = tuple(a.placeholder for a in spec.attributes)
         self._columns = tuple((index, a.name, a.first) for index, a in enumerate(spec.attributes))
         self._plain = _plain_getters(spec)
+        # Every attribute a plain text field: the C extension writes the whole row at once.
+        self._plain_fields = _plain_text_fields(spec) if native is not None else None
         self._formats_money = any(a.format == "currency" for a in spec.attributes)
         self._attribute_fields = sum(a.field.startswith("attributes.") for a in spec.attributes)
         # Serialised answers are bytes templates, filled per endpoint with each attribute's
@@ -335,6 +346,10 @@ class Enricher:
         if plain is not None and not item["locales"]:
             # Every attribute a field as stored (no format, truncate or template) and no texts
             # per locale: the values are the item's own, without the general renderer.
+            if self._plain_fields is not None:
+                row = native.plain_row(item, *self._plain_fields)  # type: ignore[union-attr]
+                if row is not None:  # else a value only Python writes (or refuses) as orjson
+                    return row
             return tuple([
                 _join((_dumps(placeholder if (value := get(item)) is None else value), _NOTHING))
                 for get, placeholder in plain
