@@ -14,6 +14,7 @@ memory, as before.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 from collections.abc import Callable
@@ -86,6 +87,25 @@ class SampledGauge:
             self.gauge.set(self._function())
 
 
+class WorkerFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector over every worker's files, but an empty file (0 bytes) is a
+    worker's with nothing recorded yet, not an error. prometheus_client creates a worker's file
+    before it sizes it, and reads a 0-byte file as a struct.error that fails the whole scrape; a
+    worker killed inside that window (a crash loop) leaves the empty file behind for good, since
+    it is named after a process that never comes back, so every later scrape would be a 500
+    (prometheus/client_python#1199, not fixed in a release yet)."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path):
+                    files.append(path)
+            except FileNotFoundError:  # a dead worker's file, removed meanwhile
+                continue
+        return self.merge(files, accumulate=True)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -94,7 +114,7 @@ class Metrics:
         self.exposition = registry
         if shared:
             self.exposition = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.exposition, path=shared)
+            WorkerFilesCollector(self.exposition, path=shared)
         self.requests = Counter(
             "enricher_http_requests", "HTTP requests answered, by route and status.",
             ("route", "method", "status"), registry=registry,

@@ -11,10 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.web.app_keys import METRICS
 
-# With --workers N a scrape reads every worker's files. A worker that has just started may have
-# created its file but not yet sized and headed it (prometheus_client reads an empty file as a
-# struct.error), and a dead worker's files go while they are read: both pass in microseconds, so
-# the scrape is read again rather than answered 500.
+# With --workers N a scrape reads every worker's files. A dead worker's files go while they are
+# read, and a worker's file being sized as it is read is short of its header: both pass in
+# microseconds, so the scrape is read again rather than answered 500. (An empty file, created and
+# not sized yet, or left so by a worker killed then, is skipped: runtime/metrics.py.)
 _RACES = (struct.error, FileNotFoundError)
 ATTEMPTS = 5  # waiting 10, 20, 40 and 80 ms between them
 
