@@ -114,7 +114,7 @@ HOW_EACH_BLOCK_IS_CHECKED: dict[tuple[str, str], str] = {
     ("docs/performance.md", "python -m bench"): "a benchmark: the suite runs none "
                                                 "(tests/test_bench.py smoke-tests the bench)",
     ("docs/performance.md", "make bench"): "a benchmark (as above)",
-    ("docs/soak.md", "python -m bench.soak --minutes 30 --seed 34"):
+    ("docs/soak.md", "python -m bench.soak --minutes 30 --seed 41"):
         "a soak of 30 minutes: the suite runs a short one (tests/test_soak.py) and checks the "
         "checker's command on crafted histories",
     ("docs/soak.md", "python -m bench.soak --minutes 1 --instances 2 --items 2000"):
