@@ -31,7 +31,13 @@ from service.web.app import create_app
 from tests.conftest import KeyMaker
 from tests.support.api import Api
 from tests.support.catalogs import load_catalog, put_recommender
-from tests.support.owned_servers import OwnedPostgres, migrated, pg_available, scratch_folder
+from tests.support.owned_servers import (
+    OwnedPostgres,
+    migrated,
+    pg_available,
+    primary_and_standby,
+    scratch_folder,
+)
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [
@@ -59,18 +65,8 @@ def migrated_cluster() -> Iterator[OwnedPostgres]:
 @pytest.fixture
 def replicated(migrated_cluster) -> Iterator[tuple[OwnedPostgres, OwnedPostgres]]:
     """A running primary and its hot standby."""
-    with scratch_folder("ce-pg-") as folder:
-        primary = migrated_cluster.copy_to(folder / "primary")
-        primary.start()
-        standby = None
-        try:
-            standby = primary.standby(folder / "standby")
-            standby.start()
-            yield primary, standby
-        finally:
-            if standby is not None:
-                standby.stop("immediate")
-            primary.stop("immediate")
+    with primary_and_standby(migrated_cluster) as pair:
+        yield pair
 
 
 @pytest.fixture

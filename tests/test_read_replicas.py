@@ -30,6 +30,7 @@ from tests.support.owned_servers import (
     OwnedPostgres,
     migrated,
     pg_available,
+    primary_and_standby,
     scratch_folder,
     wait_for_postgres,
 )
@@ -76,18 +77,8 @@ def migrated_cluster() -> Iterator[OwnedPostgres]:
 @pytest.fixture
 def replicated(migrated_cluster) -> Iterator[tuple[OwnedPostgres, OwnedPostgres]]:
     """A running primary and its hot standby, LAG seconds behind."""
-    with scratch_folder("ce-pg-") as folder:
-        primary = migrated_cluster.copy_to(folder / "primary")
-        primary.start()
-        standby = None
-        try:
-            standby = primary.standby(folder / "standby", apply_delay_ms=int(LAG * 1000))
-            standby.start()
-            yield primary, standby
-        finally:
-            if standby is not None:
-                standby.stop("immediate")
-            primary.stop("immediate")
+    with primary_and_standby(migrated_cluster, apply_delay_ms=int(LAG * 1000)) as pair:
+        yield pair
 
 
 def replica_settings(primary_url: str, standby_url: str, **extra: object) -> Settings:

@@ -213,9 +213,9 @@ def _plain_getters(spec: RecommenderSpec) -> tuple[tuple[Callable, str], ...] | 
 
 
 def _plain_text_fields(spec: RecommenderSpec) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
-    """(fields, placeholders) if every attribute is a plain text field, for the C row writer."""
-    if _plain_getters(spec) is None or any(a.field not in _PLAIN_TEXT_FIELDS
-                                           for a in spec.attributes):
+    """(fields, placeholders) for the C row writer, if every attribute of a recommender with
+    plain getters (`_plain_getters`) is a text field (not the price)."""
+    if any(a.field not in _PLAIN_TEXT_FIELDS for a in spec.attributes):
         return None
     return tuple(a.field for a in spec.attributes), tuple(a.placeholder for a in spec.attributes)
 
@@ -275,7 +275,8 @@ class Enricher:
         self._columns = tuple((index, a.name, a.first) for index, a in enumerate(spec.attributes))
         self._plain = _plain_getters(spec)
         # Every attribute a plain text field: the C extension writes the whole row at once.
-        self._plain_fields = _plain_text_fields(spec) if native is not None else None
+        self._plain_fields = _plain_text_fields(spec) \
+            if native is not None and self._plain is not None else None
         self._formats_money = any(a.format == "currency" for a in spec.attributes)
         self._attribute_fields = sum(a.field.startswith("attributes.") for a in spec.attributes)
         # Serialised answers are bytes templates, filled per endpoint with each attribute's

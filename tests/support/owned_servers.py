@@ -329,3 +329,22 @@ class OwnedSentinel:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+
+@contextlib.contextmanager
+def primary_and_standby(template: OwnedPostgres,
+                        apply_delay_ms: int = 0) -> Iterator[tuple[OwnedPostgres, OwnedPostgres]]:
+    """A running copy of `template` (a `migrated` cluster) and its hot standby, `apply_delay_ms`
+    behind; both stopped at the end."""
+    with scratch_folder("ce-pg-") as folder:
+        primary = template.copy_to(folder / "primary")
+        primary.start()
+        standby = None
+        try:
+            standby = primary.standby(folder / "standby", apply_delay_ms=apply_delay_ms)
+            standby.start()
+            yield primary, standby
+        finally:
+            if standby is not None:
+                standby.stop("immediate")
+            primary.stop("immediate")
